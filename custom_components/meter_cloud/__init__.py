@@ -1,0 +1,66 @@
+"""Meter Cloud: utility meters that live in vendor clouds."""
+
+from __future__ import annotations
+
+from homeassistant.const import Platform
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import config_validation as cv
+from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
+from homeassistant.helpers.typing import ConfigType
+from homeassistant.util import dt as dt_util
+
+from .api import BACKENDS
+from .const import CONF_BACKEND, DOMAIN
+from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator
+from .push import MeterCloudPushView
+from .services import async_setup_services
+
+PLATFORMS = [Platform.EVENT, Platform.SENSOR, Platform.VALVE]
+CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
+
+
+async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
+    """Register the push receiver and the services once."""
+    hass.http.register_view(MeterCloudPushView(hass))
+    async_setup_services(hass)
+    return True
+
+
+async def async_setup_entry(hass: HomeAssistant, entry: MeterCloudConfigEntry) -> bool:
+    """Connect to the entry's cloud and poll it."""
+    client_cls = BACKENDS[entry.data[CONF_BACKEND]].client
+    assert client_cls is not None  # the config flow only creates entries for built backends
+    tz = await dt_util.async_get_time_zone(client_cls.default_timezone) or dt_util.UTC
+    client = client_cls(async_get_clientsession(hass), entry.data, tz=tz)
+    coordinator = MeterCloudCoordinator(hass, entry, client)
+    await coordinator.async_config_entry_first_refresh()
+    entry.runtime_data = coordinator
+    await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    entry.async_on_unload(entry.add_update_listener(_async_reload))
+    return True
+
+
+async def _async_reload(hass: HomeAssistant, entry: MeterCloudConfigEntry) -> None:
+    await hass.config_entries.async_reload(entry.entry_id)
+
+
+async def async_unload_entry(hass: HomeAssistant, entry: MeterCloudConfigEntry) -> bool:
+    """Unload platforms; the pending-command ledger stays on disk."""
+    return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+
+
+async def async_remove_entry(hass: HomeAssistant, entry: MeterCloudConfigEntry) -> None:
+    """Delete the entry's command ledger."""
+    from .commands import CommandTracker  # noqa: PLC0415
+
+    await CommandTracker(hass, entry.entry_id).async_remove()
+
+
+async def async_remove_config_entry_device(
+    hass: HomeAssistant, entry: MeterCloudConfigEntry, device: dr.DeviceEntry
+) -> bool:
+    """A meter's device may be removed once the cloud no longer lists it."""
+    coordinator = entry.runtime_data
+    keys = {coordinator.device_key(meter_id) for meter_id in coordinator.data or {}}
+    return not any(domain == DOMAIN and ident in keys for domain, ident in device.identifiers)

@@ -1,0 +1,86 @@
+"""Meter Cloud client layer: vendor clouds behind one interface. No Home Assistant imports here."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from .base import MeterClient
+from .errors import (
+    AuthenticationError,
+    CloudConnectionError,
+    CloudTimeoutError,
+    CommandError,
+    ConfigurationError,
+    MeterCloudError,
+    PushError,
+    ResponseError,
+    UnsupportedError,
+)
+from .goldcard import GoldcardClient
+from .models import (
+    Alarm,
+    AlarmPriority,
+    AlarmType,
+    Capability,
+    CommandKind,
+    CommandReceipt,
+    CommandResult,
+    CommandState,
+    ConfigField,
+    DailyUsage,
+    MeterData,
+    MeterRegistration,
+    MeterStatus,
+    PriceSchedule,
+    PushResult,
+    ValveState,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Backend:
+    """A vendor system the config flow can offer."""
+
+    key: str
+    client: type[MeterClient] | None
+
+
+# Every vendor in scope; `client` is None until its backend is built.
+BACKENDS: dict[str, Backend] = {
+    "goldcard": Backend("goldcard", GoldcardClient),
+    "cangnan": Backend("cangnan", None),
+    "iotmeter": Backend("iotmeter", None),
+    "kumir": Backend("kumir", None),
+}
+
+__all__ = [
+    "BACKENDS",
+    "Alarm",
+    "AlarmPriority",
+    "AlarmType",
+    "AuthenticationError",
+    "Backend",
+    "Capability",
+    "CloudConnectionError",
+    "CloudTimeoutError",
+    "CommandError",
+    "CommandKind",
+    "CommandReceipt",
+    "CommandResult",
+    "CommandState",
+    "ConfigField",
+    "ConfigurationError",
+    "DailyUsage",
+    "GoldcardClient",
+    "MeterClient",
+    "MeterCloudError",
+    "MeterData",
+    "MeterRegistration",
+    "MeterStatus",
+    "PriceSchedule",
+    "PushError",
+    "PushResult",
+    "ResponseError",
+    "UnsupportedError",
+    "ValveState",
+]

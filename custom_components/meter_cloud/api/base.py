@@ -1,0 +1,127 @@
+"""The interface every backend implements, with its declared capabilities."""
+
+from __future__ import annotations
+
+import uuid
+from abc import ABC, abstractmethod
+from collections.abc import Mapping
+from datetime import date, datetime, tzinfo
+from decimal import Decimal
+from typing import Any, ClassVar
+
+import aiohttp
+
+from .errors import UnsupportedError
+from .http import DEFAULT_TIMEOUT
+from .models import (
+    AlarmType,
+    Capability,
+    CommandReceipt,
+    ConfigField,
+    DailyUsage,
+    MeterData,
+    MeterRegistration,
+    PriceSchedule,
+    PushResult,
+)
+
+
+class MeterClient(ABC):
+    """A vendor cloud: read meters, send commands, understand its pushes."""
+
+    backend: ClassVar[str]
+    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    alarm_types: ClassVar[tuple[AlarmType, ...]] = ()
+    config_fields: ClassVar[tuple[ConfigField, ...]] = ()
+    # Paths the vendor appends to the push URL it is given.
+    push_paths: ClassVar[tuple[str, ...]] = ()
+    max_price_tiers: ClassVar[int] = 0
+    # Decimal places of money amounts a recharge may carry.
+    money_places: ClassVar[int] = 2
+    default_timezone: ClassVar[str] = "UTC"
+
+    def __init__(self, session: aiohttp.ClientSession, config: Mapping[str, Any], *, tz: tzinfo) -> None:
+        """Keep the shared session, the entry's settings and the vendor's time zone."""
+        self._session = session
+        self._config = dict(config)
+        self._tz = tz
+        self.request_timeout = DEFAULT_TIMEOUT
+
+    manufacturer: ClassVar[str] = ""
+    currency: ClassVar[str] = "CNY"
+    # MeterData fields this backend can fill (entities exist only for these).
+    fields: ClassVar[frozenset[str]] = frozenset()
+
+    def new_serial(self) -> str:
+        """A fresh 32-character request serial."""
+        return uuid.uuid4().hex
+
+    def supports(self, capability: Capability) -> bool:
+        """Whether this backend can do `capability`."""
+        return capability in self.capabilities
+
+    @classmethod
+    @abstractmethod
+    def unique_id(cls, config: Mapping[str, Any]) -> str:
+        """The account's stable identity, from the config-flow fields."""
+
+    @classmethod
+    @abstractmethod
+    def title(cls, config: Mapping[str, Any]) -> str:
+        """A human title for the account."""
+
+    @abstractmethod
+    async def async_validate(self) -> None:
+        """Make one real call that proves the settings work."""
+
+    @abstractmethod
+    async def async_get_meters(self) -> dict[str, MeterData]:
+        """Latest readings of every meter of the account, in as few requests as the API allows."""
+
+    async def async_get_details(self, meter: MeterData) -> MeterData:
+        """Slow-changing details of one meter."""
+        raise UnsupportedError(Capability.DETAILS)
+
+    async def async_set_valve(self, meter: MeterData, open_valve: bool, serial: str) -> CommandReceipt:
+        """Ask the meter to open or close its valve."""
+        raise UnsupportedError(Capability.VALVE)
+
+    async def async_recharge(
+        self, meter: MeterData, amount: Decimal, reference: str, *, serial: str, when: datetime
+    ) -> CommandReceipt:
+        """Add money to a prepaid meter; `serial` is reused verbatim on any retry."""
+        raise UnsupportedError(Capability.RECHARGE)
+
+    async def async_cancel_command(self, meter: MeterData, serial: str) -> None:
+        """Cancel a command that has not reached the meter yet."""
+        raise UnsupportedError(Capability.CANCEL_COMMAND)
+
+    async def async_set_price(self, meters: list[MeterData], schedule: PriceSchedule) -> dict[str, Any]:
+        """Create or adjust a price and assign it to `meters`."""
+        raise UnsupportedError(Capability.SET_PRICE)
+
+    async def async_daily_usage(self, meter: MeterData, start: date, end: date) -> list[DailyUsage]:
+        """Daily usage records between two dates, inclusive."""
+        raise UnsupportedError(Capability.DAILY_USAGE)
+
+    async def async_register_meter(self, registration: MeterRegistration) -> dict[str, Any]:
+        """Open an account for a new meter."""
+        raise UnsupportedError(Capability.REGISTER_METER)
+
+    async def async_deregister_meter(self, meter: MeterData, reading: Decimal, reason: str) -> dict[str, Any]:
+        """Close a meter's account."""
+        raise UnsupportedError(Capability.DEREGISTER_METER)
+
+    async def async_replace_meter(
+        self, meter: MeterData, *, new_meter_no: str, new_meter_type: str, old_reading: Decimal, new_reading: Decimal
+    ) -> dict[str, Any]:
+        """Replace a meter by a new one on the same account."""
+        raise UnsupportedError(Capability.REPLACE_METER)
+
+    def recharge_serial(self, reference: str) -> str:
+        """The request serial for a recharge: derived from its reference, so retries reuse it."""
+        raise UnsupportedError(Capability.RECHARGE)
+
+    def parse_push(self, path: str, headers: Mapping[str, str], body: bytes, now: datetime) -> PushResult:
+        """Authenticate and parse a push the cloud sent to `path`; raise PushError if rejected."""
+        raise UnsupportedError(Capability.PUSH)

@@ -1,0 +1,213 @@
+"""Vendor-neutral models shared by every Meter Cloud backend."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from decimal import Decimal
+from enum import StrEnum
+from typing import Any
+
+
+class ValveState(StrEnum):
+    """Valve position as the cloud last reported it."""
+
+    OPEN = "open"
+    CLOSED = "closed"
+    MOVING = "moving"
+    FAULT = "fault"
+    UNKNOWN = "unknown"
+
+
+class MeterStatus(StrEnum):
+    """Account/lifecycle state of a meter."""
+
+    OPENED = "opened"
+    ACTIVE = "active"
+    SUSPENDED = "suspended"
+    INACTIVE = "inactive"
+    CANCELLED = "cancelled"
+
+
+class AlarmType(StrEnum):
+    """Alarm kinds, common to all backends (each backend declares the ones it reports)."""
+
+    COMMUNICATION_FAULT = "communication_fault"
+    GAS_LEAK = "gas_leak"
+    REED_SWITCH_FAULT = "reed_switch_fault"
+    VALVE_LEAK = "valve_leak"
+    VALVE_FAULT = "valve_fault"
+    BATTERY_FAULT = "battery_fault"
+    MAGNETIC_INTERFERENCE = "magnetic_interference"
+    OTHER = "other"
+
+
+class AlarmPriority(StrEnum):
+    """Priority of an alarm."""
+
+    LOW = "low"
+    MEDIUM = "medium"
+    HIGH = "high"
+
+
+class CommandKind(StrEnum):
+    """What a tracked remote command does."""
+
+    VALVE_OPEN = "valve_open"
+    VALVE_CLOSE = "valve_close"
+    RECHARGE = "recharge"
+
+
+class CommandState(StrEnum):
+    """Lifecycle of a remote command."""
+
+    PENDING = "pending"
+    CONFIRMED = "confirmed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    UNKNOWN = "unknown"
+
+
+class Capability(StrEnum):
+    """What a backend can do beyond reading meters."""
+
+    DETAILS = "details"
+    VALVE = "valve"
+    RECHARGE = "recharge"
+    CANCEL_COMMAND = "cancel_command"
+    SET_PRICE = "set_price"
+    DAILY_USAGE = "daily_usage"
+    REGISTER_METER = "register_meter"
+    DEREGISTER_METER = "deregister_meter"
+    REPLACE_METER = "replace_meter"
+    PUSH = "push"
+
+
+@dataclass(frozen=True, slots=True)
+class MeterData:
+    """Everything known about one meter; None means the backend did not say."""
+
+    meter_id: str
+    user_no: str | None = None
+    device_id: str | None = None
+    model: str | None = None
+    reading: Decimal | None = None
+    reading_time: datetime | None = None
+    balance: Decimal | None = None
+    price: Decimal | None = None
+    price_code: str | None = None
+    total_gas: Decimal | None = None
+    total_money: Decimal | None = None
+    total_recharge: Decimal | None = None
+    last_recharge_amount: Decimal | None = None
+    last_recharge_time: datetime | None = None
+    recharge_count: int | None = None
+    battery_voltage: Decimal | None = None
+    signal_strength: Decimal | None = None
+    temperature: Decimal | None = None
+    pressure: Decimal | None = None
+    status: MeterStatus | None = None
+    valve: ValveState | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Alarm:
+    """An alarm the cloud reported for a meter."""
+
+    meter_id: str
+    type: AlarmType
+    priority: AlarmPriority
+    message: str
+    code: str
+    time: datetime | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandResult:
+    """The cloud's final word on a command we sent (by its serial number)."""
+
+    meter_id: str
+    serial: str
+    success: bool
+    kind: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandReceipt:
+    """What the cloud said when it accepted a command; the result comes later."""
+
+    serial: str
+    meter_id: str
+    accepted_at: datetime | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class PriceSchedule:
+    """A flat (one price) or tiered price; `ladder_limits[i]` ends tier i+1 (m³ per cycle)."""
+
+    prices: tuple[Decimal, ...]
+    ladder_limits: tuple[Decimal, ...] = ()
+    code: str | None = None
+    version: str | None = None
+    cycle_months: int | None = None
+    effective_date: date | None = None
+    adjust: bool = False
+    reset_cycle: bool = False
+
+    @property
+    def tiered(self) -> bool:
+        """Whether this is a tiered price."""
+        return len(self.prices) > 1
+
+
+@dataclass(frozen=True, slots=True)
+class DailyUsage:
+    """Gas used on one day."""
+
+    day: date
+    meter_id: str
+    volume: Decimal
+    amount: Decimal
+    price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class MeterRegistration:
+    """Fields to open an account for a meter."""
+
+    user_no: str
+    meter_no: str
+    meter_type: str
+    price_code: str
+    initial_reading: Decimal = Decimal("0")
+    billing_mode: str = "1"
+    pay_mode: str = "1"
+    user_name: str | None = None
+    address: str | None = None
+    phone: str | None = None
+    customer_type: str | None = None
+    overdraft: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """A parsed, authenticated push: what to apply and what to answer."""
+
+    serial: str
+    response: dict[str, Any]
+    reading: MeterData | None = None
+    alarm: Alarm | None = None
+    command: CommandResult | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigField:
+    """One field a backend needs in the config flow."""
+
+    key: str
+    kind: str = "text"  # text | url | password
+    required: bool = True
+    default: str | None = None
+    credential: bool = False
+    identity: bool = False

@@ -1,0 +1,70 @@
+"""Tolerant converters for vendor fields: numbers as strings, empty strings, odd formats."""
+
+from __future__ import annotations
+
+from datetime import date, datetime, tzinfo
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from typing import Any
+
+DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y%m%d%H%M%S", "%Y-%m-%dT%H:%M:%S", "%Y%m%d%H%M", "%Y-%m-%d", "%Y%m%d")
+
+
+def as_str(value: Any) -> str | None:
+    """A stripped string, or None for null/empty."""
+    if value is None or isinstance(value, (dict, list)):
+        return None
+    text = str(value).strip()
+    return text or None
+
+
+def as_decimal(value: Any) -> Decimal | None:
+    """A Decimal from a number or numeric string ("59.0%" → 59.0); None when absent or not numeric."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float):
+        value = repr(value)
+    text = as_str(value)
+    if text is None:
+        return None
+    try:
+        number = Decimal(text.removesuffix("%").strip())
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def as_int(value: Any) -> int | None:
+    """An int from a number or numeric string."""
+    number = as_decimal(value)
+    return None if number is None or number != number.to_integral_value() else int(number)
+
+
+def as_datetime(value: Any, tz: tzinfo) -> datetime | None:
+    """A zone-aware datetime from the vendor's wall-clock formats."""
+    text = as_str(value)
+    if text is None:
+        return None
+    for fmt in DATETIME_FORMATS:
+        try:
+            return datetime.strptime(text, fmt).replace(tzinfo=tz)
+        except ValueError:
+            continue
+    return None
+
+
+def as_date(value: Any) -> date | None:
+    """A date from yyyy-mm-dd or yyyymmdd."""
+    text = as_str(value)
+    if text is None:
+        return None
+    for fmt in ("%Y-%m-%d", "%Y%m%d"):
+        try:
+            return datetime.strptime(text, fmt).date()  # noqa: DTZ007
+        except ValueError:
+            continue
+    return None
+
+
+def money(amount: Decimal, places: int) -> str:
+    """Format an amount with exactly `places` decimals (half-up), as the wire wants it."""
+    return str(amount.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP))

@@ -1,0 +1,137 @@
+"""Remote commands in flight: valve moves and recharges, persisted so money is never sent twice."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, replace
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.storage import Store
+from homeassistant.util import dt as dt_util
+
+from .api import CommandKind, CommandState
+from .const import COMMAND_EXPIRY, DOMAIN
+
+STORAGE_VERSION = 1
+# Final records kept per entry, newest first, for the service responses and diagnostics.
+KEEP_FINAL = 200
+
+
+@dataclass(frozen=True, slots=True)
+class TrackedCommand:
+    """One command we sent and what became of it."""
+
+    serial: str
+    meter_id: str
+    kind: CommandKind
+    state: CommandState
+    created: datetime
+    updated: datetime
+    reference: str | None = None
+    amount: Decimal | None = None
+    message: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-friendly form, for storage and service responses."""
+        data = asdict(self)
+        data["kind"] = self.kind.value
+        data["state"] = self.state.value
+        data["created"] = self.created.isoformat()
+        data["updated"] = self.updated.isoformat()
+        data["amount"] = None if self.amount is None else str(self.amount)
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> TrackedCommand:
+        """Inverse of as_dict."""
+        return cls(
+            serial=data["serial"],
+            meter_id=data["meter_id"],
+            kind=CommandKind(data["kind"]),
+            state=CommandState(data["state"]),
+            created=datetime.fromisoformat(data["created"]),
+            updated=datetime.fromisoformat(data["updated"]),
+            reference=data.get("reference"),
+            amount=None if data.get("amount") is None else Decimal(data["amount"]),
+            message=data.get("message"),
+        )
+
+
+class CommandTracker:
+    """Commands of one config entry, by serial number."""
+
+    def __init__(self, hass: HomeAssistant, entry_id: str) -> None:
+        """Bind to the entry's store."""
+        self._store: Store[dict[str, Any]] = Store(hass, STORAGE_VERSION, f"{DOMAIN}.{entry_id}.commands")
+        self._commands: dict[str, TrackedCommand] = {}
+
+    async def async_load(self) -> None:
+        """Read what was persisted."""
+        stored = await self._store.async_load() or {}
+        for item in stored.get("commands", []):
+            command = TrackedCommand.from_dict(item)
+            self._commands[command.serial] = command
+
+    async def async_remove(self) -> None:
+        """Forget everything (the entry is being removed)."""
+        await self._store.async_remove()
+
+    def _save(self) -> None:
+        final = [c for c in self._commands.values() if c.state is not CommandState.PENDING]
+        final.sort(key=lambda c: c.updated, reverse=True)
+        for stale in final[KEEP_FINAL:]:
+            del self._commands[stale.serial]
+        self._store.async_delay_save(lambda: {"commands": [c.as_dict() for c in self._commands.values()]}, 1)
+
+    async def async_flush(self) -> None:
+        """Write now: a recharge must be on disk before it goes on the wire."""
+        await self._store.async_save({"commands": [c.as_dict() for c in self._commands.values()]})
+
+    def get(self, serial: str) -> TrackedCommand | None:
+        """The command with this serial."""
+        return self._commands.get(serial)
+
+    def all(self) -> list[TrackedCommand]:
+        """Every command, newest first."""
+        return sorted(self._commands.values(), key=lambda c: c.created, reverse=True)
+
+    def put(self, command: TrackedCommand) -> TrackedCommand:
+        """Add or replace a command."""
+        self._commands[command.serial] = command
+        self._save()
+        return command
+
+    def drop(self, serial: str) -> None:
+        """Forget a command that never left."""
+        if self._commands.pop(serial, None) is not None:
+            self._save()
+
+    def set_state(self, serial: str, state: CommandState, message: str | None = None) -> TrackedCommand | None:
+        """Move a command to `state`; a final state is never left again."""
+        command = self._commands.get(serial)
+        if command is None or command.state in (CommandState.CONFIRMED, CommandState.FAILED, CommandState.CANCELLED):
+            return None
+        updated = replace(command, state=state, updated=dt_util.utcnow(), message=message or command.message)
+        return self.put(updated)
+
+    def pending(self, meter_id: str, kinds: tuple[CommandKind, ...]) -> TrackedCommand | None:
+        """The newest pending command of these kinds for a meter."""
+        for command in self.all():
+            if command.meter_id == meter_id and command.kind in kinds and command.state is CommandState.PENDING:
+                return command
+        return None
+
+    def latest(self, meter_id: str, kind: CommandKind) -> TrackedCommand | None:
+        """The newest command of a kind for a meter."""
+        return next((c for c in self.all() if c.meter_id == meter_id and c.kind is kind), None)
+
+    def expire(self, now: datetime) -> bool:
+        """Pending commands with no result after COMMAND_EXPIRY become unknown."""
+        changed = False
+        for command in list(self._commands.values()):
+            if command.state is CommandState.PENDING and now - command.created > COMMAND_EXPIRY:
+                self.set_state(command.serial, CommandState.UNKNOWN, "no result from the cloud")
+                changed = True
+        return changed

@@ -1,0 +1,233 @@
+"""Config flow: pick the vendor backend, enter its account, validate with a real call."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from collections.abc import Mapping
+from typing import Any
+
+import voluptuous as vol
+from homeassistant.config_entries import ConfigFlow, ConfigFlowResult, OptionsFlow
+from homeassistant.core import callback
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
+from homeassistant.helpers.selector import (
+    NumberSelector,
+    NumberSelectorConfig,
+    NumberSelectorMode,
+    SelectSelector,
+    SelectSelectorConfig,
+    SelectSelectorMode,
+    TextSelector,
+    TextSelectorConfig,
+    TextSelectorType,
+)
+from homeassistant.util import dt as dt_util
+
+from .api import (
+    BACKENDS,
+    AuthenticationError,
+    CloudConnectionError,
+    ConfigField,
+    ConfigurationError,
+    MeterClient,
+    MeterCloudError,
+    ResponseError,
+)
+from .const import (
+    CONF_BACKEND,
+    CONF_DETAILS_INTERVAL,
+    CONF_PUSH_ID,
+    CONF_SCAN_INTERVAL,
+    DEFAULT_DETAILS_INTERVAL,
+    DEFAULT_SCAN_INTERVAL,
+    DOMAIN,
+    MIN_SCAN_INTERVAL,
+)
+from .coordinator import MeterCloudConfigEntry
+from .push import push_url
+
+_LOGGER = logging.getLogger(__name__)
+
+SELECTORS = {
+    "text": TextSelector(),
+    "url": TextSelector(TextSelectorConfig(type=TextSelectorType.URL)),
+    "password": TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD)),
+}
+
+
+def _schema(fields: tuple[ConfigField, ...], defaults: Mapping[str, Any]) -> vol.Schema:
+    schema: dict[vol.Marker, Any] = {}
+    for field in fields:
+        default = defaults.get(field.key, field.default)
+        marker = vol.Required if field.required else vol.Optional
+        key = marker(field.key) if default is None else marker(field.key, default=default)
+        schema[key] = SELECTORS[field.kind]
+    return vol.Schema(schema)
+
+
+def _client_cls(backend: str) -> type[MeterClient]:
+    client = BACKENDS[backend].client
+    assert client is not None
+    return client
+
+
+class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
+    """Set up a vendor account."""
+
+    VERSION = 1
+    MINOR_VERSION = 1
+
+    def __init__(self) -> None:
+        """Start with no backend chosen."""
+        self._backend: str | None = None
+
+    @staticmethod
+    @callback
+    def async_get_options_flow(config_entry: MeterCloudConfigEntry) -> MeterCloudOptionsFlow:
+        """Polling options and the push URL."""
+        return MeterCloudOptionsFlow()
+
+    async def _validate(self, backend: str, data: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
+        """One real call with these settings; return (errors, placeholders)."""
+        client_cls = _client_cls(backend)
+        tz = await dt_util.async_get_time_zone(client_cls.default_timezone) or dt_util.UTC
+        client = client_cls(async_get_clientsession(self.hass), data, tz=tz)
+        try:
+            await client.async_validate()
+        except AuthenticationError:
+            return {"base": "invalid_auth"}, {}
+        except CloudConnectionError:
+            return {"base": "cannot_connect"}, {}
+        except ConfigurationError as err:
+            return {"base": err.reason}, {}
+        except (ResponseError, MeterCloudError) as err:
+            return {"base": "api_error"}, {"error": str(err)}
+        except Exception:
+            _LOGGER.exception("Unexpected error validating the account")
+            return {"base": "unknown"}, {}
+        return {}, {}
+
+    async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Pick the vendor backend."""
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            backend = user_input[CONF_BACKEND]
+            if BACKENDS[backend].client is None:
+                errors[CONF_BACKEND] = "backend_not_available"
+            else:
+                self._backend = backend
+                return await self.async_step_account()
+        return self.async_show_form(
+            step_id="user",
+            data_schema=vol.Schema(
+                {
+                    vol.Required(CONF_BACKEND): SelectSelector(
+                        SelectSelectorConfig(
+                            options=list(BACKENDS), translation_key="backend", mode=SelectSelectorMode.LIST
+                        )
+                    )
+                }
+            ),
+            errors=errors,
+        )
+
+    async def async_step_account(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Enter the account of the chosen backend."""
+        assert self._backend is not None
+        client_cls = _client_cls(self._backend)
+        errors: dict[str, str] = {}
+        placeholders: dict[str, str] = {"error": ""}
+        if user_input is not None:
+            data = {CONF_BACKEND: self._backend, **user_input}
+            await self.async_set_unique_id(client_cls.unique_id(data))
+            self._abort_if_unique_id_configured()
+            errors, found = await self._validate(self._backend, data)
+            placeholders.update(found)
+            if not errors:
+                data[CONF_PUSH_ID] = secrets.token_urlsafe(24)
+                return self.async_create_entry(
+                    title=client_cls.title(data),
+                    data=data,
+                    description_placeholders={"push_url": push_url(self.hass, data[CONF_PUSH_ID])},
+                )
+        return self.async_show_form(
+            step_id="account",
+            data_schema=_schema(client_cls.config_fields, user_input or {}),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+    async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
+        """The cloud refused the stored credentials."""
+        return await self.async_step_reauth_confirm()
+
+    async def async_step_reauth_confirm(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Ask for new credentials only."""
+        entry = self._get_reauth_entry()
+        backend = entry.data[CONF_BACKEND]
+        fields = tuple(f for f in _client_cls(backend).config_fields if f.credential and not f.identity)
+        errors: dict[str, str] = {}
+        placeholders = {"error": "", "title": entry.title}
+        if user_input is not None:
+            data = {**entry.data, **user_input}
+            errors, found = await self._validate(backend, data)
+            placeholders.update(found)
+            if not errors:
+                return self.async_update_reload_and_abort(entry, data=data)
+        return self.async_show_form(
+            step_id="reauth_confirm",
+            data_schema=_schema(fields, {}),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+    async def async_step_reconfigure(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Change any setting of the account; it must stay the same account."""
+        entry = self._get_reconfigure_entry()
+        backend = entry.data[CONF_BACKEND]
+        client_cls = _client_cls(backend)
+        errors: dict[str, str] = {}
+        placeholders = {"error": ""}
+        if user_input is not None:
+            data = {**entry.data, **user_input}
+            await self.async_set_unique_id(client_cls.unique_id(data))
+            self._abort_if_unique_id_mismatch()
+            errors, found = await self._validate(backend, data)
+            placeholders.update(found)
+            if not errors:
+                return self.async_update_reload_and_abort(entry, data=data)
+        return self.async_show_form(
+            step_id="reconfigure",
+            data_schema=_schema(client_cls.config_fields, user_input or entry.data),
+            errors=errors,
+            description_placeholders=placeholders,
+        )
+
+
+class MeterCloudOptionsFlow(OptionsFlow):
+    """Polling intervals; shows the push URL to give the vendor."""
+
+    async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """One form."""
+        if user_input is not None:
+            return self.async_create_entry(data={key: int(value) for key, value in user_input.items()})
+        options = self.config_entry.options
+        minutes = NumberSelector(
+            NumberSelectorConfig(min=MIN_SCAN_INTERVAL, max=1440, step=1, mode=NumberSelectorMode.BOX)
+        )
+        schema = vol.Schema(
+            {
+                vol.Required(
+                    CONF_SCAN_INTERVAL, default=options.get(CONF_SCAN_INTERVAL, DEFAULT_SCAN_INTERVAL)
+                ): minutes,
+                vol.Required(
+                    CONF_DETAILS_INTERVAL, default=options.get(CONF_DETAILS_INTERVAL, DEFAULT_DETAILS_INTERVAL)
+                ): minutes,
+            }
+        )
+        return self.async_show_form(
+            step_id="init",
+            data_schema=schema,
+            description_placeholders={"push_url": push_url(self.hass, self.config_entry.data[CONF_PUSH_ID])},
+        )

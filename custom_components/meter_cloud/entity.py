@@ -1,0 +1,68 @@
+"""Base entity: one device per meter."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+
+from homeassistant.core import callback
+from homeassistant.helpers.device_registry import DeviceInfo
+from homeassistant.helpers.entity import Entity
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+from homeassistant.helpers.update_coordinator import CoordinatorEntity
+
+from .api import MeterData
+from .const import DOMAIN
+from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator
+
+
+class MeterCloudEntity(CoordinatorEntity[MeterCloudCoordinator]):
+    """An entity of one meter."""
+
+    _attr_has_entity_name = True
+
+    def __init__(self, coordinator: MeterCloudCoordinator, meter_id: str, key: str) -> None:
+        """Bind to a meter; ids come from the vendor's meter number, never the entry."""
+        super().__init__(coordinator)
+        self.meter_id = meter_id
+        device_key = coordinator.device_key(meter_id)
+        self._attr_unique_id = f"{device_key}_{key}"
+        meter = coordinator.data.get(meter_id) if coordinator.data else None
+        self._attr_device_info = DeviceInfo(
+            identifiers={(DOMAIN, device_key)},
+            manufacturer=coordinator.client.manufacturer,
+            model=meter.model if meter else None,
+            serial_number=meter_id,
+            name=f"{coordinator.client.manufacturer} {meter_id}",
+        )
+
+    @property
+    def meter(self) -> MeterData | None:
+        """The meter's latest data."""
+        return self.coordinator.data.get(self.meter_id) if self.coordinator.data else None
+
+    @property
+    def available(self) -> bool:
+        """Unavailable when the cloud failed or no longer lists the meter."""
+        return super().available and self.meter is not None
+
+
+def add_meter_entities(
+    entry: MeterCloudConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+    build: Callable[[MeterCloudCoordinator, str], Iterable[Entity]],
+) -> None:
+    """Add a platform's entities for every meter now, and for meters that appear later."""
+    coordinator = entry.runtime_data
+    known: set[str] = set()
+
+    @callback
+    def add_new_meters() -> None:
+        current = set(coordinator.data or {})
+        known.intersection_update(current)  # a meter that vanished and came back is added anew
+        new = sorted(current - known)
+        if new:
+            known.update(new)
+            async_add_entities([entity for meter_id in new for entity in build(coordinator, meter_id)])
+
+    add_new_meters()
+    entry.async_on_unload(coordinator.async_add_listener(add_new_meters))

@@ -1,0 +1,48 @@
+"""Meter alarms as event entities."""
+
+from __future__ import annotations
+
+from homeassistant.components.event import EventEntity
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers.dispatcher import async_dispatcher_connect
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .api import Alarm, Capability
+from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator, alarm_signal
+from .entity import MeterCloudEntity, add_meter_entities
+
+PARALLEL_UPDATES = 0
+
+
+async def async_setup_entry(
+    hass: HomeAssistant, entry: MeterCloudConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback
+) -> None:
+    """Add an alarm event entity per meter when the backend reports alarms."""
+    client = entry.runtime_data.client
+    if client.alarm_types and client.supports(Capability.PUSH):
+        add_meter_entities(entry, async_add_entities, lambda coordinator, meter_id: [MeterAlarm(coordinator, meter_id)])
+
+
+class MeterAlarm(MeterCloudEntity, EventEntity):
+    """Alarms the cloud reports for a meter (gas leak, tampering, faults)."""
+
+    _attr_translation_key = "alarm"
+
+    def __init__(self, coordinator: MeterCloudCoordinator, meter_id: str) -> None:
+        """Set up with the backend's alarm kinds as event types."""
+        super().__init__(coordinator, meter_id, "alarm")
+        self._attr_event_types = [kind.value for kind in coordinator.client.alarm_types]
+
+    async def async_added_to_hass(self) -> None:
+        """Listen for this meter's alarms."""
+        await super().async_added_to_hass()
+        signal = alarm_signal(self.coordinator.config_entry.entry_id, self.meter_id)
+        self.async_on_remove(async_dispatcher_connect(self.hass, signal, self._handle_alarm))
+
+    @callback
+    def _handle_alarm(self, alarm: Alarm) -> None:
+        self._trigger_event(
+            alarm.type.value,
+            {"priority": alarm.priority.value, "code": alarm.code, "message": alarm.message},
+        )
+        self.async_write_ha_state()

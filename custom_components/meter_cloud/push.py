@@ -1,0 +1,68 @@
+"""Receiver for vendor pushes: size limit → find entry → authenticate and parse (api) → apply."""
+
+from __future__ import annotations
+
+import hmac
+import logging
+
+from aiohttp import web
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.http import HomeAssistantView
+from homeassistant.helpers.network import NoURLAvailableError, get_url
+from homeassistant.util import dt as dt_util
+
+from .api import PushError
+from .const import CONF_PUSH_ID, DOMAIN, MAX_PUSH_BYTES, PUSH_URL_PREFIX
+from .coordinator import MeterCloudConfigEntry
+
+_LOGGER = logging.getLogger(__name__)
+
+
+def push_url(hass: HomeAssistant, push_id: str) -> str:
+    """The base URL to give the vendor; it appends its own fixed paths."""
+    try:
+        base = get_url(hass, prefer_external=True, allow_cloud=False)
+    except NoURLAvailableError:
+        base = "http://<home-assistant-address>:8123"
+    return f"{base}{PUSH_URL_PREFIX}/{push_id}/"
+
+
+class MeterCloudPushView(HomeAssistantView):
+    """Accepts pushes on /api/meter_cloud/push/<secret id>/<vendor path>."""
+
+    url = PUSH_URL_PREFIX + "/{push_id}/{path:.*}"
+    name = "api:meter_cloud:push"
+    # Vendors cannot log in to Home Assistant: the unguessable id plus the vendor's signature authenticate.
+    requires_auth = False
+
+    def __init__(self, hass: HomeAssistant) -> None:
+        """Keep hass to look up entries."""
+        self.hass = hass
+
+    def _entry(self, push_id: str) -> MeterCloudConfigEntry | None:
+        for entry in self.hass.config_entries.async_loaded_entries(DOMAIN):
+            if hmac.compare_digest(str(entry.data.get(CONF_PUSH_ID, "")), push_id):
+                return entry  # type: ignore[no-any-return]
+        return None
+
+    async def post(self, request: web.Request, push_id: str, path: str) -> web.Response:
+        """Handle one push."""
+        if request.content_length is not None and request.content_length > MAX_PUSH_BYTES:
+            return web.json_response({"error": "payload too large"}, status=413)
+        entry = self._entry(push_id)
+        if entry is None:
+            return web.json_response({"error": "not found"}, status=404)
+        body = await request.content.read(MAX_PUSH_BYTES + 1)
+        if len(body) > MAX_PUSH_BYTES:
+            return web.json_response({"error": "payload too large"}, status=413)
+        coordinator = entry.runtime_data
+        try:
+            push = coordinator.client.parse_push(path, request.headers, body, dt_util.utcnow())
+        except PushError as err:
+            _LOGGER.debug("Push to %s rejected: %s", path, err.reason)
+            return web.json_response(err.response, status=err.status)
+        if coordinator.is_replay(push.serial):
+            _LOGGER.debug("Push %s already applied; acknowledging again", push.serial)
+        else:
+            coordinator.async_apply_push(push)
+        return web.json_response(push.response)

@@ -1,0 +1,208 @@
+"""Meter sensors: readings, money, diagnostics."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from homeassistant.components.sensor import (
+    SensorDeviceClass,
+    SensorEntity,
+    SensorEntityDescription,
+    SensorStateClass,
+)
+from homeassistant.const import (
+    PERCENTAGE,
+    EntityCategory,
+    UnitOfElectricPotential,
+    UnitOfPressure,
+    UnitOfTemperature,
+    UnitOfVolume,
+)
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .api import Capability, CommandKind, CommandState, MeterData, MeterStatus
+from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator
+from .entity import MeterCloudEntity, add_meter_entities
+
+PARALLEL_UPDATES = 0
+
+CURRENCY = "{currency}"
+
+
+@dataclass(frozen=True, kw_only=True)
+class MeterSensorDescription(SensorEntityDescription):
+    """A meter sensor: which data field feeds it."""
+
+    value_fn: Callable[[MeterData], Decimal | datetime | str | None]
+    field: str
+
+
+def _value(field: str) -> Callable[[MeterData], Any]:
+    return lambda meter: getattr(meter, field)
+
+
+def _describe(key: str, **kwargs: Any) -> MeterSensorDescription:
+    field = kwargs.pop("field", key)
+    return MeterSensorDescription(key=key, translation_key=key, field=field, value_fn=_value(field), **kwargs)
+
+
+SENSORS: tuple[MeterSensorDescription, ...] = (
+    _describe(
+        "reading",
+        device_class=SensorDeviceClass.GAS,
+        native_unit_of_measurement=UnitOfVolume.CUBIC_METERS,
+        state_class=SensorStateClass.TOTAL_INCREASING,
+        suggested_display_precision=4,
+    ),
+    _describe(
+        "balance",
+        device_class=SensorDeviceClass.MONETARY,
+        native_unit_of_measurement=CURRENCY,
+        state_class=SensorStateClass.TOTAL,
+        suggested_display_precision=2,
+    ),
+    _describe(
+        "price",
+        native_unit_of_measurement=f"{CURRENCY}/{UnitOfVolume.CUBIC_METERS}",
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=4,
+    ),
+    _describe(
+        "total_gas",
+        device_class=SensorDeviceClass.GAS,
+        native_unit_of_measurement=UnitOfVolume.CUBIC_METERS,
+        state_class=SensorStateClass.TOTAL_INCREASING,
+        suggested_display_precision=4,
+    ),
+    _describe(
+        "total_money",
+        device_class=SensorDeviceClass.MONETARY,
+        native_unit_of_measurement=CURRENCY,
+        state_class=SensorStateClass.TOTAL,
+        suggested_display_precision=2,
+    ),
+    _describe(
+        "total_recharge",
+        device_class=SensorDeviceClass.MONETARY,
+        native_unit_of_measurement=CURRENCY,
+        state_class=SensorStateClass.TOTAL,
+        suggested_display_precision=2,
+    ),
+    _describe(
+        "last_recharge_amount",
+        device_class=SensorDeviceClass.MONETARY,
+        native_unit_of_measurement=CURRENCY,
+        suggested_display_precision=2,
+    ),
+    _describe("last_recharge_time", device_class=SensorDeviceClass.TIMESTAMP),
+    _describe("reading_time", device_class=SensorDeviceClass.TIMESTAMP),
+    _describe(
+        "temperature",
+        device_class=SensorDeviceClass.TEMPERATURE,
+        native_unit_of_measurement=UnitOfTemperature.CELSIUS,
+        state_class=SensorStateClass.MEASUREMENT,
+    ),
+    _describe(
+        "pressure",
+        device_class=SensorDeviceClass.PRESSURE,
+        native_unit_of_measurement=UnitOfPressure.KPA,
+        state_class=SensorStateClass.MEASUREMENT,
+    ),
+    _describe(
+        "battery_voltage",
+        device_class=SensorDeviceClass.VOLTAGE,
+        native_unit_of_measurement=UnitOfElectricPotential.VOLT,
+        state_class=SensorStateClass.MEASUREMENT,
+        entity_category=EntityCategory.DIAGNOSTIC,
+        suggested_display_precision=2,
+    ),
+    _describe(
+        "signal_strength",
+        native_unit_of_measurement=PERCENTAGE,
+        state_class=SensorStateClass.MEASUREMENT,
+        entity_category=EntityCategory.DIAGNOSTIC,
+    ),
+    MeterSensorDescription(
+        key="status",
+        translation_key="status",
+        field="status",
+        device_class=SensorDeviceClass.ENUM,
+        options=[status.value for status in MeterStatus],
+        value_fn=lambda meter: meter.status.value if meter.status else None,
+    ),
+)
+
+RECHARGE_STATUS = SensorEntityDescription(
+    key="recharge_status",
+    translation_key="recharge_status",
+    device_class=SensorDeviceClass.ENUM,
+    options=[state.value for state in CommandState],
+)
+
+
+def _unit(description: SensorEntityDescription, currency: str) -> str | None:
+    unit = description.native_unit_of_measurement
+    return unit.replace(CURRENCY, currency) if unit else None
+
+
+async def async_setup_entry(
+    hass: HomeAssistant, entry: MeterCloudConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback
+) -> None:
+    """Add sensors for every meter now and for meters that appear later."""
+    client = entry.runtime_data.client
+    descriptions = [d for d in SENSORS if d.field in client.fields]
+
+    def build(coordinator: MeterCloudCoordinator, meter_id: str) -> list[SensorEntity]:
+        entities: list[SensorEntity] = [MeterSensor(coordinator, meter_id, d) for d in descriptions]
+        if client.supports(Capability.RECHARGE):
+            entities.append(RechargeStatusSensor(coordinator, meter_id))
+        return entities
+
+    add_meter_entities(entry, async_add_entities, build)
+
+
+class MeterSensor(MeterCloudEntity, SensorEntity):
+    """A value of a meter."""
+
+    entity_description: MeterSensorDescription
+
+    def __init__(self, coordinator: MeterCloudCoordinator, meter_id: str, description: MeterSensorDescription) -> None:
+        """Set up the sensor; money units take the backend's currency."""
+        super().__init__(coordinator, meter_id, description.key)
+        self.entity_description = description
+        self._attr_native_unit_of_measurement = _unit(description, coordinator.client.currency)
+
+    @property
+    def native_value(self) -> Decimal | datetime | str | None:
+        """The value, or None (unknown) when the cloud did not report it: never a made-up 0."""
+        meter = self.meter
+        return self.entity_description.value_fn(meter) if meter else None
+
+
+class RechargeStatusSensor(MeterCloudEntity, SensorEntity):
+    """What became of the meter's latest recharge."""
+
+    entity_description = RECHARGE_STATUS
+
+    def __init__(self, coordinator: MeterCloudCoordinator, meter_id: str) -> None:
+        """Set up the sensor."""
+        super().__init__(coordinator, meter_id, RECHARGE_STATUS.key)
+
+    @property
+    def native_value(self) -> str | None:
+        """State of the latest recharge."""
+        command = self.coordinator.commands.latest(self.meter_id, CommandKind.RECHARGE)
+        return command.state.value if command else None
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any] | None:
+        """Reference, amount and serial of the latest recharge."""
+        command = self.coordinator.commands.latest(self.meter_id, CommandKind.RECHARGE)
+        if command is None:
+            return None
+        return {"reference": command.reference, "amount": str(command.amount), "serial": command.serial}

@@ -1,0 +1,64 @@
+"""Gas valve of a meter: open/close through the cloud, pending until confirmed."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from homeassistant.components.valve import ValveDeviceClass, ValveEntity, ValveEntityFeature
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
+
+from .api import Capability, CommandKind, ValveState
+from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator
+from .entity import MeterCloudEntity, add_meter_entities
+
+PARALLEL_UPDATES = 1
+
+
+async def async_setup_entry(
+    hass: HomeAssistant, entry: MeterCloudConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback
+) -> None:
+    """Add a valve per meter when the backend can move valves."""
+    if entry.runtime_data.client.supports(Capability.VALVE):
+        add_meter_entities(entry, async_add_entities, lambda coordinator, meter_id: [MeterValve(coordinator, meter_id)])
+
+
+class MeterValve(MeterCloudEntity, ValveEntity):
+    """The meter's shut-off valve."""
+
+    _attr_translation_key = "valve"
+    _attr_device_class = ValveDeviceClass.GAS
+    _attr_supported_features = ValveEntityFeature.OPEN | ValveEntityFeature.CLOSE
+    _attr_reports_position = False
+
+    def __init__(self, coordinator: MeterCloudCoordinator, meter_id: str) -> None:
+        """Set up the valve."""
+        super().__init__(coordinator, meter_id, "valve")
+
+    @property
+    def is_closed(self) -> bool | None:
+        """Closed, open, or unknown (moving, fault, not reported)."""
+        valve = self.meter.valve if self.meter else None
+        if valve is ValveState.CLOSED:
+            return True
+        if valve is ValveState.OPEN:
+            return False
+        return None
+
+    @property
+    def is_opening(self) -> bool:
+        """An open command is pending."""
+        return self.coordinator.pending_valve(self.meter_id) is CommandKind.VALVE_OPEN
+
+    @property
+    def is_closing(self) -> bool:
+        """A close command is pending."""
+        return self.coordinator.pending_valve(self.meter_id) is CommandKind.VALVE_CLOSE
+
+    async def async_open_valve(self, **kwargs: Any) -> None:
+        """Ask the cloud to open the valve."""
+        await self.coordinator.async_set_valve(self.meter_id, True)
+
+    async def async_close_valve(self, **kwargs: Any) -> None:
+        """Ask the cloud to close the valve."""
+        await self.coordinator.async_set_valve(self.meter_id, False)

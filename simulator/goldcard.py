@@ -1,0 +1,915 @@
+"""Goldcard (金卡) DAS simulator: the server side of endpoints 1001-1015 and the pushes 2001-2003."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import contextlib
+import hashlib
+import json
+import logging
+import random
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime, time, timedelta, tzinfo
+from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from functools import partial
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
+from aiohttp import web
+
+_LOGGER = logging.getLogger(__name__)
+
+WALL_FORMAT = "%Y-%m-%d %H:%M:%S"
+HISTORY_DAYS = 60
+DEFAULT_TZ = ZoneInfo("Asia/Shanghai")
+# Appendix 5.
+METER_TYPES = ("441", "502", "10521", "10522", "10524", "10523")
+ENDPOINTS = {
+    "1001": "api/v1/collect/meter/1001",
+    "1002": "api/collect/meter/1002",
+    "1004": "api/collect/meter/1004",
+    "1005": "api/collect/meter/1005",
+    "1007": "api/collect/meter/1007",
+    "1008": "api/collect/meter/1008",
+    "1009": "api/collect/meter/1009",
+    "1013": "api/v2/collect/meter/1013",
+    "1014": "api/v2/collect/meter/1014",
+    "1015": "api/v1/collect/meter/1015",
+}
+PUSH_PATHS = {"2001": "api/collect/meter/2001", "2002": "api/collect/meter/2002", "2003": "api/collect/meter/2003"}
+_TOKEN_MSG = "Token 校验未通过(检查 AccessToken 和 Authorization 是否正确)"
+# Appendix 4.
+MESSAGES = {
+    "0101": _TOKEN_MSG,
+    "0103": _TOKEN_MSG,
+    "0105": _TOKEN_MSG,
+    "0404": "厂商编码(factorNo)错误",
+    "9995": "服务未启动",
+    "9999": "参数异常",
+}
+# Each endpoint encodes the valve differently; 2001 has no "unknown".
+VALVE_1013 = {"open": "0", "closed": "1", "unknown": "2"}
+VALVE_1014 = {"open": "1", "closed": "2", "unknown": "3"}
+VALVE_2001 = {"open": "2", "closed": "3", "unknown": ""}
+
+
+class DasError(Exception):
+    """A refusal, answered as {"echoCode": code, "echoMsg": message}."""
+
+    def __init__(self, code: str, message: str | None = None) -> None:
+        self.code = code
+        self.message = message or MESSAGES.get(code, MESSAGES["9999"])
+        super().__init__(self.message)
+
+
+@dataclass(slots=True)
+class DayUse:
+    """One day of a meter's usage, as 1015 reports it."""
+
+    gas: Decimal
+    amount: Decimal
+    price: Decimal
+
+
+@dataclass(slots=True)
+class SimMeter:
+    """One simulated meter and its prepaid account."""
+
+    meter_no: str
+    user_no: str
+    device_id: str
+    meter_type: str
+    reading: Decimal
+    balance: Decimal
+    price: Decimal
+    price_code: str
+    read_time: datetime
+    set_up_time: date
+    base_num: Decimal = ZERO
+    sum_gas: Decimal = ZERO
+    sum_money: Decimal = ZERO
+    sum_recharge: Decimal = ZERO
+    last_recharge_amount: Decimal = ZERO
+    last_recharge_date: datetime | None = None
+    recharge_count: int = 0
+    valve: str = "open"  # open | closed | unknown
+    voltage: Decimal = Decimal("6.14")
+    signal: int = 59
+    state: str = "2"  # 1014 meterState: 1 disabled, 2 enabled
+    user_name: str = ""
+    address: str = ""
+    rate: Decimal = Decimal("0.0300")  # m³ per 15 minutes while the valve is open
+    history: dict[date, DayUse] = field(default_factory=dict)
+    recharges: list[tuple[datetime, Decimal]] = field(default_factory=list)
+
+
+class GoldcardSimulator:
+    """An aiohttp app answering like a Goldcard DAS for a handful of believable meters."""
+
+    def __init__(
+        self,
+        *,
+        app_code: str = "SIMAPP01",
+        app_secret: str = "sim-secret",
+        company_code: str = "10001058",
+        factor_no: str = "0011",
+        meters: int = 3,
+        tz: tzinfo = ZoneInfo("Asia/Shanghai"),
+        command_delay: float = 1.0,
+        push_url: str | None = None,
+        seed: int = 1,
+    ) -> None:
+        """Build the meters, the prices and the web app."""
+        self.app_code = app_code
+        self.app_secret = app_secret
+        self.company_code = company_code
+        self.factor_no = factor_no
+        self.tz = tz
+        self.command_delay = command_delay
+        self.push_url = push_url
+        self.hang_seconds = 5.0
+        # True fails every command; a set fails only those meters' commands.
+        self.fail_commands: bool | set[str] = False
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.pushes: list[tuple[str, dict[str, Any], Any]] = []
+        self.commands: dict[str, dict[str, Any]] = {}
+        self.prices: dict[str, dict[str, Any]] = {}
+        self.meters: dict[str, SimMeter] = {}
+        self._answers: dict[str, dict[str, Any]] = {}  # accepted 1004 serial → its original answer
+        self._seen: set[str] = set()
+        self._faults: list[dict[str, Any]] = []
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._ticker: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+        self._rng = random.Random(seed)
+        self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
+            "1001": self._register,
+            "1002": self._deregister,
+            "1004": self._command,
+            "1005": self._cancel,
+            "1007": self._set_price,
+            "1008": self._assign_price,
+            "1009": self._replace,
+            "1013": self._readings,
+            "1014": self._details,
+            "1015": self._daily,
+        }
+        flat = {"priceLength": "1", "price1": "2.5000"}
+        tiers = {"priceLength": "3", "price1": "2.2800", "ladder1End": "300", "price2": "2.7400"}
+        self.prices["SIM-RES"] = {"priceCode": "SIM-RES", "priceVersion": "V1.0", "priceType": "1", "priceDetail": flat}
+        self.prices["SIM-TIER"] = {
+            "priceCode": "SIM-TIER",
+            "priceVersion": "V1.0",
+            "priceType": "2",
+            "cycleLength": "12",
+            "priceDetail": {**tiers, "ladder2End": "600", "price3": "3.4200"},
+        }
+        for index in range(meters):
+            self._seed_meter(index)
+        self.app = self.make_app()
+
+    # ---- set-up -------------------------------------------------------------------------------
+
+    def make_app(self) -> web.Application:
+        """The aiohttp application: vendor endpoints plus the /_sim/ control endpoints."""
+        app = web.Application()
+        for number, path in ENDPOINTS.items():
+            app.router.add_post(f"/{path}", partial(self._serve, number))
+        app.router.add_get("/_sim/state", self._sim_state)
+        app.router.add_post("/_sim/tick", self._sim_tick)
+        app.router.add_post("/_sim/fail", self._sim_fail)
+        app.router.add_post("/_sim/alarm", self._sim_alarm)
+        app.router.add_post("/_sim/push_reading", self._sim_push_reading)
+        app.router.add_post("/_sim/push_url", self._sim_push_url)
+        return app
+
+    def _seed_meter(self, index: int) -> None:
+        rng, now = self._rng, self._now()
+        today = now.date()
+        code = "SIM-TIER" if index % 4 == 3 else "SIM-RES"
+        meter = SimMeter(
+            meter_no=f"20191126{index + 1:04d}",
+            user_no=f"09120300{index + 1:04d}",
+            device_id=f"{rng.getrandbits(128):032x}",
+            meter_type=METER_TYPES[index % len(METER_TYPES)],
+            reading=ZERO,
+            balance=ZERO,
+            price=Decimal(self.prices[code]["priceDetail"]["price1"]),
+            price_code=code,
+            read_time=now,
+            set_up_time=today - timedelta(days=HISTORY_DAYS),
+            base_num=q4(Decimal(rng.randint(0, 500)) / 10),
+            voltage=Decimal(rng.randint(580, 640)) / 100,
+            signal=rng.randint(35, 95),
+            rate=q4(Decimal(rng.randint(150, 400)) / 10000),
+            user_name=f"模拟用户{index + 1}",
+            address=f"模拟小区{index // 10 + 1}栋{index % 10 + 1}号",
+            # Some valves closed from the start, so every state shows up in a listing.
+            valve="closed" if index % 3 == 2 else "open",
+        )
+        for back in range(HISTORY_DAYS, 0, -1):
+            # 96 quarter-hours a day, ±40 % from day to day.
+            gas = q4(meter.rate * 96 * Decimal(rng.randint(60, 140)) / 100)
+            meter.history[today - timedelta(days=back)] = DayUse(gas, q4(gas * meter.price), meter.price)
+        meter.sum_gas = sum((use.gas for use in meter.history.values()), ZERO)
+        meter.sum_money = sum((use.amount for use in meter.history.values()), ZERO)
+        meter.reading = meter.base_num + meter.sum_gas
+        # Two top-ups that leave a positive balance: one at installation, one mid-way.
+        first = Decimal(100 * (int(meter.sum_money) // 200 + 1))
+        second = Decimal(100 * (int(meter.sum_money) // 100 + 1)) - first + Decimal(rng.choice((50, 100, 200)))
+        start = datetime.combine(meter.set_up_time, time(9, 30), tzinfo=self.tz)
+        for when, amount in ((start, first), (start + timedelta(days=HISTORY_DAYS // 2, hours=9), second)):
+            meter.recharges.append((when, q4(amount)))
+        meter.recharge_count = len(meter.recharges)
+        meter.sum_recharge = q4(first + second)
+        meter.last_recharge_date, meter.last_recharge_amount = meter.recharges[-1]
+        meter.balance = meter.sum_recharge - meter.sum_money
+        self.meters[meter.meter_no] = meter
+
+    def _now(self) -> datetime:
+        return datetime.now(self.tz).replace(microsecond=0)
+
+    # ---- behaviour over time ------------------------------------------------------------------
+
+    def tick(self, minutes: float = 15) -> None:
+        """Let `minutes` of gas flow through every open, enabled meter."""
+        now, factor = self._now(), Decimal(str(minutes)) / 15
+        for meter in self.meters.values():
+            meter.read_time = now
+            if meter.valve != "open" or meter.state != "2":
+                continue
+            gas = q4(meter.rate * factor * Decimal(self._rng.randint(75, 125)) / 100)
+            cost = q4(gas * meter.price)
+            meter.reading += gas
+            meter.sum_gas += gas
+            meter.sum_money += cost
+            meter.balance -= cost
+            day = meter.history.setdefault(now.date(), DayUse(ZERO, ZERO, meter.price))
+            day.gas, day.amount, day.price = day.gas + gas, day.amount + cost, meter.price
+            if meter.balance <= 0:
+                # A prepaid meter shuts its own valve when the money runs out.
+                meter.valve = "closed"
+
+    async def start_ticking(self, interval_seconds: float, *, minutes: float = 15, push: bool = True) -> None:
+        """Tick every `interval_seconds` (simulating `minutes` each time) and push 2001s if a push URL is set."""
+        await self.stop_ticking()
+
+        async def run() -> None:
+            while True:
+                await asyncio.sleep(interval_seconds)
+                self.tick(minutes)
+                for meter_no in list(self.meters) if push and self.push_url else ():
+                    try:
+                        await self.push_reading(meter_no)
+                    except (aiohttp.ClientError, TimeoutError) as err:
+                        _LOGGER.warning("2001 push for %s failed: %s", meter_no, err)
+
+        self._ticker = asyncio.get_running_loop().create_task(run())
+
+    async def stop_ticking(self) -> None:
+        """Stop the background ticking, if any."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+
+    async def settle(self) -> None:
+        """Finish every pending command now instead of after its delay (deterministic tests)."""
+        for serial, task in list(self._tasks.items()):
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            self._tasks.pop(serial, None)
+        for serial, command in list(self.commands.items()):
+            if command["state"] == "pending":
+                await self._finish(serial)
+
+    async def close(self) -> None:
+        """Cancel timers and background work, close the push session."""
+        await self.stop_ticking()
+        tasks = list(self._tasks.values())
+        self._tasks.clear()
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    # ---- failure injection --------------------------------------------------------------------
+
+    def fail_next(self, mode: str, count: int = 1, endpoint: str | None = None, *, code: str | None = None) -> None:
+        """Make the next `count` requests (to `endpoint`, or any) fail; `code` overrides mode "error"'s 9995."""
+        if mode not in FAIL_MODES:
+            raise ValueError(f"unknown failure mode {mode!r}; use one of {sorted(FAIL_MODES)}")
+        if endpoint is not None and endpoint not in ENDPOINTS:
+            raise ValueError(f"unknown endpoint {endpoint!r}")
+        self._faults.append({"mode": mode, "count": count, "endpoint": endpoint, "code": code})
+
+    def _take_fault(self, number: str) -> dict[str, Any] | None:
+        for fault in self._faults:
+            if fault["endpoint"] in (None, number):
+                fault["count"] -= 1
+                if fault["count"] <= 0:
+                    self._faults.remove(fault)
+                return fault
+        return None
+
+    # ---- the vendor endpoints -----------------------------------------------------------------
+
+    async def _serve(self, number: str, request: web.Request) -> web.StreamResponse:
+        raw = await request.read()
+        try:
+            payload = json.loads(raw.decode("utf-8-sig"))
+        except (UnicodeDecodeError, ValueError):
+            payload = None
+        self.requests.append((number, payload if isinstance(payload, dict) else {}))
+        fault = self._take_fault(number)
+        mode = fault["mode"] if fault else None
+        if mode == "http500":
+            return web.Response(status=500, text="Internal Server Error")
+        if mode == "malformed":
+            return web.Response(status=200, text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
+        if mode in ("error", "auth"):
+            code = "0101" if mode == "auth" else (fault or {}).get("code") or "9995"
+            return self._reply({"echoCode": code, "echoMsg": MESSAGES.get(code, MESSAGES["9999"])})
+        try:
+            self._check_auth(request.headers)
+            if not isinstance(payload, dict):
+                raise DasError("9999", "请求报文不是合法的 JSON 对象")
+            serial = str(payload.get("serialNo") or "").strip()
+            # 2.2: serial numbers are checked for uniqueness; 1004 replays instead (see _command).
+            if number != "1004" and serial in self._seen:
+                raise DasError("9999", f"流水号 {serial} 重复")
+            answer: dict[str, Any] = {"echoCode": "0000", "echoMsg": self._handlers[number](payload)}
+            if number != "1004":
+                self._seen.add(serial)
+        except DasError as err:
+            answer = {"echoCode": err.code, "echoMsg": err.message}
+        # Timeout and drop happen after the work is done: the request got through, only the answer is lost.
+        if mode == "timeout":
+            await asyncio.sleep(self.hang_seconds)
+        if mode == "drop" and request.transport is not None:
+            request.transport.close()
+        return self._reply(answer)
+
+    @staticmethod
+    def _reply(answer: Mapping[str, Any], status: int = 200) -> web.Response:
+        return web.Response(status=status, text=_dumps(answer), content_type="application/json")
+
+    def _token(self, stamp: str, app_code: str | None = None) -> dict[str, str]:
+        code = self.app_code if app_code is None else app_code
+        token = hashlib.md5(f"{code}{self.app_secret}{stamp}".encode()).hexdigest().upper()
+        return {"AccessToken": token, "Authorization": base64.b64encode(f"{code}:{stamp}".encode()).decode()}
+
+    def _check_auth(self, headers: Mapping[str, str]) -> None:
+        try:
+            decoded = base64.b64decode(headers.get("Authorization", ""), validate=True).decode()
+        except (binascii.Error, UnicodeDecodeError, ValueError):
+            raise DasError("0101") from None
+        code, _, stamp = decoded.partition(":")
+        if code != self.app_code or len(stamp) != 14 or not stamp.isdigit():
+            raise DasError("0101")
+        try:
+            sent = datetime.strptime(stamp, TIME_FORMAT).replace(tzinfo=self.tz)
+        except ValueError:
+            raise DasError("0101") from None
+        if abs(self._now() - sent) > CLOCK_SKEW or headers.get("AccessToken") != self._token(stamp)["AccessToken"]:
+            raise DasError("0101")
+
+    def _require(self, payload: Mapping[str, Any], *names: str) -> None:
+        missing = [name for name in names if payload.get(name) is None or str(payload[name]).strip() == ""]
+        if missing:
+            raise DasError("9999", f"参数异常：缺少 {', '.join(missing)}")
+        # factorNo is optional for 1005, so it is checked whenever it is given.
+        if str(payload.get("factorNo") or "").strip() not in ("", self.factor_no):
+            raise DasError("0404")
+        if "companyCode" in names and str(payload["companyCode"]).strip() != self.company_code:
+            raise DasError("9999", f"公司编码 {payload['companyCode']} 不存在")
+
+    def _account(self, payload: Mapping[str, Any]) -> SimMeter:
+        meter_no = str(payload.get("meterNo") or "").strip()
+        user_no = str(payload.get("userNo") or "").strip()
+        if meter_no:
+            meter = self.meters.get(meter_no)
+        else:  # 1015's own sample asks by userNo alone.
+            meter = next((m for m in self.meters.values() if m.user_no == user_no), None)
+        if meter is None or meter.user_no != user_no:
+            raise DasError("9999", "用户不存在")
+        return meter
+
+    def _ack(self, serial: Any, device_id: str = "") -> dict[str, Any]:
+        return {"serialNo": str(serial), "deviceId": device_id, "rdateTime": self._now().strftime(TIME_FORMAT)}
+
+    @staticmethod
+    def _decimal(value: Any, name: str) -> Decimal:
+        try:
+            number = Decimal(str(value).strip())
+        except InvalidOperation:
+            raise DasError("9999", f"{name} 格式错误") from None
+        if isinstance(value, bool) or not number.is_finite() or number < 0:
+            raise DasError("9999", f"{name} 格式错误")
+        return number
+
+    @staticmethod
+    def _parse(value: Any, fmt: str, name: str) -> datetime:
+        try:
+            return datetime.strptime(str(value).strip(), fmt)
+        except ValueError:
+            raise DasError("9999", f"{name} 格式错误") from None
+
+    def _register(self, p: dict[str, Any]) -> dict[str, Any]:
+        self._require(p, "serialNo", "userNo", "factorNo", "meterType", "meterNo", "initNum", "billingModel")
+        self._require(p, "payModel", "companyCode", "sdateTime", "priceCode")
+        user_no, meter_no, code = (str(p[key]).strip() for key in ("userNo", "meterNo", "priceCode"))
+        if len(user_no) > 17 or len(meter_no) != 12 or not meter_no.isdigit():
+            raise DasError("9999", "用户号不超过 17 位，表号须为 12 位数字")
+        if str(p["meterType"]) not in METER_TYPES:
+            raise DasError("9999", f"表具类型 {p['meterType']} 不存在")
+        if str(p["billingModel"]) not in ("1", "2", "3") or str(p["payModel"]) not in ("1", "2"):
+            raise DasError("9999", "结算模式或付费模式错误")
+        if code not in self.prices:
+            raise DasError("9999", f"价格编码 {code} 不存在")
+        if any(m.user_no == user_no for m in self.meters.values()):
+            raise DasError("9999", f"用户号 {user_no} 已存在，表具注册失败！")
+        if meter_no in self.meters:
+            raise DasError("9999", f"表号 {meter_no} 已存在，表具注册失败！")
+        initial = q4(self._decimal(p["initNum"], "initNum"))
+        now = self._now()
+        meter = SimMeter(
+            meter_no=meter_no,
+            user_no=user_no,
+            device_id=str(p.get("deviceId") or "").strip() or f"{self._rng.getrandbits(128):032x}",
+            meter_type=str(p["meterType"]),
+            reading=initial,
+            balance=ZERO,
+            price=Decimal(self.prices[code]["priceDetail"]["price1"]),
+            price_code=code,
+            read_time=now,
+            set_up_time=now.date(),
+            base_num=initial,
+            user_name=str(p.get("username") or ""),
+            address=str(p.get("address") or ""),
+            rate=q4(Decimal(self._rng.randint(150, 400)) / 10000),
+        )
+        self.meters[meter_no] = meter
+        return self._ack(p["serialNo"], meter.device_id)
+
+    def _deregister(self, p: dict[str, Any]) -> dict[str, Any]:
+        self._require(p, "serialNo", "userNo", "factorNo", "meterNo", "initNum", "reason", "companyCode", "sdateTime")
+        meter = self.meters.get(str(p["meterNo"]).strip())
+        if meter is None or meter.user_no != str(p["userNo"]).strip():
+            raise DasError("9999", f"用户号 {p['userNo']} 不存在，表具注销失败！")
+        if len(str(p["reason"])) > 100:
+            raise DasError("9999", "注销原因不得超过 100 字符")
+        self._decimal(p["initNum"], "initNum")
+        del self.meters[meter.meter_no]
+        return self._ack(p["serialNo"], meter.device_id)
+
+    def _command(self, p: dict[str, Any]) -> dict[str, Any]:
+        serial = str(p.get("serialNo") or "").strip()
+        if serial in self._answers:
+            # Already accepted: answer as the first time and do not run it again.
+            return self._answers[serial]
+        self._require(p, "serialNo", "userNo", "factorNo", "meterNo", "paramNo", "paramContext", "companyCode")
+        self._require(p, "sdateTime")
+        meter = self._account(p)
+        context = p["paramContext"]
+        data = context.get("data") if isinstance(context, dict) else None
+        if not isinstance(data, dict):
+            raise DasError("9999", "参数正文(paramContext)格式错误")
+        param = str(p["paramNo"]).strip()
+        if param == "03":
+            valve = str(data.get("valveSet", "")).strip()
+            if valve not in ("0", "1"):
+                raise DasError("9999", "valveSet 须为 0(开阀) 或 1(关阀)")
+            detail: dict[str, Any] = {"valveSet": valve}
+        elif param == "05":
+            amount = self._decimal(data.get("rechargeAmount"), "rechargeAmount")
+            stream = str(data.get("rechargeStream") or "").strip()
+            if amount <= 0 or not stream:
+                raise DasError("9999", "充值金额须大于 0，充值流水号不能为空")
+            detail = {
+                "rechargeAmount": q4(amount),
+                "rechargeCount": str(data.get("rechargeCount") or ""),
+                "rechargeDate": self._parse(data.get("rechargeDate"), WALL_FORMAT, "rechargeDate").replace(
+                    tzinfo=self.tz
+                ),
+                "rechargeStream": stream,
+            }
+        else:
+            raise DasError("9999", f"不支持的命令码 {param}")
+        self.commands[serial] = {
+            "serial": serial,
+            "meter_no": meter.meter_no,
+            "user_no": meter.user_no,
+            "param_no": param,
+            "data": detail,
+            "state": "pending",
+            "accepted": self._now(),
+            "finished": None,
+        }
+        self._tasks[serial] = asyncio.get_running_loop().create_task(self._run_later(serial))
+        self._answers[serial] = self._ack(serial, meter.device_id)
+        return self._answers[serial]
+
+    async def _run_later(self, serial: str) -> None:
+        await asyncio.sleep(self.command_delay)
+        self._tasks.pop(serial, None)
+        await self._finish(serial)
+
+    async def _finish(self, serial: str) -> None:
+        command = self.commands[serial]
+        if command["state"] != "pending":
+            return
+        meter = self.meters.get(command["meter_no"])
+        failing = self.fail_commands is True or (
+            isinstance(self.fail_commands, set) and command["meter_no"] in self.fail_commands
+        )
+        command["finished"] = self._now()
+        if meter is None or meter.user_no != command["user_no"] or failing:
+            command["state"] = "failed"
+        elif command["param_no"] == "03":
+            meter.valve = "open" if command["data"]["valveSet"] == "0" else "closed"
+            command["state"] = "done"
+        else:
+            amount, when = command["data"]["rechargeAmount"], command["data"]["rechargeDate"]
+            meter.balance += amount
+            meter.sum_recharge += amount
+            meter.last_recharge_amount, meter.last_recharge_date = amount, when
+            meter.recharge_count += 1
+            meter.recharges.append((when, amount))
+            command["state"] = "done"
+        if self.push_url:
+            try:
+                await self._post("2002", self.command_body(serial))
+            except (aiohttp.ClientError, TimeoutError) as err:
+                _LOGGER.warning("2002 push for %s failed: %s", serial, err)
+
+    def _cancel(self, p: dict[str, Any]) -> dict[str, Any]:
+        self._require(p, "serialNo", "userNo", "meterNo", "sendSerialNo", "companyCode")
+        meter = self._account(p)
+        sent = str(p["sendSerialNo"]).strip()
+        command = self.commands.get(sent)
+        if command is None or command["meter_no"] != meter.meter_no or command["state"] != "pending":
+            raise DasError("9999", f"指令 {sent} 不存在或已执行，无法取消")
+        command["state"], command["finished"] = "cancelled", self._now()
+        if (task := self._tasks.pop(sent, None)) is not None:
+            task.cancel()
+        return self._ack(p["serialNo"], meter.device_id)
+
+    def _set_price(self, p: dict[str, Any]) -> dict[str, Any]:
+        self._require(p, "serialNo", "factorNo", "companyCode", "priceCode", "priceVersion", "priceProperty")
+        self._require(p, "priceType", "priceDetail")
+        code, prop, kind = str(p["priceCode"]).strip(), str(p["priceProperty"]), str(p["priceType"])
+        if prop not in ("1", "2") or kind not in ("1", "2"):
+            raise DasError("9999", "价格属性(priceProperty)或价格类型(priceType)错误")
+        detail = self._price_detail(p["priceDetail"], kind)
+        if kind == "2":  # "启用阶梯需填"
+            self._require(p, "cycleLength")
+            if not str(p["cycleLength"]).isdigit() or int(p["cycleLength"]) <= 0:
+                raise DasError("9999", "周期长度(cycleLength)格式错误")
+        if prop == "1" and code in self.prices:
+            raise DasError("2004", "价格信息已存在")
+        if prop == "2":
+            if code not in self.prices:
+                raise DasError("9999", f"价格编码 {code} 不存在")
+            self._require(p, "priceBeginDate")  # "调价必填"
+            self._parse(p["priceBeginDate"], "%Y-%m-%d", "priceBeginDate")
+        self.prices[code] = {
+            "priceCode": code,
+            "priceVersion": str(p["priceVersion"]),
+            "priceType": kind,
+            **{key: str(p[key]) for key in ("cycleLength", "priceBeginDate", "clearFlag") if p.get(key) is not None},
+            "priceDetail": detail,
+        }
+        for meter in self.meters.values():
+            if meter.price_code == code:
+                # Adjustments apply at once; the simulator does not wait for priceBeginDate.
+                meter.price = Decimal(detail["price1"])
+        return self._ack(p["serialNo"])
+
+    def _price_detail(self, raw: Any, kind: str) -> dict[str, str]:
+        if not isinstance(raw, dict):
+            raise DasError("9999", "价格表(priceDetail)格式错误")
+        detail = {str(key): str(value).strip() for key, value in raw.items()}
+        length = detail.get("priceLength", "")
+        if not length.isdigit() or int(length) < 1 or (kind == "1") != (int(length) == 1):
+            raise DasError("9999", "价格阶梯数(priceLength)与价格类型不符")
+        tiers = int(length)
+        for index in range(1, tiers + 1):
+            self._decimal(detail.get(f"price{index}"), f"price{index}")
+        ends = [self._decimal(detail.get(f"ladder{index}End"), f"ladder{index}End") for index in range(1, tiers)]
+        if any(low >= high for low, high in zip([ZERO, *ends], ends, strict=False)):
+            raise DasError("9999", "阶梯止方须递增")
+        return detail
+
+    def _assign_price(self, p: dict[str, Any]) -> dict[str, Any]:
+        self._require(p, "serialNo", "userNo", "factorNo", "meterNo", "newPriceCode", "companyCode")
+        meter = self._account(p)
+        code = str(p["newPriceCode"]).strip()
+        if code not in self.prices:
+            raise DasError("9999", f"价格编码 {code} 不存在")
+        meter.price_code, meter.price = code, Decimal(self.prices[code]["priceDetail"]["price1"])
+        return self._ack(p["serialNo"], meter.device_id)
+
+    def _replace(self, p: dict[str, Any]) -> dict[str, Any]:
+        self._require(p, "serialNo", "userNo", "meterNo", "factorNo", "newMeterType", "newMeterNo", "oldNum")
+        self._require(p, "newNum", "companyCode")
+        if "deviceId" not in p:  # required, but the spec's own sample sends it empty
+            raise DasError("9999", "参数异常：缺少 deviceId")
+        meter = self._account(p)
+        if str(p["deviceId"] or "").strip() not in ("", meter.device_id):
+            raise DasError("9999", "旧表设备 id 不匹配")
+        new_no = str(p["newMeterNo"]).strip()
+        if len(new_no) != 12 or not new_no.isdigit():
+            raise DasError("9999", "新表表号须为 12 位数字")
+        if new_no in self.meters:
+            raise DasError("9999", f"表号 {new_no} 已存在，换表失败！")
+        if str(p["newMeterType"]) not in METER_TYPES:
+            raise DasError("9999", f"表具类型 {p['newMeterType']} 不存在")
+        self._decimal(p["oldNum"], "oldNum")
+        new_num = q4(self._decimal(p["newNum"], "newNum"))
+        del self.meters[meter.meter_no]
+        meter.meter_no, meter.meter_type = new_no, str(p["newMeterType"])
+        meter.device_id = f"{self._rng.getrandbits(128):032x}"
+        meter.reading = meter.base_num = new_num
+        meter.read_time, meter.set_up_time = self._now(), self._now().date()
+        self.meters[new_no] = meter
+        return self._ack(p["serialNo"], meter.device_id)
+
+    def _readings(self, p: dict[str, Any]) -> dict[str, Any]:
+        self._require(p, "serialNo", "companyCode", "factorNo")
+        meter_no = str(p.get("meterNo") or "").strip()  # the spec's sample pads it with a space
+        if meter_no and meter_no not in self.meters:
+            raise DasError("9999", "用户不存在")
+        day = self._parse(p["readingDate"], "%Y-%m-%d", "readingDate").date() if p.get("readingDate") else None
+        meters = [self.meters[meter_no]] if meter_no else list(self.meters.values())
+        rows = [self._reading_row(m, day) for m in meters if day is None or day >= m.set_up_time]
+        return {"readingData": {"total": str(len(rows)), "data": rows}, "serialNo": str(p["serialNo"])}
+
+    def _reading_row(self, meter: SimMeter, day: date | None) -> dict[str, str]:
+        reading, gas, money, balance, when = (
+            meter.reading,
+            meter.sum_gas,
+            meter.sum_money,
+            meter.balance,
+            meter.read_time,
+        )
+        if day is not None and day < when.date():
+            # The last reading of that day: undo what happened after it.
+            later = [use for used, use in meter.history.items() if used > day]
+            later_gas = sum((use.gas for use in later), ZERO)
+            later_money = sum((use.amount for use in later), ZERO)
+            topped = sum((amount for at, amount in meter.recharges if at.date() > day), ZERO)
+            reading, gas, money = reading - later_gas, gas - later_gas, money - later_money
+            balance = balance + later_money - topped
+            when = datetime.combine(day, time(23, 59, 59), tzinfo=self.tz)
+        return {
+            "userArchivesNum": meter.user_no,
+            "valveState": VALVE_1013[meter.valve],
+            "gasMeterNo": meter.meter_no,
+            "readNum": s4(reading),
+            "readDate": when.strftime(WALL_FORMAT),
+            "meterBalance": s4(balance),
+            # The spec's table swaps the two descriptions; the names are what they say.
+            "sumGas": s4(gas),
+            "deviceId": meter.device_id,
+            "sumMoney": s4(money),
+        }
+
+    def _details(self, p: dict[str, Any]) -> dict[str, Any]:
+        self._require(p, "serialNo", "userNo", "factorNo", "meterNo", "companyCode")
+        m = self._account(p)
+        last = m.last_recharge_date
+        return {
+            "serialNo": str(p["serialNo"]),
+            "deviceId": m.device_id,
+            "meterNo": m.meter_no,
+            "meterState": m.state,
+            "setUpTime": m.set_up_time.isoformat(),
+            "beseNum": s4(m.base_num),
+            "readingNum": s4(m.reading),
+            "userName": m.user_name,
+            "address": m.address,
+            "userType": "居民户",
+            "valveState": VALVE_1014[m.valve],
+            "sumUseGas": s4(m.sum_gas),
+            "sumUseMoney": s4(m.sum_money),
+            "priceCode": m.price_code,
+            "sumRechargeAomunt": s4(m.sum_recharge),
+            "lastReadingTime": m.read_time.strftime(WALL_FORMAT),
+            "balance": s4(m.balance),
+            "price": s4(m.price),
+            "lastRechargeAmount": s4(m.last_recharge_amount),
+            "lastRechargeDate": last.astimezone(self.tz).strftime(WALL_FORMAT) if last else "",
+            "rechargeCount": str(m.recharge_count),
+            "voltage": str(m.voltage),
+            "signalStrength": f"{m.signal}.0%",
+            "meterType": m.meter_type,  # not in the spec's table; our client reads it for the model
+        }
+
+    def _daily(self, p: dict[str, Any]) -> dict[str, Any]:
+        self._require(p, "serialNo", "userNo", "factorNo", "startTime", "endTime", "companyCode")
+        meter = self._account(p)
+        start = self._parse(p["startTime"], "%Y-%m-%d", "startTime").date()
+        end = self._parse(p["endTime"], "%Y-%m-%d", "endTime").date()
+        if start > end:
+            raise DasError("9999", "开始时间不能晚于结束时间")
+        rows = [
+            {
+                "useDate": day.isoformat(),
+                "price": s4(use.price),
+                "useGas": s4(use.gas),
+                "useAmount": s4(use.amount),
+                "deviceId": meter.device_id,
+                "meterNo": meter.meter_no,
+            }
+            for day, use in sorted(meter.history.items())
+            if start <= day <= end
+        ]
+        return {"serialNo": str(p["serialNo"]), "gasData": rows}
+
+    # ---- pushes to the CIS --------------------------------------------------------------------
+
+    def signed_push(
+        self, path: str, body: Mapping[str, Any] | bytes, *, now: datetime | None = None
+    ) -> tuple[dict[str, str], bytes]:
+        """Headers and bytes of a push to `path` (2001/2002/2003), signed at `now`."""
+        if path.strip("/") not in PUSH_PATHS.values():
+            raise ValueError(f"{path!r} is not a push path")
+        stamp = (now or self._now()).astimezone(self.tz).strftime(TIME_FORMAT)
+        data = body if isinstance(body, bytes) else _dumps(body).encode()
+        headers = {"Accept": "application/json", "Content-Type": "application/json;charset=utf-8", **self._token(stamp)}
+        return headers, data
+
+    def reading_body(self, meter_no: str, serial: str | None = None) -> dict[str, Any]:
+        """The 2001 report a meter-side-billing meter sends after reading itself."""
+        m = self.meters[meter_no]
+        blank = dict.fromkeys(
+            ("temperature", "standardTotalValue", "workTotalValue", "standardInstantValue", "workInstantValue"), ""
+        )
+        return {
+            "serialNo": serial or uuid.uuid4().hex,
+            "userNo": m.user_no,
+            "deviceId": m.device_id,
+            "factorNo": self.factor_no,
+            "meterNo": m.meter_no,
+            "billingModel": "1",
+            "readNum": s4(m.reading),
+            "addGas": "",
+            "sumUseGas": s4(m.sum_gas),
+            "sumUseAmount": s4(m.sum_money),
+            "readDate": m.read_time.strftime("%Y%m%d"),
+            "readTime": m.read_time.strftime("%H%M%S"),
+            "batteryCap": str(m.voltage),
+            "semaphore": f"{m.signal}.0%",
+            **blank,
+            "pressureValue": "",
+            "valveState": VALVE_2001[m.valve],
+            "curPrice": s4(m.price),
+            "meterBalance": s4(m.balance),
+            "companyCode": self.company_code,
+            "sdateTime": self._now().strftime("%Y-%m-%d"),
+        }
+
+    def command_body(self, send_serial: str, serial: str | None = None) -> dict[str, Any]:
+        """The 2002 callback for a finished command."""
+        command = self.commands[send_serial]
+        meter = self.meters.get(command["meter_no"])
+        return {
+            "serialNo": serial or uuid.uuid4().hex,
+            "userNo": command["user_no"],
+            "deviceId": meter.device_id if meter else "",
+            "factorNo": self.factor_no,
+            "meterNo": command["meter_no"],
+            "sendSerialNo": send_serial,
+            "paramNo": command["param_no"],
+            "excuteState": "1" if command["state"] == "done" else "2",
+            "companyCode": self.company_code,
+            "sdateTime": self._now().strftime(TIME_FORMAT),
+        }
+
+    def alarm_body(
+        self, meter_no: str, alarm_type: str = "02", priority: str = "3", content: str = "燃气泄漏", serial: str | None = None
+    ) -> dict[str, Any]:
+        """The 2003 alarm report."""
+        m = self.meters[meter_no]
+        return {
+            "serialNo": serial or uuid.uuid4().hex,
+            "userNo": m.user_no,
+            "deviceId": m.device_id,
+            "factorNo": self.factor_no,
+            "meterNo": m.meter_no,
+            "alarmType": alarm_type,
+            "alarmContent": content,
+            "alarmPriority": priority,
+            "companyCode": self.company_code,
+            "sdateTime": self._now().strftime(TIME_FORMAT),
+        }
+
+    async def push_reading(self, meter_no: str, serial: str | None = None) -> tuple[int, Any]:
+        """POST a signed 2001 for `meter_no`; return the HTTP status and the answer."""
+        return await self._post("2001", self.reading_body(meter_no, serial))
+
+    async def push_alarm(
+        self, meter_no: str, alarm_type: str = "02", priority: str = "3", content: str = "燃气泄漏", serial: str | None = None
+    ) -> tuple[int, Any]:
+        """POST a signed 2003 for `meter_no`; return the HTTP status and the answer."""
+        return await self._post("2003", self.alarm_body(meter_no, alarm_type, priority, content, serial))
+
+    async def _post(self, number: str, body: dict[str, Any]) -> tuple[int, Any]:
+        if not self.push_url:
+            raise RuntimeError("no push_url is set")
+        path = PUSH_PATHS[number]
+        headers, data = self.signed_push(path, body)
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        url = f"{self.push_url.rstrip('/')}/{path}"
+        async with self._session.post(url, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
+            status, text = resp.status, await resp.text()
+        try:
+            answer: Any = json.loads(text)
+        except ValueError:
+            answer = text
+        self.pushes.append((number, body, answer))
+        return status, answer
+
+    # ---- control endpoints (no auth) ----------------------------------------------------------
+
+    def state(self) -> dict[str, Any]:
+        """Everything the simulator holds, JSON-ready except Decimals and dates."""
+        meters = []
+        for meter in self.meters.values():
+            data = asdict(meter)
+            recent = sorted(meter.history.items())[-14:]
+            data["history"] = {day.isoformat(): asdict(use) for day, use in recent}
+            meters.append(data)
+        return {
+            "credentials": {
+                "app_code": self.app_code,
+                "app_secret": self.app_secret,
+                "company_code": self.company_code,
+                "factor_no": self.factor_no,
+            },
+            "push_url": self.push_url,
+            "meters": meters,
+            "commands": list(self.commands.values()),
+            "prices": self.prices,
+            "faults": self._faults,
+        }
+
+    async def _sim_state(self, request: web.Request) -> web.Response:
+        return self._reply(self.state())
+
+    @staticmethod
+    async def _body(request: web.Request) -> dict[str, Any]:
+        try:
+            data = await request.json() if request.can_read_body else {}
+        except ValueError:
+            raise web.HTTPBadRequest(text="body is not JSON") from None
+        if not isinstance(data, dict):
+            raise web.HTTPBadRequest(text="body is not a JSON object")
+        return data
+
+    async def _sim_tick(self, request: web.Request) -> web.Response:
+        self.tick(float((await self._body(request)).get("minutes", 15)))
+        return self._reply({"ok": True})
+
+    async def _sim_fail(self, request: web.Request) -> web.Response:
+        data = await self._body(request)
+        try:
+            self.fail_next(str(data.get("mode")), int(data.get("count", 1)), data.get("endpoint"), code=data.get("code"))
+        except ValueError as err:
+            return self._reply({"error": str(err)}, status=400)
+        return self._reply({"ok": True, "faults": self._faults})
+
+    async def _sim_push(self, meter_no: Any, send: Callable[[], Any]) -> web.Response:
+        if meter_no not in self.meters:
+            return self._reply({"error": f"unknown meter {meter_no!r}"}, status=404)
+        try:
+            status, answer = await send()
+        except (RuntimeError, aiohttp.ClientError, TimeoutError) as err:
+            return self._reply({"error": str(err) or type(err).__name__}, status=502)
+        return self._reply({"status": status, "answer": answer})
+
+    async def _sim_alarm(self, request: web.Request) -> web.Response:
+        data = await self._body(request)
+        meter_no = str(data.get("meter_no"))
+        kind, priority = str(data.get("alarm_type", "02")), str(data.get("priority", "3"))
+        content = str(data.get("content", "燃气泄漏"))
+        return await self._sim_push(meter_no, lambda: self.push_alarm(meter_no, kind, priority, content))
+
+    async def _sim_push_reading(self, request: web.Request) -> web.Response:
+        meter_no = str((await self._body(request)).get("meter_no"))
+        return await self._sim_push(meter_no, lambda: self.push_reading(meter_no))
+
+    async def _sim_push_url(self, request: web.Request) -> web.Response:
+        self.push_url = (await self._body(request)).get("url") or None
+        return self._reply({"ok": True, "push_url": self.push_url})
