@@ -35,6 +35,7 @@ from .api import (
     ValveState,
 )
 from .commands import CommandTracker, TrackedCommand
+from .compat import device_by_identifier
 from .const import (
     CONF_DETAILS_INTERVAL,
     CONF_SCAN_INTERVAL,
@@ -214,7 +215,9 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         self.async_update_listeners()
 
     def _apply_alarm(self, alarm: Alarm) -> None:
-        device = dr.async_get(self.hass).async_get_device(identifiers={(DOMAIN, self.device_key(alarm.meter_id))})
+        device = device_by_identifier(
+            self.hass, (DOMAIN, self.device_key(alarm.meter_id)), self.config_entry.entry_id
+        )
         async_dispatcher_send(self.hass, alarm_signal(self.config_entry.entry_id, alarm.meter_id), alarm)
         self.hass.bus.async_fire(
             EVENT_ALARM,

@@ -1,0 +1,21 @@
+"""The one place where supported Home Assistant versions (2025.4 → 2026.x) differ for us."""
+
+from __future__ import annotations
+
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import device_registry as dr
+
+
+def device_by_identifier(hass: HomeAssistant, identifier: tuple[str, str], config_entry_id: str) -> dr.DeviceEntry | None:
+    """The entry's device with this identifier.
+
+    2026 deprecates `async_get_device` (identifiers are unique only per entry since then) in
+    favour of `async_get_device_by_identifier`, which 2025.4 lacks.
+    """
+    registry = dr.async_get(hass)
+    by_identifier = getattr(registry, "async_get_device_by_identifier", None)
+    if by_identifier is not None:
+        device: dr.DeviceEntry | None = by_identifier(identifier, config_entry_id)
+        return device
+    device = registry.async_get_device(identifiers={identifier})
+    return device if device is not None and config_entry_id in device.config_entries else None

@@ -1,0 +1,171 @@
+"""Config flow: backend picker, validation with a real call, reauth, reconfigure, options."""
+
+from __future__ import annotations
+
+from typing import Any
+from unittest.mock import patch
+
+import pytest
+from homeassistant.config_entries import SOURCE_USER
+from homeassistant.core import HomeAssistant
+from homeassistant.data_entry_flow import FlowResultType
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.meter_cloud.const import CONF_PUSH_ID, CONF_SCAN_INTERVAL, DOMAIN
+from simulator.goldcard import GoldcardSimulator
+
+ACCOUNT_KEYS = ("base_url", "app_code", "app_secret", "company_code", "factor_no")
+
+
+def account(entry_data: dict[str, Any], **changes: str) -> dict[str, Any]:
+    """The account form's input."""
+    return {key: changes.get(key, entry_data[key]) for key in ACCOUNT_KEYS}
+
+
+async def start(hass: HomeAssistant) -> str:
+    """Start the flow and pick Goldcard; return the flow id at the account step."""
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "user"
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {"backend": "goldcard"})
+    assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "account"
+    return result["flow_id"]
+
+
+async def test_create_entry(hass: HomeAssistant, entry_data: dict[str, Any], sim: GoldcardSimulator) -> None:
+    """Valid settings create an entry after a real 1013 call, with a secret push id."""
+    flow_id = await start(hass)
+    with patch("custom_components.meter_cloud.async_setup_entry", return_value=True):
+        result = await hass.config_entries.flow.async_configure(flow_id, account(entry_data))
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    assert result["title"] == f"Goldcard {sim.company_code}"
+    data = result["data"]
+    assert {k: data[k] for k in ACCOUNT_KEYS} == account(entry_data)
+    assert data["backend"] == "goldcard"
+    assert len(data[CONF_PUSH_ID]) >= 32
+    assert f"/api/meter_cloud/push/{data[CONF_PUSH_ID]}/" in result["description_placeholders"]["push_url"]
+    assert result["result"].unique_id == f"goldcard_{sim.company_code}_{sim.app_code}".lower()
+    assert [number for number, _ in sim.requests] == ["1013"]
+
+
+async def test_backend_not_built(hass: HomeAssistant) -> None:
+    """The picker lists every vendor; one not built yet says so."""
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    options = result["data_schema"].schema["backend"].config["options"]
+    assert options == ["goldcard", "cangnan", "iotmeter", "kumir"]
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {"backend": "kumir"})
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"backend": "backend_not_available"}
+
+
+@pytest.mark.parametrize(
+    ("change", "fault", "error"),
+    [
+        ({"app_secret": "wrong"}, None, "invalid_auth"),
+        ({"factor_no": "9999"}, None, "invalid_factor_code"),
+        ({}, ("auth", "0103"), "invalid_auth"),
+        ({}, ("error", "0105"), "invalid_auth"),
+        ({}, ("http500", None), "cannot_connect"),
+        ({}, ("error", "9995"), "cannot_connect"),
+        ({}, ("malformed", None), "api_error"),
+        ({}, ("error", "9999"), "api_error"),
+    ],
+)
+async def test_errors_then_recover(
+    hass: HomeAssistant,
+    entry_data: dict[str, Any],
+    sim: GoldcardSimulator,
+    change: dict[str, str],
+    fault: tuple[str, str | None] | None,
+    error: str,
+) -> None:
+    """Each failure shows its error; fixing it creates the entry."""
+    flow_id = await start(hass)
+    if fault:
+        sim.fail_next(fault[0], code=fault[1])
+    result = await hass.config_entries.flow.async_configure(flow_id, account(entry_data, **change))
+    assert result["type"] is FlowResultType.FORM
+    assert result["errors"] == {"base": error}
+    with patch("custom_components.meter_cloud.async_setup_entry", return_value=True):
+        result = await hass.config_entries.flow.async_configure(flow_id, account(entry_data))
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+
+
+async def test_unreachable(hass: HomeAssistant, entry_data: dict[str, Any], unused_tcp_port: int) -> None:
+    """Nothing listening → cannot connect."""
+    flow_id = await start(hass)
+    result = await hass.config_entries.flow.async_configure(
+        flow_id, account(entry_data, base_url=f"http://127.0.0.1:{unused_tcp_port}")
+    )
+    assert result["errors"] == {"base": "cannot_connect"}
+
+
+async def test_unexpected_error(hass: HomeAssistant, entry_data: dict[str, Any]) -> None:
+    """A bug in validation shows 'unknown' and logs, without a crash."""
+    flow_id = await start(hass)
+    with patch(
+        "custom_components.meter_cloud.api.goldcard.GoldcardClient.async_validate", side_effect=RuntimeError("boom")
+    ):
+        result = await hass.config_entries.flow.async_configure(flow_id, account(entry_data))
+    assert result["errors"] == {"base": "unknown"}
+
+
+async def test_already_configured(
+    hass: HomeAssistant, config_entry: MockConfigEntry, entry_data: dict[str, Any]
+) -> None:
+    """The same account twice aborts."""
+    flow_id = await start(hass)
+    result = await hass.config_entries.flow.async_configure(flow_id, account(entry_data))
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "already_configured"
+
+
+async def test_reauth(hass: HomeAssistant, setup_entry: MockConfigEntry, sim: GoldcardSimulator) -> None:
+    """Reauth asks for the secret only, rejects a wrong one, stores a right one."""
+    result = await setup_entry.start_reauth_flow(hass)
+    assert result["step_id"] == "reauth_confirm"
+    assert list(result["data_schema"].schema) == ["app_secret"]
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {"app_secret": "nope"})
+    assert result["errors"] == {"base": "invalid_auth"}
+    sim.app_secret = "rotated-secret"
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {"app_secret": "rotated-secret"})
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reauth_successful"
+    assert setup_entry.data["app_secret"] == "rotated-secret"
+
+
+async def test_reconfigure(
+    hass: HomeAssistant, setup_entry: MockConfigEntry, entry_data: dict[str, Any], sim_server: Any
+) -> None:
+    """Reconfigure validates, keeps the account, refuses another account."""
+    result = await setup_entry.start_reconfigure_flow(hass)
+    assert result["step_id"] == "reconfigure"
+    result = await hass.config_entries.flow.async_configure(
+        result["flow_id"], account(entry_data, company_code="other")
+    )
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "unique_id_mismatch"
+
+    result = await setup_entry.start_reconfigure_flow(hass)
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], account(entry_data, factor_no="0000"))
+    assert result["errors"] == {"base": "invalid_factor_code"}
+    new_url = str(sim_server.make_url("/"))  # same server, other spelling (trailing slash)
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], account(entry_data, base_url=new_url))
+    assert result["type"] is FlowResultType.ABORT
+    assert result["reason"] == "reconfigure_successful"
+    assert setup_entry.data["base_url"] == new_url
+
+
+async def test_options(hass: HomeAssistant, setup_entry: MockConfigEntry) -> None:
+    """Options set the intervals and show the push URL; the entry reloads with them."""
+    result = await hass.config_entries.options.async_init(setup_entry.entry_id)
+    assert result["type"] is FlowResultType.FORM
+    assert "/api/meter_cloud/push/" in result["description_placeholders"]["push_url"]
+    result = await hass.config_entries.options.async_configure(
+        result["flow_id"], {CONF_SCAN_INTERVAL: 30, "details_interval": 120}
+    )
+    assert result["type"] is FlowResultType.CREATE_ENTRY
+    await hass.async_block_till_done()
+    assert setup_entry.options == {CONF_SCAN_INTERVAL: 30, "details_interval": 120}
+    assert setup_entry.runtime_data.update_interval.total_seconds() == 30 * 60
