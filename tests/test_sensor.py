@@ -35,7 +35,14 @@ async def test_devices_and_values(hass: HomeAssistant, setup_entry: MockConfigEn
         device = device_by_identifier(hass, (DOMAIN, f"goldcard_{meter_no}"), setup_entry.entry_id)
         assert device is not None
         assert device.manufacturer == "Goldcard"
-        assert device.model in {"IoT 10", "IoT 40", "NB-IoT 10", "NB-IoT 40", "Thermal R1", "Temperature-compensated 10"}
+        assert device.model in {
+            "IoT 10",
+            "IoT 40",
+            "NB-IoT 10",
+            "NB-IoT 40",
+            "Thermal R1",
+            "Temperature-compensated 10",
+        }
         assert state_decimal(hass, entity_id(hass, meter_no, "reading")) == meter.reading
         assert state_decimal(hass, entity_id(hass, meter_no, "balance")) == meter.balance
         assert state_decimal(hass, entity_id(hass, meter_no, "price")) == meter.price
@@ -57,16 +64,14 @@ async def test_devices_and_values(hass: HomeAssistant, setup_entry: MockConfigEn
         assert hass.states.get(entity_id(hass, meter_no, "recharge_status")).state == STATE_UNKNOWN
 
 
-def read_at_tz():  # noqa: ANN201
+def read_at_tz():
     """Timestamps are shown in UTC."""
     from datetime import UTC
 
     return UTC
 
 
-async def test_poll_updates_values(
-    hass: HomeAssistant, setup_entry: MockConfigEntry, sim: GoldcardSimulator
-) -> None:
+async def test_poll_updates_values(hass: HomeAssistant, setup_entry: MockConfigEntry, sim: GoldcardSimulator) -> None:
     """After the simulator ticks, a refresh shows the new readings."""
     sim.tick(60)
     meter_no, meter = next(iter(sim.meters.items()))

@@ -6,7 +6,9 @@ from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
 
 
-def device_by_identifier(hass: HomeAssistant, identifier: tuple[str, str], config_entry_id: str) -> dr.DeviceEntry | None:
+def device_by_identifier(
+    hass: HomeAssistant, identifier: tuple[str, str], config_entry_id: str
+) -> dr.DeviceEntry | None:
     """The entry's device with this identifier.
 
     2026 deprecates `async_get_device` (identifiers are unique only per entry since then) in
@@ -18,4 +20,21 @@ def device_by_identifier(hass: HomeAssistant, identifier: tuple[str, str], confi
         device: dr.DeviceEntry | None = by_identifier(identifier, config_entry_id)
         return device
     device = registry.async_get_device(identifiers={identifier})
-    return device if device is not None and config_entry_id in device.config_entries else None
+    return device if device is not None and config_entry_id in device_entry_ids(device) else None
+
+
+def device_entry_ids(device: dr.DeviceEntry) -> set[str]:
+    """Config entries a device belongs to (2026: exactly one, `config_entry_id`)."""
+    single = getattr(device, "config_entry_id", None)
+    if single is not None:
+        return {single}
+    return set(device.config_entries)
+
+
+def detach_device(hass: HomeAssistant, device: dr.DeviceEntry, config_entry_id: str) -> None:
+    """Take a device away from an entry (removing it when no other entry holds it)."""
+    registry = dr.async_get(hass)
+    if getattr(device, "config_entry_id", None) is not None:
+        registry.async_remove_device(device.id)
+    else:
+        registry.async_update_device(device.id, remove_config_entry_id=config_entry_id)

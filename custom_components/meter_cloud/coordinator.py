@@ -35,7 +35,7 @@ from .api import (
     ValveState,
 )
 from .commands import CommandTracker, TrackedCommand
-from .compat import device_by_identifier
+from .compat import detach_device, device_by_identifier
 from .const import (
     CONF_DETAILS_INTERVAL,
     CONF_SCAN_INTERVAL,
@@ -154,7 +154,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         for device in dr.async_entries_for_config_entry(registry, self.config_entry.entry_id):
             ids = {ident for domain, ident in device.identifiers if domain == DOMAIN}
             if ids and not ids & known:
-                registry.async_update_device(device.id, remove_config_entry_id=self.config_entry.entry_id)
+                detach_device(self.hass, device, self.config_entry.entry_id)
 
     def meter(self, meter_id: str) -> MeterData:
         """A known meter or a translated error."""
@@ -215,9 +215,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         self.async_update_listeners()
 
     def _apply_alarm(self, alarm: Alarm) -> None:
-        device = device_by_identifier(
-            self.hass, (DOMAIN, self.device_key(alarm.meter_id)), self.config_entry.entry_id
-        )
+        device = device_by_identifier(self.hass, (DOMAIN, self.device_key(alarm.meter_id)), self.config_entry.entry_id)
         async_dispatcher_send(self.hass, alarm_signal(self.config_entry.entry_id, alarm.meter_id), alarm)
         self.hass.bus.async_fire(
             EVENT_ALARM,

@@ -20,6 +20,7 @@ from homeassistant.helpers import device_registry as dr
 
 from .api import Capability, DailyUsage, MeterCloudError, MeterRegistration, PriceSchedule
 from .commands import TrackedCommand
+from .compat import device_entry_ids
 from .const import DOMAIN
 from .coordinator import MeterCloudCoordinator
 
@@ -68,7 +69,7 @@ def _resolve(hass: HomeAssistant, device_id: str) -> tuple[MeterCloudCoordinator
     """The coordinator and meter number behind a device."""
     device = dr.async_get(hass).async_get(device_id)
     if device is not None:
-        for entry_id in device.config_entries:
+        for entry_id in device_entry_ids(device):
             entry = hass.config_entries.async_get_entry(entry_id)
             if entry is None or entry.domain != DOMAIN:
                 continue
@@ -169,7 +170,7 @@ async def _set_price(call: ServiceCall) -> ServiceResponse:
     result = await _run(coordinator, coordinator.client.async_set_price(meters, schedule))
     for meter in meters:
         coordinator.refresh_details_soon(meter.meter_id)
-    await coordinator.async_request_refresh()
+    await coordinator.async_refresh()  # the user expects to see the change now
     return result
 
 
@@ -208,7 +209,7 @@ async def _register_meter(call: ServiceCall) -> ServiceResponse:
         customer_type=data.get("customer_type"),
     )
     result = await _run(coordinator, coordinator.client.async_register_meter(registration))
-    await coordinator.async_request_refresh()
+    await coordinator.async_refresh()  # the user expects to see the change now
     return result
 
 
@@ -221,7 +222,7 @@ async def _deregister_meter(call: ServiceCall) -> ServiceResponse:
     if reading is None:
         raise _invalid("reading_required")
     result = await _run(coordinator, coordinator.client.async_deregister_meter(meter, reading, call.data["reason"]))
-    await coordinator.async_request_refresh()
+    await coordinator.async_refresh()  # the user expects to see the change now
     return result
 
 
@@ -243,7 +244,7 @@ async def _replace_meter(call: ServiceCall) -> ServiceResponse:
             new_reading=call.data["new_reading"],
         ),
     )
-    await coordinator.async_request_refresh()
+    await coordinator.async_refresh()  # the user expects to see the change now
     return result
 
 
