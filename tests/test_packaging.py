@@ -1,0 +1,125 @@
+"""What hassfest and HACS would check, replicated: manifest, hacs.json, translations, layering."""
+
+from __future__ import annotations
+
+import ast
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).parent.parent
+COMPONENT = ROOT / "custom_components" / "meter_cloud"
+LANGUAGES = ("en", "ru", "zh-Hans")
+
+
+def load(path: Path) -> Any:
+    """Read JSON."""
+    return json.loads(path.read_text(encoding="utf-8"))
+
+
+def leaves(tree: Any, prefix: str = "") -> dict[str, str]:
+    """Flatten nested dicts to dotted keys."""
+    if isinstance(tree, dict):
+        out: dict[str, str] = {}
+        for key, value in tree.items():
+            out.update(leaves(value, f"{prefix}{key}."))
+        return out
+    return {prefix.rstrip("."): tree}
+
+
+def test_manifest() -> None:
+    """domain and name first, the rest sorted; every key HACS and hassfest want; nothing HA ships."""
+    manifest = load(COMPONENT / "manifest.json")
+    keys = list(manifest)
+    assert keys[:2] == ["domain", "name"]
+    assert keys[2:] == sorted(keys[2:])
+    for key in ("version", "documentation", "issue_tracker", "codeowners", "iot_class"):
+        assert manifest[key], key
+    assert isinstance(manifest["requirements"], list)
+    assert manifest["config_flow"] is True
+    assert manifest["integration_type"] == "hub"
+    assert re.fullmatch(r"\d+\.\d+\.\d+", manifest["version"])
+    assert all("==" in req for req in manifest["requirements"])
+    shipped = ("aiohttp", "voluptuous", "homeassistant")
+    assert not [r for r in manifest["requirements"] if r.split("==")[0].lower() in shipped]
+    assert "http" in manifest["dependencies"]
+
+
+def test_hacs() -> None:
+    """hacs.json has only the keys HACS's schema allows."""
+    hacs = load(ROOT / "hacs.json")
+    assert set(hacs) <= {"name", "homeassistant", "country", "render_readme", "content_in_root", "zip_release",
+                         "filename", "hide_default_branch", "persistent_directory", "hacs"}
+    assert hacs["homeassistant"] == "2025.4.0"
+    assert (COMPONENT / "brand" / "icon.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_translations_complete_and_equal() -> None:
+    """Every language has exactly the English keys and the same placeholders."""
+    english = leaves(load(COMPONENT / "translations" / "en.json"))
+    for language in LANGUAGES[1:]:
+        other = leaves(load(COMPONENT / "translations" / f"{language}.json"))
+        assert set(other) == set(english), language
+        for key, text in english.items():
+            assert set(re.findall(r"{\w+}", other[key])) == set(re.findall(r"{\w+}", text)), (language, key)
+
+
+def test_services_translated() -> None:
+    """Every service and field in services.yaml has a name and description."""
+    services = yaml.safe_load((COMPONENT / "services.yaml").read_text())
+    english = load(COMPONENT / "translations" / "en.json")["services"]
+    icons = load(COMPONENT / "icons.json")["services"]
+    assert set(services) == set(english) == set(icons)
+    for name, spec in services.items():
+        assert english[name]["name"] and english[name]["description"]
+        assert set(spec.get("fields", {})) == set(english[name]["fields"]), name
+
+
+def test_code_keys_are_translated() -> None:
+    """translation_key values used in code exist in en.json (exceptions, entities, config errors)."""
+    english = load(COMPONENT / "translations" / "en.json")
+    source = "\n".join(p.read_text() for p in COMPONENT.glob("*.py"))
+    for key in set(re.findall(r'translation_key="(\w+)"', source)) - {"backend"}:
+        assert key in english["exceptions"] or any(key in english["entity"][p] for p in english["entity"]), key
+    for key in re.findall(r'_invalid\("(\w+)"', source):
+        assert key in english["exceptions"], key
+    for key in re.findall(r'CommandError\([^)]*reason="(\w+)"', source):
+        assert key in english["exceptions"], key
+    for key in ("unknown_meter", "reference_conflict", "no_pending_command", "invalid_factor_code"):
+        assert key in english["exceptions"]
+    assert {"invalid_factor_code", "cannot_connect", "invalid_auth", "unknown", "api_error"} <= set(
+        english["config"]["error"]
+    )
+
+
+def test_api_has_no_homeassistant_import() -> None:
+    """The client layer stays free of Home Assistant."""
+    for path in (COMPONENT / "api").glob("*.py"):
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                names = [node.module]
+            assert not [n for n in names if n.startswith("homeassistant")], path
+
+
+def test_no_vendor_names_in_platforms() -> None:
+    """Platforms, services and the coordinator do not branch on a vendor."""
+    for name in ("sensor.py", "valve.py", "event.py", "entity.py", "coordinator.py", "services.py"):
+        assert "goldcard" not in (COMPONENT / name).read_text().lower(), name
+
+
+def test_quality_scale_lists_every_rule() -> None:
+    """quality_scale.yaml records each rule as done, todo or exempt (with a reason)."""
+    rules = yaml.safe_load((COMPONENT / "quality_scale.yaml").read_text())["rules"]
+    assert len(rules) == 54
+    for name, value in rules.items():
+        status = value if isinstance(value, str) else value["status"]
+        assert status in {"done", "todo", "exempt"}, name
+        if status == "exempt":
+            assert value["comment"], name
