@@ -63,6 +63,11 @@ def merge(base: MeterData | None, fresh: MeterData) -> MeterData:
     return replace(base, **changes)
 
 
+def meter_signal(entry_id: str, meter_id: str) -> str:
+    """Dispatcher signal for a change to one meter."""
+    return f"{DOMAIN}_{entry_id}_{meter_id}_update"
+
+
 def alarm_signal(entry_id: str, meter_id: str) -> str:
     """Dispatcher signal for a meter's alarms."""
     return f"{DOMAIN}_{entry_id}_{meter_id}_alarm"
@@ -196,9 +201,15 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         self._set_meter(merge(current, reading))
 
     def _set_meter(self, meter: MeterData) -> None:
-        # Update in place without resetting the poll timer: frequent pushes must not starve polling.
+        # In place, without resetting the poll timer (frequent pushes must not starve polling), and
+        # only this meter's entities are told: a push for one meter costs the same for 10 or 1000.
         self.data = {**(self.data or {}), meter.meter_id: meter}
-        self.async_update_listeners()
+        self.async_update_meter(meter.meter_id)
+
+    @callback
+    def async_update_meter(self, meter_id: str) -> None:
+        """Tell one meter's entities that its data or commands changed."""
+        async_dispatcher_send(self.hass, meter_signal(self.config_entry.entry_id, meter_id))
 
     def _apply_command_result(self, result: CommandResult) -> None:
         state = CommandState.CONFIRMED if result.success else CommandState.FAILED
@@ -212,7 +223,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
             return
         if command.kind is CommandKind.RECHARGE:
             self.refresh_details_soon(command.meter_id)
-        self.async_update_listeners()
+        self.async_update_meter(command.meter_id)
 
     def _apply_alarm(self, alarm: Alarm) -> None:
         device = device_by_identifier(self.hass, (DOMAIN, self.device_key(alarm.meter_id)), self.config_entry.entry_id)
@@ -263,7 +274,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
             raise self.error_for(err) from err
         now = dt_util.utcnow()
         command = self.commands.put(TrackedCommand(serial, meter_id, kind, CommandState.PENDING, now, now))
-        self.async_update_listeners()
+        self.async_update_meter(meter_id)
         return command
 
     async def async_recharge(self, meter_id: str, amount: Decimal, reference: str) -> TrackedCommand:
@@ -292,7 +303,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
             # Otherwise it stays 'unknown': calling again with the same reference re-sends the same serial.
             raise self.error_for(err) from err
         command = self.commands.set_state(serial, CommandState.PENDING)
-        self.async_update_listeners()
+        self.async_update_meter(meter_id)
         return command or self.commands.get(serial)  # type: ignore[return-value]
 
     async def async_cancel(self, meter_id: str, serial: str | None) -> TrackedCommand:
@@ -306,7 +317,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         except MeterCloudError as err:
             raise self.error_for(err) from err
         cancelled = self.commands.set_state(command.serial, CommandState.CANCELLED)
-        self.async_update_listeners()
+        self.async_update_meter(meter_id)
         return cancelled or command
 
     def error_for(self, err: MeterCloudError) -> Exception:

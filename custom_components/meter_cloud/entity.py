@@ -6,13 +6,14 @@ from collections.abc import Callable, Iterable
 
 from homeassistant.core import callback
 from homeassistant.helpers.device_registry import DeviceInfo
+from homeassistant.helpers.dispatcher import async_dispatcher_connect
 from homeassistant.helpers.entity import Entity
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 from homeassistant.helpers.update_coordinator import CoordinatorEntity
 
 from .api import MeterData
 from .const import DOMAIN
-from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator
+from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator, meter_signal
 
 
 class MeterCloudEntity(CoordinatorEntity[MeterCloudCoordinator]):
@@ -34,6 +35,12 @@ class MeterCloudEntity(CoordinatorEntity[MeterCloudCoordinator]):
             serial_number=meter_id,
             name=f"{coordinator.client.manufacturer} {meter_id}",
         )
+
+    async def async_added_to_hass(self) -> None:
+        """Also follow changes to this meter alone (pushes, commands)."""
+        await super().async_added_to_hass()
+        signal = meter_signal(self.coordinator.config_entry.entry_id, self.meter_id)
+        self.async_on_remove(async_dispatcher_connect(self.hass, signal, self.async_write_ha_state))
 
     @property
     def meter(self) -> MeterData | None:

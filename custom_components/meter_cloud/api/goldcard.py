@@ -84,6 +84,7 @@ PUSH_READING = "api/collect/meter/2001"
 PUSH_COMMAND = "api/collect/meter/2002"
 PUSH_ALARM = "api/collect/meter/2003"
 PUSH_WINDOW = timedelta(minutes=5)
+DEFAULT_TIER_CYCLE_MONTHS = 12
 
 
 class GoldcardClient(MeterClient):
@@ -315,10 +316,14 @@ class GoldcardClient(MeterClient):
             "priceType": "2" if schedule.tiered else "1",
             "priceDetail": detail,
         }
-        if schedule.effective_date is not None:
-            payload["priceBeginDate"] = schedule.effective_date.isoformat()
-        if schedule.cycle_months is not None:
-            payload["cycleLength"] = str(schedule.cycle_months)
+        # The spec requires a begin date for adjustments and a cycle for tiers: default to today
+        # and to the yearly cycle that Chinese tiered gas tariffs use.
+        begin = schedule.effective_date or (datetime.now(self._tz).date() if schedule.adjust else None)
+        if begin is not None:
+            payload["priceBeginDate"] = begin.isoformat()
+        cycle = schedule.cycle_months or (DEFAULT_TIER_CYCLE_MONTHS if schedule.tiered else None)
+        if cycle is not None:
+            payload["cycleLength"] = str(cycle)
         if schedule.adjust:
             payload["clearFlag"] = "0" if schedule.reset_cycle else "1"
         await self._call("api/collect/meter/1007", payload)

@@ -48,7 +48,7 @@ async def post_json(
             timeout=aiohttp.ClientTimeout(total=timeout),
             allow_redirects=False,
         ) as resp:
-            raw = await resp.content.read(MAX_RESPONSE_BYTES + 1)
+            raw = await _read_bounded(resp.content, MAX_RESPONSE_BYTES)
             status = resp.status
     except aiohttp.ClientConnectorError as err:
         raise CloudConnectionError(f"cannot reach {url}: {err}", request_sent=False) from err
@@ -65,6 +65,16 @@ async def post_json(
     if not 200 <= status < 300:
         raise ResponseError(f"{url} answered HTTP {status}", code=str(status))
     return decode_json(raw)
+
+
+async def _read_bounded(stream: aiohttp.StreamReader, limit: int) -> bytes:
+    """The whole body, or limit+1 bytes when it is larger (read(n) alone returns one chunk)."""
+    chunks: list[bytes] = []
+    size = 0
+    while size <= limit and (chunk := await stream.read(limit + 1 - size)):
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def decode_json(raw: bytes) -> Any:

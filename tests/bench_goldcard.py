@@ -1,0 +1,154 @@
+"""Benchmark (not a test: nothing here asserts a time). Run with scripts/bench.
+
+For 10/100/1000 simulated meters: requests per poll cycle, CPU time per poll, push-to-state latency.
+The simulator runs in its own process so the CPU figures are Home Assistant's side only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import pytest
+from homeassistant.core import Event, HomeAssistant, callback
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from custom_components.meter_cloud.api import GoldcardClient
+from custom_components.meter_cloud.const import DOMAIN
+from simulator.goldcard import GoldcardSimulator
+
+ROOT = Path(__file__).parent.parent
+SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "10,100,1000").split(",")]
+POLLS = 5
+PUSHES = 30
+RESULTS: list[str] = []
+
+
+def free_port() -> int:
+    """A free loopback port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def wait_ready(url: str) -> None:
+    """Wait until the simulator answers."""
+    async with aiohttp.ClientSession() as session:
+        for _ in range(200):
+            try:
+                async with session.get(f"{url}/_sim/state") as resp:
+                    if resp.status == 200:
+                        return
+            except aiohttp.ClientError:
+                pass
+            await asyncio.sleep(0.05)
+    raise RuntimeError("simulator did not start")
+
+
+@pytest.fixture(autouse=True)
+def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
+    """Load custom_components/."""
+
+
+@pytest.mark.parametrize("meters", SIZES)
+async def test_bench(hass: HomeAssistant, socket_enabled: None, hass_client_no_auth: Any, meters: int) -> None:
+    """Measure one size and print the figures."""
+    port = free_port()
+    sim_proc = subprocess.Popen(  # noqa: ASYNC220, S603
+        [
+            sys.executable,
+            "-m",
+            "simulator",
+            "goldcard",
+            "--port",
+            str(port),
+            "--meters",
+            str(meters),
+            "--tick-seconds",
+            "0",
+        ],
+        cwd=ROOT,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        base = f"http://127.0.0.1:{port}"
+        await wait_ready(base)
+        local = GoldcardSimulator(meters=meters)  # same seed → same meters; used only to sign pushes
+        data = {
+            "backend": "goldcard",
+            "base_url": base,
+            "app_code": local.app_code,
+            "app_secret": local.app_secret,
+            "company_code": local.company_code,
+            "factor_no": local.factor_no,
+            "push_id": "bench-push-id",
+        }
+        entry = MockConfigEntry(domain=DOMAIN, data=data, unique_id=GoldcardClient.unique_id(data))
+        entry.add_to_hass(hass)
+        started = time.perf_counter()
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        await hass.async_block_till_done()
+        setup_seconds = time.perf_counter() - started
+        coordinator = entry.runtime_data
+        first_requests = 1 + meters  # one 1013 + one 1014 per meter (details are due at start)
+
+        cpu, wall = [], []
+        for _ in range(POLLS):
+            c0, w0 = time.process_time(), time.perf_counter()
+            await coordinator.async_refresh()
+            await hass.async_block_till_done()
+            cpu.append(time.process_time() - c0)
+            wall.append(time.perf_counter() - w0)
+        steady_requests = coordinator.requests_last_poll
+
+        client = await hass_client_no_auth()
+        latencies = []
+        meter_nos = list(local.meters)
+        for index in range(PUSHES):
+            meter_no = meter_nos[index % len(meter_nos)]
+            local.tick(15 * (index + 1))
+            headers, body = local.signed_push("api/collect/meter/2001", local.reading_body(meter_no))
+            wanted = local.reading_body(meter_no)["readNum"]
+            eid = f"sensor.goldcard_{meter_no}_meter_reading"
+            applied = asyncio.Event()
+
+            @callback
+            def on_change(event: Event, eid: str = eid, wanted: str = wanted, applied: asyncio.Event = applied) -> None:
+                if event.data["entity_id"] == eid and event.data["new_state"].state == wanted:
+                    applied.set()
+
+            unsub = hass.bus.async_listen("state_changed", on_change)
+            t0 = time.perf_counter()
+            resp = await client.post(
+                "/api/meter_cloud/push/bench-push-id/api/collect/meter/2001", data=body, headers=headers
+            )
+            assert resp.status == 200
+            if hass.states.get(eid).state != wanted:  # already equal when the meter used no gas
+                await asyncio.wait_for(applied.wait(), 10)
+            latencies.append(time.perf_counter() - t0)
+            unsub()
+        latencies.sort()
+        RESULTS.append(
+            f"| {meters} | {first_requests} | {steady_requests} | {statistics.median(cpu) * 1000:.1f} | "
+            f"{statistics.median(wall) * 1000:.1f} | {statistics.median(latencies) * 1000:.1f} | "
+            f"{latencies[int(len(latencies) * 0.95) - 1] * 1000:.1f} | {setup_seconds:.1f} |"
+        )
+        await hass.config_entries.async_unload(entry.entry_id)
+    finally:
+        sim_proc.terminate()
+        sim_proc.wait(10)
+    if meters == SIZES[-1]:
+        header = (
+            "| meters | requests, first poll | requests per poll | CPU ms per poll | wall ms per poll "
+            "| push→state ms (median) | push→state ms (p95) | setup s |\n|---|---|---|---|---|---|---|---|"
+        )
+        sys.stdout.write("\n\n" + header + "\n" + "\n".join(RESULTS) + "\n")
