@@ -2,18 +2,26 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import hashlib
 import hmac
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+import logging
+import random
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import asdict, dataclass
 from datetime import date, datetime, timedelta, tzinfo
 from decimal import ROUND_HALF_UP, Decimal
 from typing import Any
 
+import aiohttp
 from aiohttp import web
+
+_LOGGER = logging.getLogger(__name__)
 
 TIME_FORMAT = "%Y%m%d%H%M%S"
 CLOCK_SKEW = timedelta(minutes=5)
@@ -113,7 +121,7 @@ class FaultPlan:
         self.faults.append(Fault(mode, max(1, count), endpoint, code))
 
     def take(self, endpoint: str) -> Fault | None:
-        """The failure to apply to this request to `endpoint`, if any."""
+        """Consume and return the failure to apply to this request to `endpoint`, if any."""
         for fault in self.faults:
             if fault.endpoint in (None, endpoint):
                 fault.count -= 1
@@ -121,3 +129,136 @@ class FaultPlan:
                     self.faults.remove(fault)
                 return fault
         return None
+
+
+class SimulatorBase(ABC):
+    """What every vendor simulator shares: failure injection, background ticking, pushes, /_sim/ control."""
+
+    meters: Mapping[str, Any]
+
+    def __init__(self, *, endpoints: Mapping[str, str], tz: tzinfo, push_url: str | None, seed: int) -> None:
+        """Set up the shared state; the subclass builds its meters and calls make_app()."""
+        self.tz, self.push_url = tz, push_url
+        self.hang_seconds = 5.0
+        self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.pushes: list[tuple[str, dict[str, Any], Any]] = []
+        self.faults = FaultPlan(endpoints)
+        self._rng = random.Random(seed)
+        self._ticker: asyncio.Task[None] | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    @abstractmethod
+    def tick(self, minutes: float = 15) -> None:
+        """Let `minutes` of use pass on every meter."""
+
+    @abstractmethod
+    def state(self) -> dict[str, Any]:
+        """Return everything the simulator holds, for /_sim/state."""
+
+    @abstractmethod
+    async def push_reading(self, meter_no: str) -> tuple[int, Any]:
+        """Push one meter's reading to push_url; return the HTTP status and the answer."""
+
+    @abstractmethod
+    async def push_alarm(self, meter_no: str, alarm_type: str, priority: str, content: str) -> tuple[int, Any]:
+        """Push an alarm to push_url; return the HTTP status and the answer."""
+
+    def _now(self) -> datetime:
+        return datetime.now(self.tz).replace(microsecond=0)
+
+    def fail_next(self, mode: str, count: int = 1, endpoint: str | None = None, *, code: str | None = None) -> None:
+        """Fail the next `count` requests (to `endpoint`, or any); `code` is the vendor error for mode "error"."""
+        self.faults.add(mode, count, endpoint, code)
+
+    async def start_ticking(self, interval_seconds: float, *, minutes: float = 15, push: bool = True) -> None:
+        """Tick every `interval_seconds` (`minutes` of use each time); push readings when a push URL is set."""
+        await self.stop_ticking()
+
+        async def run() -> None:
+            while True:
+                await asyncio.sleep(interval_seconds)
+                self.tick(minutes)
+                for meter_no in list(self.meters) if push and self.push_url else ():
+                    try:
+                        await self.push_reading(meter_no)
+                    except (aiohttp.ClientError, TimeoutError, RuntimeError) as err:
+                        _LOGGER.warning("reading push for %s failed: %s", meter_no, err)
+
+        self._ticker = asyncio.get_running_loop().create_task(run())
+
+    async def stop_ticking(self) -> None:
+        """Stop the background ticking, if any."""
+        if self._ticker is not None:
+            self._ticker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._ticker
+            self._ticker = None
+
+    async def close(self) -> None:
+        """Stop ticking and close the push session."""
+        await self.stop_ticking()
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def post_push(self, url: str, headers: Mapping[str, str], data: bytes) -> tuple[int, Any]:
+        """POST a push; return the HTTP status and the decoded JSON answer (raw text if it is not JSON)."""
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+        timeout = aiohttp.ClientTimeout(total=10)
+        async with self._session.post(url, data=data, headers=dict(headers), timeout=timeout) as resp:
+            status, text = resp.status, await resp.text()
+        try:
+            return status, json.loads(text)
+        except ValueError:
+            return status, text
+
+    def add_control_routes(self, app: web.Application) -> None:
+        """Add the unauthenticated /_sim/ endpoints for humans and the dev script."""
+        app.router.add_get("/_sim/state", self._sim_state)
+        for name in ("tick", "fail", "alarm", "push_reading", "push_url"):
+            app.router.add_post(f"/_sim/{name}", getattr(self, f"_sim_{name}"))
+
+    async def _sim_state(self, _request: web.Request) -> web.Response:
+        return reply(self.state() | {"faults": [asdict(fault) for fault in self.faults.faults]})
+
+    async def _sim_tick(self, request: web.Request) -> web.Response:
+        self.tick(float((await read_body(request)).get("minutes", 15)))
+        return reply({"ok": True})
+
+    async def _sim_fail(self, request: web.Request) -> web.Response:
+        data = await read_body(request)
+        try:
+            self.fail_next(
+                str(data.get("mode")), int(data.get("count", 1)), data.get("endpoint"), code=data.get("code")
+            )
+        except ValueError as err:
+            return reply({"error": str(err)}, status=400)
+        return reply({"ok": True})
+
+    async def _sim_pushed(self, meter_no: str, send: Callable[[], Awaitable[tuple[int, Any]]]) -> web.Response:
+        if meter_no not in self.meters:
+            return reply({"error": f"unknown meter {meter_no!r}"}, status=404)
+        try:
+            status, answer = await send()
+        except (RuntimeError, aiohttp.ClientError, TimeoutError) as err:
+            return reply({"error": str(err) or type(err).__name__}, status=502)
+        return reply({"status": status, "answer": answer})
+
+    async def _sim_alarm(self, request: web.Request) -> web.Response:
+        data = await read_body(request)
+        meter_no, kind, priority = (
+            str(data.get("meter_no")),
+            str(data.get("alarm_type", "02")),
+            str(data.get("priority", "3")),
+        )
+        content = str(data.get("content", "燃气泄漏"))
+        return await self._sim_pushed(meter_no, lambda: self.push_alarm(meter_no, kind, priority, content))
+
+    async def _sim_push_reading(self, request: web.Request) -> web.Response:
+        meter_no = str((await read_body(request)).get("meter_no"))
+        return await self._sim_pushed(meter_no, lambda: self.push_reading(meter_no))
+
+    async def _sim_push_url(self, request: web.Request) -> web.Response:
+        self.push_url = (await read_body(request)).get("url") or None
+        return reply({"ok": True, "push_url": self.push_url})

@@ -3,24 +3,22 @@
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
-import contextlib
-import hashlib
+import copy
 import json
 import logging
-import random
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
-from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from functools import partial
 from typing import Any
 from zoneinfo import ZoneInfo
 
 import aiohttp
 from aiohttp import web
+
+from .common import TIME_FORMAT, ZERO, SimulatorBase, dumps, q4, reply, s4, sign, signature_ok
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -56,12 +54,23 @@ MESSAGES = {
 VALVE_1013 = {"open": "0", "closed": "1", "unknown": "2"}
 VALVE_1014 = {"open": "1", "closed": "2", "unknown": "3"}
 VALVE_2001 = {"open": "2", "closed": "3", "unknown": ""}
+PRICES: dict[str, dict[str, Any]] = {
+    "SIM-RES": {"priceVersion": "V1.0", "priceType": "1", "priceDetail": {"priceLength": "1", "price1": "2.5000"}},
+    "SIM-TIER": {
+        "priceVersion": "V1.0",
+        "priceType": "2",
+        "cycleLength": "12",
+        "priceDetail": {"priceLength": "3", "price1": "2.2800", "ladder1End": "300", "price2": "2.7400"}
+        | {"ladder2End": "600", "price3": "3.4200"},
+    },
+}
 
 
 class DasError(Exception):
     """A refusal, answered as {"echoCode": code, "echoMsg": message}."""
 
     def __init__(self, code: str, message: str | None = None) -> None:
+        """Keep the code and the vendor-style message (appendix 4's when none is given)."""
         self.code = code
         self.message = message or MESSAGES.get(code, MESSAGES["9999"])
         super().__init__(self.message)
@@ -108,45 +117,34 @@ class SimMeter:
     recharges: list[tuple[datetime, Decimal]] = field(default_factory=list)
 
 
-class GoldcardSimulator:
+class GoldcardSimulator(SimulatorBase):
     """An aiohttp app answering like a Goldcard DAS for a handful of believable meters."""
 
     def __init__(
         self,
         *,
         app_code: str = "SIMAPP01",
-        app_secret: str = "sim-secret",
+        app_secret: str = "sim-secret",  # noqa: S107 - a well-known test credential
         company_code: str = "10001058",
         factor_no: str = "0011",
         meters: int = 3,
-        tz: tzinfo = ZoneInfo("Asia/Shanghai"),
+        tz: tzinfo = DEFAULT_TZ,
         command_delay: float = 1.0,
         push_url: str | None = None,
         seed: int = 1,
     ) -> None:
         """Build the meters, the prices and the web app."""
-        self.app_code = app_code
-        self.app_secret = app_secret
-        self.company_code = company_code
-        self.factor_no = factor_no
-        self.tz = tz
-        self.command_delay = command_delay
-        self.push_url = push_url
-        self.hang_seconds = 5.0
+        super().__init__(endpoints=ENDPOINTS, tz=tz, push_url=push_url, seed=seed)
+        self.app_code, self.app_secret = app_code, app_secret
+        self.company_code, self.factor_no, self.command_delay = company_code, factor_no, command_delay
         # True fails every command; a set fails only those meters' commands.
         self.fail_commands: bool | set[str] = False
-        self.requests: list[tuple[str, dict[str, Any]]] = []
-        self.pushes: list[tuple[str, dict[str, Any], Any]] = []
         self.commands: dict[str, dict[str, Any]] = {}
-        self.prices: dict[str, dict[str, Any]] = {}
+        self.prices = {code: {"priceCode": code, **copy.deepcopy(price)} for code, price in PRICES.items()}
         self.meters: dict[str, SimMeter] = {}
         self._answers: dict[str, dict[str, Any]] = {}  # accepted 1004 serial → its original answer
         self._seen: set[str] = set()
-        self._faults: list[dict[str, Any]] = []
         self._tasks: dict[str, asyncio.Task[None]] = {}
-        self._ticker: asyncio.Task[None] | None = None
-        self._session: aiohttp.ClientSession | None = None
-        self._rng = random.Random(seed)
         self._handlers: dict[str, Callable[[dict[str, Any]], dict[str, Any]]] = {
             "1001": self._register,
             "1002": self._deregister,
@@ -159,59 +157,46 @@ class GoldcardSimulator:
             "1014": self._details,
             "1015": self._daily,
         }
-        flat = {"priceLength": "1", "price1": "2.5000"}
-        tiers = {"priceLength": "3", "price1": "2.2800", "ladder1End": "300", "price2": "2.7400"}
-        self.prices["SIM-RES"] = {"priceCode": "SIM-RES", "priceVersion": "V1.0", "priceType": "1", "priceDetail": flat}
-        self.prices["SIM-TIER"] = {
-            "priceCode": "SIM-TIER",
-            "priceVersion": "V1.0",
-            "priceType": "2",
-            "cycleLength": "12",
-            "priceDetail": {**tiers, "ladder2End": "600", "price3": "3.4200"},
-        }
         for index in range(meters):
             self._seed_meter(index)
         self.app = self.make_app()
 
-    # ---- set-up -------------------------------------------------------------------------------
-
     def make_app(self) -> web.Application:
-        """The aiohttp application: vendor endpoints plus the /_sim/ control endpoints."""
+        """Build the aiohttp application: vendor endpoints plus the /_sim/ control endpoints."""
         app = web.Application()
         for number, path in ENDPOINTS.items():
             app.router.add_post(f"/{path}", partial(self._serve, number))
-        app.router.add_get("/_sim/state", self._sim_state)
-        app.router.add_post("/_sim/tick", self._sim_tick)
-        app.router.add_post("/_sim/fail", self._sim_fail)
-        app.router.add_post("/_sim/alarm", self._sim_alarm)
-        app.router.add_post("/_sim/push_reading", self._sim_push_reading)
-        app.router.add_post("/_sim/push_url", self._sim_push_url)
+        self.add_control_routes(app)
         return app
 
+    def _new_meter(self, meter_no: str, user_no: str, meter_type: str, price_code: str, **extra: Any) -> SimMeter:
+        """Make a meter with the price of `price_code`, installed today unless `extra` says otherwise."""
+        now, reading = self._now(), extra.pop("reading", ZERO)
+        fields: dict[str, Any] = {
+            "device_id": f"{self._rng.getrandbits(128):032x}",
+            "set_up_time": now.date(),
+            "rate": q4(Decimal(self._rng.randint(150, 400)) / 10000),
+        }
+        price = Decimal(self.prices[price_code]["priceDetail"]["price1"])
+        fields |= {"reading": reading, "base_num": reading, "balance": ZERO, "price": price, "read_time": now} | extra
+        return SimMeter(meter_no=meter_no, user_no=user_no, meter_type=meter_type, price_code=price_code, **fields)
+
     def _seed_meter(self, index: int) -> None:
-        rng, now = self._rng, self._now()
-        today = now.date()
-        code = "SIM-TIER" if index % 4 == 3 else "SIM-RES"
-        meter = SimMeter(
-            meter_no=f"20191126{index + 1:04d}",
-            user_no=f"09120300{index + 1:04d}",
-            device_id=f"{rng.getrandbits(128):032x}",
-            meter_type=METER_TYPES[index % len(METER_TYPES)],
-            reading=ZERO,
-            balance=ZERO,
-            price=Decimal(self.prices[code]["priceDetail"]["price1"]),
-            price_code=code,
-            read_time=now,
+        rng, today = self._rng, self._now().date()
+        meter = self._new_meter(
+            f"20191126{index + 1:04d}",
+            f"09120300{index + 1:04d}",
+            METER_TYPES[index % len(METER_TYPES)],
+            "SIM-TIER" if index % 4 == 3 else "SIM-RES",
             set_up_time=today - timedelta(days=HISTORY_DAYS),
-            base_num=q4(Decimal(rng.randint(0, 500)) / 10),
             voltage=Decimal(rng.randint(580, 640)) / 100,
             signal=rng.randint(35, 95),
-            rate=q4(Decimal(rng.randint(150, 400)) / 10000),
             user_name=f"模拟用户{index + 1}",
             address=f"模拟小区{index // 10 + 1}栋{index % 10 + 1}号",
             # Some valves closed from the start, so every state shows up in a listing.
             valve="closed" if index % 3 == 2 else "open",
         )
+        meter.base_num = q4(Decimal(rng.randint(0, 500)) / 10)
         for back in range(HISTORY_DAYS, 0, -1):
             # 96 quarter-hours a day, ±40 % from day to day.
             gas = q4(meter.rate * 96 * Decimal(rng.randint(60, 140)) / 100)
@@ -223,18 +208,11 @@ class GoldcardSimulator:
         first = Decimal(100 * (int(meter.sum_money) // 200 + 1))
         second = Decimal(100 * (int(meter.sum_money) // 100 + 1)) - first + Decimal(rng.choice((50, 100, 200)))
         start = datetime.combine(meter.set_up_time, time(9, 30), tzinfo=self.tz)
-        for when, amount in ((start, first), (start + timedelta(days=HISTORY_DAYS // 2, hours=9), second)):
-            meter.recharges.append((when, q4(amount)))
-        meter.recharge_count = len(meter.recharges)
-        meter.sum_recharge = q4(first + second)
+        meter.recharges = [(start, q4(first)), (start + timedelta(days=HISTORY_DAYS // 2, hours=9), q4(second))]
+        meter.recharge_count, meter.sum_recharge = len(meter.recharges), q4(first + second)
         meter.last_recharge_date, meter.last_recharge_amount = meter.recharges[-1]
         meter.balance = meter.sum_recharge - meter.sum_money
         self.meters[meter.meter_no] = meter
-
-    def _now(self) -> datetime:
-        return datetime.now(self.tz).replace(microsecond=0)
-
-    # ---- behaviour over time ------------------------------------------------------------------
 
     def tick(self, minutes: float = 15) -> None:
         """Let `minutes` of gas flow through every open, enabled meter."""
@@ -245,83 +223,30 @@ class GoldcardSimulator:
                 continue
             gas = q4(meter.rate * factor * Decimal(self._rng.randint(75, 125)) / 100)
             cost = q4(gas * meter.price)
-            meter.reading += gas
-            meter.sum_gas += gas
-            meter.sum_money += cost
-            meter.balance -= cost
+            meter.reading, meter.sum_gas = meter.reading + gas, meter.sum_gas + gas
+            meter.sum_money, meter.balance = meter.sum_money + cost, meter.balance - cost
             day = meter.history.setdefault(now.date(), DayUse(ZERO, ZERO, meter.price))
             day.gas, day.amount, day.price = day.gas + gas, day.amount + cost, meter.price
             if meter.balance <= 0:
-                # A prepaid meter shuts its own valve when the money runs out.
-                meter.valve = "closed"
-
-    async def start_ticking(self, interval_seconds: float, *, minutes: float = 15, push: bool = True) -> None:
-        """Tick every `interval_seconds` (simulating `minutes` each time) and push 2001s if a push URL is set."""
-        await self.stop_ticking()
-
-        async def run() -> None:
-            while True:
-                await asyncio.sleep(interval_seconds)
-                self.tick(minutes)
-                for meter_no in list(self.meters) if push and self.push_url else ():
-                    try:
-                        await self.push_reading(meter_no)
-                    except (aiohttp.ClientError, TimeoutError) as err:
-                        _LOGGER.warning("2001 push for %s failed: %s", meter_no, err)
-
-        self._ticker = asyncio.get_running_loop().create_task(run())
-
-    async def stop_ticking(self) -> None:
-        """Stop the background ticking, if any."""
-        if self._ticker is not None:
-            self._ticker.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._ticker
-            self._ticker = None
+                meter.valve = "closed"  # a prepaid meter shuts its own valve when the money runs out
 
     async def settle(self) -> None:
-        """Finish every pending command now instead of after its delay (deterministic tests)."""
-        for serial, task in list(self._tasks.items()):
+        """Finish every pending command now instead of after its delay (for deterministic tests)."""
+        for task in list(self._tasks.values()):
             task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-            self._tasks.pop(serial, None)
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._tasks.clear()
         for serial, command in list(self.commands.items()):
             if command["state"] == "pending":
                 await self._finish(serial)
 
     async def close(self) -> None:
-        """Cancel timers and background work, close the push session."""
-        await self.stop_ticking()
-        tasks = list(self._tasks.values())
-        self._tasks.clear()
-        for task in tasks:
+        """Cancel pending commands and background work, close the push session."""
+        for task in self._tasks.values():
             task.cancel()
-        await asyncio.gather(*tasks, return_exceptions=True)
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
-
-    # ---- failure injection --------------------------------------------------------------------
-
-    def fail_next(self, mode: str, count: int = 1, endpoint: str | None = None, *, code: str | None = None) -> None:
-        """Make the next `count` requests (to `endpoint`, or any) fail; `code` overrides mode "error"'s 9995."""
-        if mode not in FAIL_MODES:
-            raise ValueError(f"unknown failure mode {mode!r}; use one of {sorted(FAIL_MODES)}")
-        if endpoint is not None and endpoint not in ENDPOINTS:
-            raise ValueError(f"unknown endpoint {endpoint!r}")
-        self._faults.append({"mode": mode, "count": count, "endpoint": endpoint, "code": code})
-
-    def _take_fault(self, number: str) -> dict[str, Any] | None:
-        for fault in self._faults:
-            if fault["endpoint"] in (None, number):
-                fault["count"] -= 1
-                if fault["count"] <= 0:
-                    self._faults.remove(fault)
-                return fault
-        return None
-
-    # ---- the vendor endpoints -----------------------------------------------------------------
+        await asyncio.gather(*self._tasks.values(), return_exceptions=True)
+        self._tasks.clear()
+        await super().close()
 
     async def _serve(self, number: str, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -330,75 +255,55 @@ class GoldcardSimulator:
         except (UnicodeDecodeError, ValueError):
             payload = None
         self.requests.append((number, payload if isinstance(payload, dict) else {}))
-        fault = self._take_fault(number)
-        mode = fault["mode"] if fault else None
+        fault = self.faults.take(number)
+        mode = fault.mode if fault else None
         if mode == "http500":
             return web.Response(status=500, text="Internal Server Error")
         if mode == "malformed":
-            return web.Response(status=200, text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
-        if mode in ("error", "auth"):
-            code = "0101" if mode == "auth" else (fault or {}).get("code") or "9995"
-            return self._reply({"echoCode": code, "echoMsg": MESSAGES.get(code, MESSAGES["9999"])})
+            return web.Response(text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
+        if fault is not None and mode in ("error", "auth"):
+            code = "0101" if mode == "auth" else fault.code or "9995"
+            return reply({"echoCode": code, "echoMsg": MESSAGES.get(code, MESSAGES["9999"])})
         try:
-            self._check_auth(request.headers)
-            if not isinstance(payload, dict):
-                raise DasError("9999", "请求报文不是合法的 JSON 对象")
-            serial = str(payload.get("serialNo") or "").strip()
-            # 2.2: serial numbers are checked for uniqueness; 1004 replays instead (see _command).
-            if number != "1004" and serial in self._seen:
-                raise DasError("9999", f"流水号 {serial} 重复")
-            answer: dict[str, Any] = {"echoCode": "0000", "echoMsg": self._handlers[number](payload)}
-            if number != "1004":
-                self._seen.add(serial)
+            answer = {"echoCode": "0000", "echoMsg": self._handle(number, request.headers, payload)}
         except DasError as err:
             answer = {"echoCode": err.code, "echoMsg": err.message}
-        # Timeout and drop happen after the work is done: the request got through, only the answer is lost.
+        # Timeout and drop strike after the work is done: the request got through, only the answer is lost.
         if mode == "timeout":
             await asyncio.sleep(self.hang_seconds)
         if mode == "drop" and request.transport is not None:
             request.transport.close()
-        return self._reply(answer)
+        return reply(answer)
 
-    @staticmethod
-    def _reply(answer: Mapping[str, Any], status: int = 200) -> web.Response:
-        return web.Response(status=status, text=_dumps(answer), content_type="application/json")
-
-    def _token(self, stamp: str, app_code: str | None = None) -> dict[str, str]:
-        code = self.app_code if app_code is None else app_code
-        token = hashlib.md5(f"{code}{self.app_secret}{stamp}".encode()).hexdigest().upper()
-        return {"AccessToken": token, "Authorization": base64.b64encode(f"{code}:{stamp}".encode()).decode()}
-
-    def _check_auth(self, headers: Mapping[str, str]) -> None:
-        try:
-            decoded = base64.b64decode(headers.get("Authorization", ""), validate=True).decode()
-        except (binascii.Error, UnicodeDecodeError, ValueError):
-            raise DasError("0101") from None
-        code, _, stamp = decoded.partition(":")
-        if code != self.app_code or len(stamp) != 14 or not stamp.isdigit():
+    def _handle(self, number: str, headers: Mapping[str, str], payload: Any) -> dict[str, Any]:
+        if not signature_ok(headers, self.app_code, self.app_secret, self._now(), self.tz):
             raise DasError("0101")
-        try:
-            sent = datetime.strptime(stamp, TIME_FORMAT).replace(tzinfo=self.tz)
-        except ValueError:
-            raise DasError("0101") from None
-        if abs(self._now() - sent) > CLOCK_SKEW or headers.get("AccessToken") != self._token(stamp)["AccessToken"]:
-            raise DasError("0101")
+        if not isinstance(payload, dict):
+            raise DasError("9999", "请求报文不是合法的 JSON 对象")
+        serial = str(payload.get("serialNo") or "").strip()
+        # 2.2: serial numbers are unique; a repeated 1004 is answered as before instead (see _command).
+        if number != "1004" and serial in self._seen:
+            raise DasError("9999", f"流水号 {serial} 重复")
+        message = self._handlers[number](payload)
+        self._seen.add(serial)
+        return message
 
-    def _require(self, payload: Mapping[str, Any], *names: str) -> None:
-        missing = [name for name in names if payload.get(name) is None or str(payload[name]).strip() == ""]
+    def _require(self, p: Mapping[str, Any], names: str) -> None:
+        """Refuse with 9999 unless every space-separated name is present; check factor and company codes."""
+        missing = [name for name in names.split() if p.get(name) is None or str(p[name]).strip() == ""]
         if missing:
-            raise DasError("9999", f"参数异常：缺少 {', '.join(missing)}")
+            raise DasError("9999", f"参数异常: 缺少 {', '.join(missing)}")
         # factorNo is optional for 1005, so it is checked whenever it is given.
-        if str(payload.get("factorNo") or "").strip() not in ("", self.factor_no):
+        if str(p.get("factorNo") or "").strip() not in ("", self.factor_no):
             raise DasError("0404")
-        if "companyCode" in names and str(payload["companyCode"]).strip() != self.company_code:
-            raise DasError("9999", f"公司编码 {payload['companyCode']} 不存在")
+        if "companyCode" in names and str(p["companyCode"]).strip() != self.company_code:
+            raise DasError("9999", f"公司编码 {p['companyCode']} 不存在")
 
-    def _account(self, payload: Mapping[str, Any]) -> SimMeter:
-        meter_no = str(payload.get("meterNo") or "").strip()
-        user_no = str(payload.get("userNo") or "").strip()
+    def _account(self, p: Mapping[str, Any]) -> SimMeter:
+        meter_no, user_no = str(p.get("meterNo") or "").strip(), str(p.get("userNo") or "").strip()
         if meter_no:
             meter = self.meters.get(meter_no)
-        else:  # 1015's own sample asks by userNo alone.
+        else:  # 1015's own sample asks by userNo alone
             meter = next((m for m in self.meters.values() if m.user_no == user_no), None)
         if meter is None or meter.user_no != user_no:
             raise DasError("9999", "用户不存在")
@@ -425,11 +330,11 @@ class GoldcardSimulator:
             raise DasError("9999", f"{name} 格式错误") from None
 
     def _register(self, p: dict[str, Any]) -> dict[str, Any]:
-        self._require(p, "serialNo", "userNo", "factorNo", "meterType", "meterNo", "initNum", "billingModel")
-        self._require(p, "payModel", "companyCode", "sdateTime", "priceCode")
+        self._require(p, "serialNo userNo factorNo meterType meterNo initNum billingModel payModel companyCode")
+        self._require(p, "sdateTime priceCode")
         user_no, meter_no, code = (str(p[key]).strip() for key in ("userNo", "meterNo", "priceCode"))
         if len(user_no) > 17 or len(meter_no) != 12 or not meter_no.isdigit():
-            raise DasError("9999", "用户号不超过 17 位，表号须为 12 位数字")
+            raise DasError("9999", "用户号不超过 17 位, 表号须为 12 位数字")
         if str(p["meterType"]) not in METER_TYPES:
             raise DasError("9999", f"表具类型 {p['meterType']} 不存在")
         if str(p["billingModel"]) not in ("1", "2", "3") or str(p["payModel"]) not in ("1", "2"):
@@ -441,28 +346,14 @@ class GoldcardSimulator:
         if meter_no in self.meters:
             raise DasError("9999", f"表号 {meter_no} 已存在，表具注册失败！")
         initial = q4(self._decimal(p["initNum"], "initNum"))
-        now = self._now()
-        meter = SimMeter(
-            meter_no=meter_no,
-            user_no=user_no,
-            device_id=str(p.get("deviceId") or "").strip() or f"{self._rng.getrandbits(128):032x}",
-            meter_type=str(p["meterType"]),
-            reading=initial,
-            balance=ZERO,
-            price=Decimal(self.prices[code]["priceDetail"]["price1"]),
-            price_code=code,
-            read_time=now,
-            set_up_time=now.date(),
-            base_num=initial,
-            user_name=str(p.get("username") or ""),
-            address=str(p.get("address") or ""),
-            rate=q4(Decimal(self._rng.randint(150, 400)) / 10000),
-        )
+        meter = self._new_meter(meter_no, user_no, str(p["meterType"]), code, reading=initial)
+        meter.device_id = str(p.get("deviceId") or "").strip() or meter.device_id
+        meter.user_name, meter.address = str(p.get("username") or ""), str(p.get("address") or "")
         self.meters[meter_no] = meter
         return self._ack(p["serialNo"], meter.device_id)
 
     def _deregister(self, p: dict[str, Any]) -> dict[str, Any]:
-        self._require(p, "serialNo", "userNo", "factorNo", "meterNo", "initNum", "reason", "companyCode", "sdateTime")
+        self._require(p, "serialNo userNo factorNo meterNo initNum reason companyCode sdateTime")
         meter = self.meters.get(str(p["meterNo"]).strip())
         if meter is None or meter.user_no != str(p["userNo"]).strip():
             raise DasError("9999", f"用户号 {p['userNo']} 不存在，表具注销失败！")
@@ -475,10 +366,8 @@ class GoldcardSimulator:
     def _command(self, p: dict[str, Any]) -> dict[str, Any]:
         serial = str(p.get("serialNo") or "").strip()
         if serial in self._answers:
-            # Already accepted: answer as the first time and do not run it again.
-            return self._answers[serial]
-        self._require(p, "serialNo", "userNo", "factorNo", "meterNo", "paramNo", "paramContext", "companyCode")
-        self._require(p, "sdateTime")
+            return self._answers[serial]  # already accepted: answer as the first time, do not run it again
+        self._require(p, "serialNo userNo factorNo meterNo paramNo paramContext companyCode sdateTime")
         meter = self._account(p)
         context = p["paramContext"]
         data = context.get("data") if isinstance(context, dict) else None
@@ -486,23 +375,17 @@ class GoldcardSimulator:
             raise DasError("9999", "参数正文(paramContext)格式错误")
         param = str(p["paramNo"]).strip()
         if param == "03":
-            valve = str(data.get("valveSet", "")).strip()
-            if valve not in ("0", "1"):
+            if (valve := str(data.get("valveSet", "")).strip()) not in ("0", "1"):
                 raise DasError("9999", "valveSet 须为 0(开阀) 或 1(关阀)")
             detail: dict[str, Any] = {"valveSet": valve}
         elif param == "05":
             amount = self._decimal(data.get("rechargeAmount"), "rechargeAmount")
-            stream = str(data.get("rechargeStream") or "").strip()
-            if amount <= 0 or not stream:
-                raise DasError("9999", "充值金额须大于 0，充值流水号不能为空")
-            detail = {
-                "rechargeAmount": q4(amount),
-                "rechargeCount": str(data.get("rechargeCount") or ""),
-                "rechargeDate": self._parse(data.get("rechargeDate"), WALL_FORMAT, "rechargeDate").replace(
-                    tzinfo=self.tz
-                ),
-                "rechargeStream": stream,
-            }
+            if amount <= 0 or not (stream := str(data.get("rechargeStream") or "").strip()):
+                raise DasError("9999", "充值金额须大于 0, 充值流水号不能为空")
+            when = self._parse(data.get("rechargeDate"), WALL_FORMAT, "rechargeDate").replace(tzinfo=self.tz)
+            count = str(data.get("rechargeCount") or "")
+            detail = {"rechargeAmount": q4(amount), "rechargeCount": count, "rechargeDate": when}
+            detail["rechargeStream"] = stream
         else:
             raise DasError("9999", f"不支持的命令码 {param}")
         self.commands[serial] = {
@@ -528,24 +411,21 @@ class GoldcardSimulator:
         command = self.commands[serial]
         if command["state"] != "pending":
             return
-        meter = self.meters.get(command["meter_no"])
+        meter, data = self.meters.get(command["meter_no"]), command["data"]
         failing = self.fail_commands is True or (
             isinstance(self.fail_commands, set) and command["meter_no"] in self.fail_commands
         )
-        command["finished"] = self._now()
+        command["finished"], command["state"] = self._now(), "done"
         if meter is None or meter.user_no != command["user_no"] or failing:
             command["state"] = "failed"
         elif command["param_no"] == "03":
-            meter.valve = "open" if command["data"]["valveSet"] == "0" else "closed"
-            command["state"] = "done"
+            meter.valve = "open" if data["valveSet"] == "0" else "closed"
         else:
-            amount, when = command["data"]["rechargeAmount"], command["data"]["rechargeDate"]
-            meter.balance += amount
-            meter.sum_recharge += amount
+            amount, when = data["rechargeAmount"], data["rechargeDate"]
+            meter.balance, meter.sum_recharge = meter.balance + amount, meter.sum_recharge + amount
             meter.last_recharge_amount, meter.last_recharge_date = amount, when
             meter.recharge_count += 1
             meter.recharges.append((when, amount))
-            command["state"] = "done"
         if self.push_url:
             try:
                 await self._post("2002", self.command_body(serial))
@@ -553,20 +433,19 @@ class GoldcardSimulator:
                 _LOGGER.warning("2002 push for %s failed: %s", serial, err)
 
     def _cancel(self, p: dict[str, Any]) -> dict[str, Any]:
-        self._require(p, "serialNo", "userNo", "meterNo", "sendSerialNo", "companyCode")
+        self._require(p, "serialNo userNo meterNo sendSerialNo companyCode")
         meter = self._account(p)
         sent = str(p["sendSerialNo"]).strip()
         command = self.commands.get(sent)
         if command is None or command["meter_no"] != meter.meter_no or command["state"] != "pending":
-            raise DasError("9999", f"指令 {sent} 不存在或已执行，无法取消")
+            raise DasError("9999", f"指令 {sent} 不存在或已执行, 无法取消")
         command["state"], command["finished"] = "cancelled", self._now()
         if (task := self._tasks.pop(sent, None)) is not None:
             task.cancel()
         return self._ack(p["serialNo"], meter.device_id)
 
     def _set_price(self, p: dict[str, Any]) -> dict[str, Any]:
-        self._require(p, "serialNo", "factorNo", "companyCode", "priceCode", "priceVersion", "priceProperty")
-        self._require(p, "priceType", "priceDetail")
+        self._require(p, "serialNo factorNo companyCode priceCode priceVersion priceProperty priceType priceDetail")
         code, prop, kind = str(p["priceCode"]).strip(), str(p["priceProperty"]), str(p["priceType"])
         if prop not in ("1", "2") or kind not in ("1", "2"):
             raise DasError("9999", "价格属性(priceProperty)或价格类型(priceType)错误")
@@ -582,16 +461,13 @@ class GoldcardSimulator:
                 raise DasError("9999", f"价格编码 {code} 不存在")
             self._require(p, "priceBeginDate")  # "调价必填"
             self._parse(p["priceBeginDate"], "%Y-%m-%d", "priceBeginDate")
-        self.prices[code] = {
-            "priceCode": code,
-            "priceVersion": str(p["priceVersion"]),
-            "priceType": kind,
-            **{key: str(p[key]) for key in ("cycleLength", "priceBeginDate", "clearFlag") if p.get(key) is not None},
-            "priceDetail": detail,
+        optional = {
+            key: str(p[key]) for key in ("cycleLength", "priceBeginDate", "clearFlag") if p.get(key) is not None
         }
+        self.prices[code] = {"priceCode": code, "priceVersion": str(p["priceVersion"]), "priceType": kind, **optional}
+        self.prices[code]["priceDetail"] = detail
         for meter in self.meters.values():
-            if meter.price_code == code:
-                # Adjustments apply at once; the simulator does not wait for priceBeginDate.
+            if meter.price_code == code:  # adjustments apply at once; priceBeginDate is not waited for
                 meter.price = Decimal(detail["price1"])
         return self._ack(p["serialNo"])
 
@@ -602,28 +478,25 @@ class GoldcardSimulator:
         length = detail.get("priceLength", "")
         if not length.isdigit() or int(length) < 1 or (kind == "1") != (int(length) == 1):
             raise DasError("9999", "价格阶梯数(priceLength)与价格类型不符")
-        tiers = int(length)
-        for index in range(1, tiers + 1):
+        for index in range(1, int(length) + 1):
             self._decimal(detail.get(f"price{index}"), f"price{index}")
-        ends = [self._decimal(detail.get(f"ladder{index}End"), f"ladder{index}End") for index in range(1, tiers)]
+        ends = [self._decimal(detail.get(f"ladder{index}End"), f"ladder{index}End") for index in range(1, int(length))]
         if any(low >= high for low, high in zip([ZERO, *ends], ends, strict=False)):
             raise DasError("9999", "阶梯止方须递增")
         return detail
 
     def _assign_price(self, p: dict[str, Any]) -> dict[str, Any]:
-        self._require(p, "serialNo", "userNo", "factorNo", "meterNo", "newPriceCode", "companyCode")
+        self._require(p, "serialNo userNo factorNo meterNo newPriceCode companyCode")
         meter = self._account(p)
-        code = str(p["newPriceCode"]).strip()
-        if code not in self.prices:
+        if (code := str(p["newPriceCode"]).strip()) not in self.prices:
             raise DasError("9999", f"价格编码 {code} 不存在")
         meter.price_code, meter.price = code, Decimal(self.prices[code]["priceDetail"]["price1"])
         return self._ack(p["serialNo"], meter.device_id)
 
     def _replace(self, p: dict[str, Any]) -> dict[str, Any]:
-        self._require(p, "serialNo", "userNo", "meterNo", "factorNo", "newMeterType", "newMeterNo", "oldNum")
-        self._require(p, "newNum", "companyCode")
+        self._require(p, "serialNo userNo meterNo factorNo newMeterType newMeterNo oldNum newNum companyCode")
         if "deviceId" not in p:  # required, but the spec's own sample sends it empty
-            raise DasError("9999", "参数异常：缺少 deviceId")
+            raise DasError("9999", "参数异常: 缺少 deviceId")
         meter = self._account(p)
         if str(p["deviceId"] or "").strip() not in ("", meter.device_id):
             raise DasError("9999", "旧表设备 id 不匹配")
@@ -631,7 +504,7 @@ class GoldcardSimulator:
         if len(new_no) != 12 or not new_no.isdigit():
             raise DasError("9999", "新表表号须为 12 位数字")
         if new_no in self.meters:
-            raise DasError("9999", f"表号 {new_no} 已存在，换表失败！")
+            raise DasError("9999", f"表号 {new_no} 已存在, 换表失败")
         if str(p["newMeterType"]) not in METER_TYPES:
             raise DasError("9999", f"表具类型 {p['newMeterType']} 不存在")
         self._decimal(p["oldNum"], "oldNum")
@@ -645,7 +518,7 @@ class GoldcardSimulator:
         return self._ack(p["serialNo"], meter.device_id)
 
     def _readings(self, p: dict[str, Any]) -> dict[str, Any]:
-        self._require(p, "serialNo", "companyCode", "factorNo")
+        self._require(p, "serialNo companyCode factorNo")
         meter_no = str(p.get("meterNo") or "").strip()  # the spec's sample pads it with a space
         if meter_no and meter_no not in self.meters:
             raise DasError("9999", "用户不存在")
@@ -654,38 +527,29 @@ class GoldcardSimulator:
         rows = [self._reading_row(m, day) for m in meters if day is None or day >= m.set_up_time]
         return {"readingData": {"total": str(len(rows)), "data": rows}, "serialNo": str(p["serialNo"])}
 
-    def _reading_row(self, meter: SimMeter, day: date | None) -> dict[str, str]:
-        reading, gas, money, balance, when = (
-            meter.reading,
-            meter.sum_gas,
-            meter.sum_money,
-            meter.balance,
-            meter.read_time,
-        )
+    def _reading_row(self, m: SimMeter, day: date | None) -> dict[str, str]:
+        reading, gas, money, balance, when = m.reading, m.sum_gas, m.sum_money, m.balance, m.read_time
         if day is not None and day < when.date():
             # The last reading of that day: undo what happened after it.
-            later = [use for used, use in meter.history.items() if used > day]
-            later_gas = sum((use.gas for use in later), ZERO)
-            later_money = sum((use.amount for use in later), ZERO)
-            topped = sum((amount for at, amount in meter.recharges if at.date() > day), ZERO)
+            later_gas = sum((use.gas for used, use in m.history.items() if used > day), ZERO)
+            later_money = sum((use.amount for used, use in m.history.items() if used > day), ZERO)
+            topped = sum((amount for at, amount in m.recharges if at.date() > day), ZERO)
             reading, gas, money = reading - later_gas, gas - later_gas, money - later_money
-            balance = balance + later_money - topped
-            when = datetime.combine(day, time(23, 59, 59), tzinfo=self.tz)
+            balance, when = balance + later_money - topped, datetime.combine(day, time(23, 59, 59), tzinfo=self.tz)
         return {
-            "userArchivesNum": meter.user_no,
-            "valveState": VALVE_1013[meter.valve],
-            "gasMeterNo": meter.meter_no,
+            "userArchivesNum": m.user_no,
+            "valveState": VALVE_1013[m.valve],
+            "gasMeterNo": m.meter_no,
             "readNum": s4(reading),
             "readDate": when.strftime(WALL_FORMAT),
             "meterBalance": s4(balance),
-            # The spec's table swaps the two descriptions; the names are what they say.
-            "sumGas": s4(gas),
-            "deviceId": meter.device_id,
+            "sumGas": s4(gas),  # the spec's table swaps the two descriptions; the names are what they say
+            "deviceId": m.device_id,
             "sumMoney": s4(money),
         }
 
     def _details(self, p: dict[str, Any]) -> dict[str, Any]:
-        self._require(p, "serialNo", "userNo", "factorNo", "meterNo", "companyCode")
+        self._require(p, "serialNo userNo factorNo meterNo companyCode")
         m = self._account(p)
         last = m.last_recharge_date
         return {
@@ -716,50 +580,40 @@ class GoldcardSimulator:
         }
 
     def _daily(self, p: dict[str, Any]) -> dict[str, Any]:
-        self._require(p, "serialNo", "userNo", "factorNo", "startTime", "endTime", "companyCode")
-        meter = self._account(p)
+        self._require(p, "serialNo userNo factorNo startTime endTime companyCode")
+        m = self._account(p)
         start = self._parse(p["startTime"], "%Y-%m-%d", "startTime").date()
         end = self._parse(p["endTime"], "%Y-%m-%d", "endTime").date()
         if start > end:
             raise DasError("9999", "开始时间不能晚于结束时间")
         rows = [
-            {
-                "useDate": day.isoformat(),
-                "price": s4(use.price),
-                "useGas": s4(use.gas),
-                "useAmount": s4(use.amount),
-                "deviceId": meter.device_id,
-                "meterNo": meter.meter_no,
-            }
-            for day, use in sorted(meter.history.items())
+            {"useDate": day.isoformat(), "price": s4(use.price), "useGas": s4(use.gas), "useAmount": s4(use.amount)}
+            | {"deviceId": m.device_id, "meterNo": m.meter_no}
+            for day, use in sorted(m.history.items())
             if start <= day <= end
         ]
         return {"serialNo": str(p["serialNo"]), "gasData": rows}
 
-    # ---- pushes to the CIS --------------------------------------------------------------------
-
     def signed_push(
         self, path: str, body: Mapping[str, Any] | bytes, *, now: datetime | None = None
     ) -> tuple[dict[str, str], bytes]:
-        """Headers and bytes of a push to `path` (2001/2002/2003), signed at `now`."""
+        """Sign a push to `path` (2001/2002/2003) at `now`; return its headers and body bytes."""
         if path.strip("/") not in PUSH_PATHS.values():
             raise ValueError(f"{path!r} is not a push path")
         stamp = (now or self._now()).astimezone(self.tz).strftime(TIME_FORMAT)
-        data = body if isinstance(body, bytes) else _dumps(body).encode()
-        headers = {"Accept": "application/json", "Content-Type": "application/json;charset=utf-8", **self._token(stamp)}
-        return headers, data
+        data = body if isinstance(body, bytes) else dumps(body).encode()
+        headers = {"Accept": "application/json", "Content-Type": "application/json;charset=utf-8"}
+        return headers | sign(self.app_code, self.app_secret, stamp), data
+
+    def _push_head(self, m: SimMeter | None, serial: str | None, user_no: str = "") -> dict[str, Any]:
+        user, device = (m.user_no, m.device_id) if m else (user_no, "")
+        return {"serialNo": serial or uuid.uuid4().hex, "userNo": user, "deviceId": device, "factorNo": self.factor_no}
 
     def reading_body(self, meter_no: str, serial: str | None = None) -> dict[str, Any]:
-        """The 2001 report a meter-side-billing meter sends after reading itself."""
+        """Build the 2001 report of a meter-side-billing meter (spec 2.4.11)."""
         m = self.meters[meter_no]
-        blank = dict.fromkeys(
-            ("temperature", "standardTotalValue", "workTotalValue", "standardInstantValue", "workInstantValue"), ""
-        )
-        return {
-            "serialNo": serial or uuid.uuid4().hex,
-            "userNo": m.user_no,
-            "deviceId": m.device_id,
-            "factorNo": self.factor_no,
+        blank = ("temperature", "standardTotalValue", "workTotalValue", "standardInstantValue", "workInstantValue")
+        return self._push_head(m, serial) | {
             "meterNo": m.meter_no,
             "billingModel": "1",
             "readNum": s4(m.reading),
@@ -770,7 +624,7 @@ class GoldcardSimulator:
             "readTime": m.read_time.strftime("%H%M%S"),
             "batteryCap": str(m.voltage),
             "semaphore": f"{m.signal}.0%",
-            **blank,
+            **dict.fromkeys(blank, ""),
             "pressureValue": "",
             "valveState": VALVE_2001[m.valve],
             "curPrice": s4(m.price),
@@ -780,14 +634,9 @@ class GoldcardSimulator:
         }
 
     def command_body(self, send_serial: str, serial: str | None = None) -> dict[str, Any]:
-        """The 2002 callback for a finished command."""
+        """Build the 2002 callback of a finished command (spec 2.4.12)."""
         command = self.commands[send_serial]
-        meter = self.meters.get(command["meter_no"])
-        return {
-            "serialNo": serial or uuid.uuid4().hex,
-            "userNo": command["user_no"],
-            "deviceId": meter.device_id if meter else "",
-            "factorNo": self.factor_no,
+        return self._push_head(self.meters.get(command["meter_no"]), serial, command["user_no"]) | {
             "meterNo": command["meter_no"],
             "sendSerialNo": send_serial,
             "paramNo": command["param_no"],
@@ -797,15 +646,16 @@ class GoldcardSimulator:
         }
 
     def alarm_body(
-        self, meter_no: str, alarm_type: str = "02", priority: str = "3", content: str = "燃气泄漏", serial: str | None = None
+        self,
+        meter_no: str,
+        alarm_type: str = "02",
+        priority: str = "3",
+        content: str = "燃气泄漏",
+        serial: str | None = None,
     ) -> dict[str, Any]:
-        """The 2003 alarm report."""
+        """Build the 2003 alarm report (spec 2.4.13)."""
         m = self.meters[meter_no]
-        return {
-            "serialNo": serial or uuid.uuid4().hex,
-            "userNo": m.user_no,
-            "deviceId": m.device_id,
-            "factorNo": self.factor_no,
+        return self._push_head(m, serial) | {
             "meterNo": m.meter_no,
             "alarmType": alarm_type,
             "alarmContent": content,
@@ -819,7 +669,12 @@ class GoldcardSimulator:
         return await self._post("2001", self.reading_body(meter_no, serial))
 
     async def push_alarm(
-        self, meter_no: str, alarm_type: str = "02", priority: str = "3", content: str = "燃气泄漏", serial: str | None = None
+        self,
+        meter_no: str,
+        alarm_type: str = "02",
+        priority: str = "3",
+        content: str = "燃气泄漏",
+        serial: str | None = None,
     ) -> tuple[int, Any]:
         """POST a signed 2003 for `meter_no`; return the HTTP status and the answer."""
         return await self._post("2003", self.alarm_body(meter_no, alarm_type, priority, content, serial))
@@ -827,89 +682,23 @@ class GoldcardSimulator:
     async def _post(self, number: str, body: dict[str, Any]) -> tuple[int, Any]:
         if not self.push_url:
             raise RuntimeError("no push_url is set")
-        path = PUSH_PATHS[number]
-        headers, data = self.signed_push(path, body)
-        if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
-        url = f"{self.push_url.rstrip('/')}/{path}"
-        async with self._session.post(url, data=data, headers=headers, timeout=aiohttp.ClientTimeout(total=10)) as resp:
-            status, text = resp.status, await resp.text()
-        try:
-            answer: Any = json.loads(text)
-        except ValueError:
-            answer = text
+        headers, data = self.signed_push(PUSH_PATHS[number], body)
+        status, answer = await self.post_push(f"{self.push_url.rstrip('/')}/{PUSH_PATHS[number]}", headers, data)
         self.pushes.append((number, body, answer))
         return status, answer
 
-    # ---- control endpoints (no auth) ----------------------------------------------------------
-
     def state(self) -> dict[str, Any]:
-        """Everything the simulator holds, JSON-ready except Decimals and dates."""
+        """Return everything the simulator holds (the last 14 days of history per meter)."""
         meters = []
         for meter in self.meters.values():
-            data = asdict(meter)
             recent = sorted(meter.history.items())[-14:]
-            data["history"] = {day.isoformat(): asdict(use) for day, use in recent}
-            meters.append(data)
+            meters.append(asdict(meter) | {"history": {day.isoformat(): asdict(use) for day, use in recent}})
+        credentials = {"app_code": self.app_code, "app_secret": self.app_secret}
+        credentials |= {"company_code": self.company_code, "factor_no": self.factor_no}
         return {
-            "credentials": {
-                "app_code": self.app_code,
-                "app_secret": self.app_secret,
-                "company_code": self.company_code,
-                "factor_no": self.factor_no,
-            },
+            "credentials": credentials,
             "push_url": self.push_url,
             "meters": meters,
             "commands": list(self.commands.values()),
             "prices": self.prices,
-            "faults": self._faults,
         }
-
-    async def _sim_state(self, request: web.Request) -> web.Response:
-        return self._reply(self.state())
-
-    @staticmethod
-    async def _body(request: web.Request) -> dict[str, Any]:
-        try:
-            data = await request.json() if request.can_read_body else {}
-        except ValueError:
-            raise web.HTTPBadRequest(text="body is not JSON") from None
-        if not isinstance(data, dict):
-            raise web.HTTPBadRequest(text="body is not a JSON object")
-        return data
-
-    async def _sim_tick(self, request: web.Request) -> web.Response:
-        self.tick(float((await self._body(request)).get("minutes", 15)))
-        return self._reply({"ok": True})
-
-    async def _sim_fail(self, request: web.Request) -> web.Response:
-        data = await self._body(request)
-        try:
-            self.fail_next(str(data.get("mode")), int(data.get("count", 1)), data.get("endpoint"), code=data.get("code"))
-        except ValueError as err:
-            return self._reply({"error": str(err)}, status=400)
-        return self._reply({"ok": True, "faults": self._faults})
-
-    async def _sim_push(self, meter_no: Any, send: Callable[[], Any]) -> web.Response:
-        if meter_no not in self.meters:
-            return self._reply({"error": f"unknown meter {meter_no!r}"}, status=404)
-        try:
-            status, answer = await send()
-        except (RuntimeError, aiohttp.ClientError, TimeoutError) as err:
-            return self._reply({"error": str(err) or type(err).__name__}, status=502)
-        return self._reply({"status": status, "answer": answer})
-
-    async def _sim_alarm(self, request: web.Request) -> web.Response:
-        data = await self._body(request)
-        meter_no = str(data.get("meter_no"))
-        kind, priority = str(data.get("alarm_type", "02")), str(data.get("priority", "3"))
-        content = str(data.get("content", "燃气泄漏"))
-        return await self._sim_push(meter_no, lambda: self.push_alarm(meter_no, kind, priority, content))
-
-    async def _sim_push_reading(self, request: web.Request) -> web.Response:
-        meter_no = str((await self._body(request)).get("meter_no"))
-        return await self._sim_push(meter_no, lambda: self.push_reading(meter_no))
-
-    async def _sim_push_url(self, request: web.Request) -> web.Response:
-        self.push_url = (await self._body(request)).get("url") or None
-        return self._reply({"ok": True, "push_url": self.push_url})

@@ -51,8 +51,18 @@ def test_manifest() -> None:
 def test_hacs() -> None:
     """hacs.json has only the keys HACS's schema allows."""
     hacs = load(ROOT / "hacs.json")
-    assert set(hacs) <= {"name", "homeassistant", "country", "render_readme", "content_in_root", "zip_release",
-                         "filename", "hide_default_branch", "persistent_directory", "hacs"}
+    assert set(hacs) <= {
+        "name",
+        "homeassistant",
+        "country",
+        "render_readme",
+        "content_in_root",
+        "zip_release",
+        "filename",
+        "hide_default_branch",
+        "persistent_directory",
+        "hacs",
+    }
     assert hacs["homeassistant"] == "2025.4.0"
     assert (COMPONENT / "brand" / "icon.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
@@ -74,7 +84,8 @@ def test_services_translated() -> None:
     icons = load(COMPONENT / "icons.json")["services"]
     assert set(services) == set(english) == set(icons)
     for name, spec in services.items():
-        assert english[name]["name"] and english[name]["description"]
+        assert english[name]["name"]
+        assert english[name]["description"]
         assert set(spec.get("fields", {})) == set(english[name]["fields"]), name
 
 

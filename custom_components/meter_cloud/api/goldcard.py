@@ -213,7 +213,8 @@ class GoldcardClient(MeterClient):
         )
         if not isinstance(message, dict):
             raise ResponseError("1013 answer has no readingData")
-        data = (message.get("readingData") or {}).get("data")
+        reading_data = message.get("readingData")
+        data = reading_data.get("data") if isinstance(reading_data, dict) else None
         if not isinstance(data, list):
             raise ResponseError("1013 answer has no readingData.data list")
         meters: dict[str, MeterData] = {}
