@@ -46,7 +46,8 @@ async def _async_reload(hass: HomeAssistant, entry: MeterCloudConfigEntry) -> No
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: MeterCloudConfigEntry) -> bool:
-    """Unload platforms; the pending-command ledger stays on disk."""
+    """Unload platforms; the command ledger is written to disk first."""
+    await entry.runtime_data.commands.async_flush()
     return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
 
 

@@ -303,6 +303,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
             # Otherwise it stays 'unknown': calling again with the same reference re-sends the same serial.
             raise self.error_for(err) from err
         command = self.commands.set_state(serial, CommandState.PENDING)
+        await self.commands.async_flush()
         self.async_update_meter(meter_id)
         return command or self.commands.get(serial)  # type: ignore[return-value]
 

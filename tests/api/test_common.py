@@ -1,0 +1,167 @@
+"""The shared pieces of the client layer: converters, signing, HTTP statuses, the base interface."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
+from decimal import Decimal
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import aiohttp
+import pytest
+from aiohttp import web
+
+from custom_components.meter_cloud.api import (
+    AuthenticationError,
+    Capability,
+    CloudConnectionError,
+    MeterClient,
+    MeterData,
+    PriceSchedule,
+    ResponseError,
+    UnsupportedError,
+    signing,
+)
+from custom_components.meter_cloud.api import http as api_http
+from custom_components.meter_cloud.api.parse import as_date, as_datetime, as_decimal, as_int, as_str, money
+
+TZ = ZoneInfo("Asia/Shanghai")
+
+
+def test_converters() -> None:
+    """Numbers as strings, blanks, percentages, junk: never an exception, None when unknown."""
+    assert as_str({"a": 1}) is None
+    assert as_str("  ") is None
+    assert as_str(12) == "12"
+    assert as_decimal(True) is None
+    assert as_decimal(0.1) == Decimal("0.1")
+    assert as_decimal("59.0%") == Decimal("59.0")
+    assert as_decimal("abc") is None
+    assert as_decimal("NaN") is None
+    assert as_decimal("") is None
+    assert as_int("3") == 3
+    assert as_int("3.5") is None
+    assert as_datetime("2019-12-23 17:13:24", TZ) == datetime(2019, 12, 23, 17, 13, 24, tzinfo=TZ)
+    assert as_datetime("20200227111615", TZ) == datetime(2020, 2, 27, 11, 16, 15, tzinfo=TZ)
+    assert as_datetime("yesterday", TZ) is None
+    assert as_datetime(None, TZ) is None
+    assert as_date("2020-01-11") == date(2020, 1, 11)
+    assert as_date("20200111") == date(2020, 1, 11)
+    assert as_date("11/01/2020") is None
+    assert as_date("") is None
+    assert money(Decimal("100.005"), 2) == "100.01"
+    assert money(Decimal(2), 4) == "2.0000"
+
+
+def test_signing_matches_the_spec_sample_shape() -> None:
+    """AccessToken is upper-case MD5 hex; Authorization is Base64(appCode:time); verify catches each fault."""
+    now = datetime(2019, 11, 27, 2, 0, 56, tzinfo=UTC)
+    stamp = signing.timestamp(now, TZ)
+    assert stamp == "20191127100056"
+    headers = signing.sign("00000072", "secret", stamp)
+    assert base64.b64decode(headers["Authorization"]).decode() == "00000072:20191127100056"
+    assert headers["AccessToken"] == headers["AccessToken"].upper()
+    assert len(headers["AccessToken"]) == 32
+    window = timedelta(minutes=5)
+
+    def check(h: Mapping[str, str]) -> str | None:
+        return signing.verify(h, "00000072", "secret", now=now, tz=TZ, window=window)
+
+    assert check(headers) is None
+    assert check({**headers, "AccessToken": headers["AccessToken"].lower()}) is None
+    assert check({**headers, "Authorization": "%%%"}) == "malformed_authorization"
+    assert check({**headers, "Authorization": base64.b64encode(b"00000072:notatime").decode()}) == (
+        "malformed_timestamp"
+    )
+    assert check({**headers, "Authorization": base64.b64encode(b"no-colon").decode()}) == "unknown_sender"
+    assert check({}) == "unknown_sender"
+
+
+async def _serve(aiohttp_server: Any, status: int, body: bytes) -> str:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response(status=status, body=body)
+
+    app = web.Application()
+    app.router.add_post("/x", handler)
+    server = await aiohttp_server(app, host="127.0.0.1")
+    return str(server.make_url("/x"))
+
+
+@pytest.mark.parametrize(
+    ("status", "body", "error"),
+    [
+        (401, b"{}", AuthenticationError),
+        (403, b"{}", AuthenticationError),
+        (429, b"{}", CloudConnectionError),
+        (404, b"{}", ResponseError),
+        (200, b"\xff\xfe not json", ResponseError),
+    ],
+)
+async def test_http_status_table(
+    socket_enabled: None, aiohttp_server: Any, status: int, body: bytes, error: type[Exception]
+) -> None:
+    """Each status maps to one error class."""
+    url = await _serve(aiohttp_server, status, body)
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(error):
+            await api_http.post_json(session, url, {}, headers={})
+
+
+async def test_http_body_bound(socket_enabled: None, aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A body over the bound is refused, not read into memory without end."""
+    monkeypatch.setattr(api_http, "MAX_RESPONSE_BYTES", 1000)
+    url = await _serve(aiohttp_server, 200, b"[" + b"1," * 2000 + b"1]")
+    async with aiohttp.ClientSession() as session:
+        with pytest.raises(ResponseError, match="larger"):
+            await api_http.post_json(session, url, {}, headers={})
+
+
+class _ReadOnly(MeterClient):
+    """A backend that can only read: every other capability must say 'not supported'."""
+
+    backend = "readonly"
+
+    @classmethod
+    def unique_id(cls, config: Mapping[str, Any]) -> str:
+        return "readonly"
+
+    @classmethod
+    def title(cls, config: Mapping[str, Any]) -> str:
+        return "Read only"
+
+    async def async_validate(self) -> None:
+        return None
+
+    async def async_get_meters(self) -> dict[str, MeterData]:
+        return {}
+
+
+async def test_base_declines_what_a_backend_lacks() -> None:
+    """Default methods raise UnsupportedError, named by capability."""
+    async with aiohttp.ClientSession() as session:
+        client = _ReadOnly(session, {}, tz=TZ)
+    meter = MeterData(meter_id="1")
+    assert not client.supports(Capability.VALVE)
+    assert len(client.new_serial()) == 32
+    calls = [
+        client.async_get_details(meter),
+        client.async_set_valve(meter, True, "s"),
+        client.async_recharge(meter, Decimal(1), "r", serial="s", when=datetime.now(UTC)),
+        client.async_cancel_command(meter, "s"),
+        client.async_set_price([meter], PriceSchedule(prices=(Decimal(1),))),
+        client.async_daily_usage(meter, date.today(), date.today()),
+        client.async_register_meter(None),  # type: ignore[arg-type]
+        client.async_deregister_meter(meter, Decimal(0), "x"),
+        client.async_replace_meter(
+            meter, new_meter_no="2", new_meter_type="1", old_reading=Decimal(0), new_reading=Decimal(0)
+        ),
+    ]
+    for call in calls:
+        with pytest.raises(UnsupportedError):
+            await call
+    with pytest.raises(UnsupportedError):
+        client.recharge_serial("r")
+    with pytest.raises(UnsupportedError):
+        client.parse_push("p", {}, b"", datetime.now(UTC))
