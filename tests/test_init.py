@@ -99,6 +99,13 @@ async def test_vanished_meter_removed(
     await setup_entry.runtime_data.async_refresh()
     await hass.async_block_till_done()
     assert device_by_identifier(hass, (DOMAIN, f"goldcard_{gone}"), setup_entry.entry_id) is None
+    listed = dict(sim.meters)
+    sim.meters.clear()  # a glitch: the cloud lists nothing at all
+    await setup_entry.runtime_data.async_refresh()
+    await hass.async_block_till_done()
+    assert device_by_identifier(hass, (DOMAIN, f"goldcard_{kept}"), setup_entry.entry_id) is not None
+    sim.meters.update(listed)
+    await setup_entry.runtime_data.async_refresh()
     client = await hass_ws_client(hass)
     await client.send_json_auto_id(
         {

@@ -154,6 +154,10 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
     @callback
     def _remove_vanished(self, data: dict[str, MeterData]) -> None:
         """Detach devices of meters the cloud no longer lists."""
+        if not data:
+            # An account never loses every meter at once: an empty list is a cloud glitch, and
+            # removing devices would throw away the user's entity settings.
+            return
         registry = dr.async_get(self.hass)
         known = {f"{self.client.backend}_{meter_id}" for meter_id in data}
         for device in dr.async_entries_for_config_entry(registry, self.config_entry.entry_id):
