@@ -340,3 +340,41 @@ async def test_not_supported_and_unknown_entry(
             {"config_entry_id": "nope", "user_no": "1", "meter_no": "1", "meter_type": "441", "price_code": "P"},
         )
     assert err.value.translation_key == "unknown_entry"
+
+
+async def test_recharge_garbled_answer_is_unknown(
+    hass: HomeAssistant, setup_entry: MockConfigEntry, sim: GoldcardSimulator
+) -> None:
+    """A 200 with a body that is not JSON may hide an accepted recharge: 'unknown', retry reuses the serial."""
+    meter_no, meter = next(iter(sim.meters.items()))
+    before = meter.balance
+    sim.fail_next("malformed", endpoint="1004")
+    data = {"device_id": device(hass, setup_entry, meter_no), "amount": 7, "reference": "R-GARBLED"}
+    with pytest.raises(HomeAssistantError) as err:
+        await call(hass, "recharge", data)
+    assert err.value.translation_key == "invalid_response"
+    assert hass.states.get(entity_id(hass, meter_no, "recharge_status")).state == "unknown"
+    assert (await call(hass, "recharge", data))["state"] == "pending"
+    first, second = sent(sim, "1004")
+    assert first["serialNo"] == second["serialNo"]
+    await sim.settle()
+    assert meter.balance in (before + Decimal(7), before + Decimal("7.00"))
+
+
+async def test_service_descriptions_load(hass: HomeAssistant, setup_entry: MockConfigEntry) -> None:
+    """services.yaml parses in this Home Assistant: every service shows its fields in the UI."""
+    from homeassistant.helpers.service import async_get_all_descriptions
+
+    descriptions = (await async_get_all_descriptions(hass))[DOMAIN]
+    assert set(descriptions) == {
+        "recharge",
+        "cancel_command",
+        "set_price",
+        "get_daily_usage",
+        "register_meter",
+        "deregister_meter",
+        "replace_meter",
+    }
+    for name, description in descriptions.items():
+        assert description["fields"], name
+    assert "price_1" in descriptions["set_price"]["fields"]

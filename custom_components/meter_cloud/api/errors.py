@@ -61,9 +61,10 @@ class ConfigurationError(MeterCloudError):
 
 
 class ResponseError(MeterCloudError):
-    """The cloud answered with something that cannot be understood."""
+    """The cloud answered with something that cannot be understood (so a command's fate is unknown)."""
 
     reason = "invalid_response"
+    outcome_unknown = True
 
 
 class CommandError(MeterCloudError):
