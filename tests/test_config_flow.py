@@ -169,3 +169,17 @@ async def test_options(hass: HomeAssistant, setup_entry: MockConfigEntry) -> Non
     await hass.async_block_till_done()
     assert setup_entry.options == {CONF_SCAN_INTERVAL: 30, "details_interval": 120}
     assert setup_entry.runtime_data.update_interval.total_seconds() == 30 * 60
+
+
+async def test_other_configuration_error(hass: HomeAssistant, entry_data: dict[str, Any]) -> None:
+    """A configuration refusal without a dedicated key still shows a translated error with the cloud's text."""
+    from custom_components.meter_cloud.api import ConfigurationError
+
+    flow_id = await start(hass)
+    with patch(
+        "custom_components.meter_cloud.api.goldcard.GoldcardClient.async_validate",
+        side_effect=ConfigurationError("company suspended"),
+    ):
+        result = await hass.config_entries.flow.async_configure(flow_id, account(entry_data))
+    assert result["errors"] == {"base": "invalid_config"}
+    assert result["description_placeholders"]["error"] == "company suspended"

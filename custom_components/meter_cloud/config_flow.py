@@ -100,7 +100,7 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
         except CloudConnectionError:
             return {"base": "cannot_connect"}, {}
         except ConfigurationError as err:
-            return {"base": err.reason}, {}
+            return {"base": err.reason}, {"error": str(err)}
         except (ResponseError, MeterCloudError) as err:
             return {"base": "api_error"}, {"error": str(err)}
         except Exception:
