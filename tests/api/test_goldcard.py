@@ -514,8 +514,9 @@ async def test_failure_modes(sim: GoldcardSimulator, client: GoldcardClient, mod
     with pytest.raises(error) as err:
         await client.async_get_meters()
     assert type(err.value) is error
-    # Only a lost answer leaves the outcome open; the simulator did process those requests.
-    assert err.value.outcome_unknown is (mode in ("drop", "timeout", "http500"))  # type: ignore[attr-defined]
+    # A lost or garbled answer leaves the outcome open; a vendor's refusal (auth, 9995) does not.
+    unknown = ("drop", "timeout", "http500", "malformed")
+    assert err.value.outcome_unknown is (mode in unknown)  # type: ignore[attr-defined]
     assert len(await client.async_get_meters()) == len(sim.meters)
     assert len(calls(sim, "1013")) == 2
 
