@@ -321,7 +321,7 @@ async def test_not_supported_and_unknown_entry(
 ) -> None:
     """A backend without a capability answers 'not supported'; a foreign entry id is refused."""
     dev = device(hass, setup_entry, next(iter(sim.meters)))
-    with patch.object(GoldcardClient, "capabilities", frozenset({Capability.DETAILS})):
+    with patch.object(setup_entry.runtime_data.client, "capabilities", frozenset({Capability.DETAILS})):
         for service, data in (
             ("recharge", {"amount": 1}),
             ("cancel_command", {}),
@@ -365,16 +365,11 @@ async def test_service_descriptions_load(hass: HomeAssistant, setup_entry: MockC
     """services.yaml parses in this Home Assistant: every service shows its fields in the UI."""
     from homeassistant.helpers.service import async_get_all_descriptions
 
+    from custom_components.meter_cloud.services import SERVICES
+
     descriptions = (await async_get_all_descriptions(hass))[DOMAIN]
-    assert set(descriptions) == {
-        "recharge",
-        "cancel_command",
-        "set_price",
-        "get_daily_usage",
-        "register_meter",
-        "deregister_meter",
-        "replace_meter",
-    }
+    assert set(descriptions) == set(SERVICES)
+    assert len(SERVICES) == 11
     for name, description in descriptions.items():
         assert description["fields"], name
     assert "price_1" in descriptions["set_price"]["fields"]

@@ -32,6 +32,8 @@ class TrackedCommand:
     reference: str | None = None
     amount: Decimal | None = None
     message: str | None = None
+    # For a recharge: the meter's cumulative recharge when it was sent (a poll can confirm it).
+    baseline: Decimal | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form, for storage and service responses."""
@@ -41,6 +43,7 @@ class TrackedCommand:
         data["created"] = self.created.isoformat()
         data["updated"] = self.updated.isoformat()
         data["amount"] = None if self.amount is None else str(self.amount)
+        data["baseline"] = None if self.baseline is None else str(self.baseline)
         return data
 
     @classmethod
@@ -56,6 +59,7 @@ class TrackedCommand:
             reference=data.get("reference"),
             amount=None if data.get("amount") is None else Decimal(data["amount"]),
             message=data.get("message"),
+            baseline=None if data.get("baseline") is None else Decimal(data["baseline"]),
         )
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
 
@@ -23,7 +25,7 @@ def device_by_identifier(
     return device if device is not None and config_entry_id in device_entry_ids(device) else None
 
 
-def device_entry_ids(device: dr.DeviceEntry) -> set[str]:
+def device_entry_ids(device: Any) -> set[str]:
     """Config entries a device belongs to (2026: exactly one, `config_entry_id`)."""
     single = getattr(device, "config_entry_id", None)
     if single is not None:

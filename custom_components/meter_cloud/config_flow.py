@@ -30,6 +30,7 @@ from .api import (
     CloudConnectionError,
     ConfigField,
     ConfigurationError,
+    InvalidRequestError,
     MeterClient,
     MeterCloudError,
     ResponseError,
@@ -53,17 +54,37 @@ SELECTORS = {
     "text": TextSelector(),
     "url": TextSelector(TextSelectorConfig(type=TextSelectorType.URL)),
     "password": TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD)),
+    "multiline": TextSelector(TextSelectorConfig(multiline=True)),
 }
+
+
+def _selector(field: ConfigField) -> Any:
+    if field.kind == "select":
+        return SelectSelector(
+            SelectSelectorConfig(
+                options=list(field.options), translation_key=field.key, mode=SelectSelectorMode.DROPDOWN
+            )
+        )
+    return SELECTORS[field.kind]
 
 
 def _schema(fields: tuple[ConfigField, ...], defaults: Mapping[str, Any]) -> vol.Schema:
     schema: dict[vol.Marker, Any] = {}
     for field in fields:
         default = defaults.get(field.key, field.default)
-        marker = vol.Required if field.required else vol.Optional
-        key = marker(field.key) if default is None else marker(field.key, default=default)
-        schema[key] = SELECTORS[field.kind]
+        if not field.required:
+            # An optional field is suggested, not defaulted: clearing it must clear it.
+            schema[vol.Optional(field.key, description={"suggested_value": default})] = _selector(field)
+            continue
+        key = vol.Required(field.key) if default is None else vol.Required(field.key, default=default)
+        schema[key] = _selector(field)
     return vol.Schema(schema)
+
+
+def _entry_data(backend: str, base: Mapping[str, Any], user_input: Mapping[str, Any]) -> dict[str, Any]:
+    """The account fields exactly as entered, over the entry's other data (backend, push id)."""
+    keys = {field.key for field in _client_cls(backend).config_fields}
+    return {**{k: v for k, v in base.items() if k not in keys}, **user_input}
 
 
 def _client_cls(backend: str) -> type[MeterClient]:
@@ -92,8 +113,8 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
         """One real call with these settings; return (errors, placeholders)."""
         client_cls = _client_cls(backend)
         tz = await dt_util.async_get_time_zone(client_cls.default_timezone) or dt_util.UTC
-        client = client_cls(async_get_clientsession(self.hass), data, tz=tz)
         try:
+            client = client_cls(async_get_clientsession(self.hass), data, tz=tz)
             await client.async_validate()
         except AuthenticationError:
             return {"base": "invalid_auth"}, {}
@@ -101,6 +122,8 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
             return {"base": "cannot_connect"}, {}
         except ConfigurationError as err:
             return {"base": err.reason}, {"error": str(err)}
+        except InvalidRequestError as err:
+            return {"base": "invalid_config"}, {"error": str(err)}
         except (ResponseError, MeterCloudError) as err:
             return {"base": "api_error"}, {"error": str(err)}
         except Exception:
@@ -190,7 +213,7 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
         errors: dict[str, str] = {}
         placeholders = {"error": ""}
         if user_input is not None:
-            data = {**entry.data, **user_input}
+            data = _entry_data(backend, entry.data, user_input)
             await self.async_set_unique_id(client_cls.unique_id(data))
             self._abort_if_unique_id_mismatch()
             errors, found = await self._validate(backend, data)

@@ -9,6 +9,7 @@ from .api import (
     CloudConnectionError,
     CloudTimeoutError,
     CommandError,
+    InvalidRequestError,
     MeterCloudError,
     ResponseError,
     UnsupportedError,
@@ -17,6 +18,7 @@ from .const import DOMAIN
 
 # Reasons that mean the user asked for something wrong, not that the cloud failed.
 VALIDATION_REASONS = frozenset({"unknown_meter", "reference_conflict", "no_pending_command"})
+GENERIC_REASONS = frozenset({"command_failed", "cannot_connect", "timeout", "service_unavailable"})
 
 
 def to_ha_error(err: MeterCloudError) -> HomeAssistantError:
@@ -28,7 +30,14 @@ def to_ha_error(err: MeterCloudError) -> HomeAssistantError:
         return ServiceValidationError(
             translation_domain=DOMAIN, translation_key=err.reason, translation_placeholders=placeholders
         )
-    if isinstance(err, AuthenticationError):
+    if isinstance(err, InvalidRequestError):
+        return ServiceValidationError(
+            translation_domain=DOMAIN, translation_key=err.reason, translation_placeholders=placeholders
+        )
+    if isinstance(err, (CommandError, CloudConnectionError)) and err.reason not in GENERIC_REASONS:
+        # A vendor code with a message of its own (the backends' error tables).
+        key = err.reason
+    elif isinstance(err, AuthenticationError):
         key = "invalid_auth"
     elif isinstance(err, CloudTimeoutError):
         key = "timeout"

@@ -48,17 +48,17 @@ class MeterValve(MeterCloudEntity, ValveEntity):
     @property
     def is_opening(self) -> bool:
         """An open command is pending."""
-        return self.coordinator.pending_valve(self.meter_id) is CommandKind.VALVE_OPEN
+        return self.coordinator.actions.pending_valve(self.meter_id) is CommandKind.VALVE_OPEN
 
     @property
     def is_closing(self) -> bool:
         """A close command is pending."""
-        return self.coordinator.pending_valve(self.meter_id) is CommandKind.VALVE_CLOSE
+        return self.coordinator.actions.pending_valve(self.meter_id) is CommandKind.VALVE_CLOSE
 
     async def async_open_valve(self, **kwargs: Any) -> None:
         """Ask the cloud to open the valve."""
-        await self.coordinator.async_set_valve(self.meter_id, True)
+        await self.coordinator.actions.async_set_valve(self.meter_id, True)
 
     async def async_close_valve(self, **kwargs: Any) -> None:
         """Ask the cloud to close the valve."""
-        await self.coordinator.async_set_valve(self.meter_id, False)
+        await self.coordinator.actions.async_set_valve(self.meter_id, False)

@@ -17,8 +17,12 @@ from custom_components.meter_cloud.api import (
     AuthenticationError,
     Capability,
     CloudConnectionError,
+    CommandKind,
+    CommandRef,
+    CustomerInfo,
     MeterClient,
     MeterData,
+    MeterReplacement,
     PriceSchedule,
     ResponseError,
     UnsupportedError,
@@ -149,19 +153,22 @@ async def test_base_declines_what_a_backend_lacks() -> None:
         client.async_get_details(meter),
         client.async_set_valve(meter, True, "s"),
         client.async_recharge(meter, Decimal(1), "r", serial="s", when=datetime.now(UTC)),
-        client.async_cancel_command(meter, "s"),
+        client.async_cancel_command(meter, CommandRef("s", CommandKind.RECHARGE)),
+        client.async_adjust_balance(meter, Decimal(1), "r", credit=True, serial="s", when=datetime.now(UTC)),
+        client.async_suspend_meter(meter, True),
+        client.async_modify_customer(meter, CustomerInfo()),
         client.async_set_price([meter], PriceSchedule(prices=(Decimal(1),))),
         client.async_daily_usage(meter, date.today(), date.today()),
         client.async_register_meter(None),  # type: ignore[arg-type]
         client.async_deregister_meter(meter, Decimal(0), "x"),
-        client.async_replace_meter(
-            meter, new_meter_no="2", new_meter_type="1", old_reading=Decimal(0), new_reading=Decimal(0)
-        ),
+        client.async_replace_meter(meter, MeterReplacement("2", "1", Decimal(0))),
     ]
     for call in calls:
         with pytest.raises(UnsupportedError):
             await call
     with pytest.raises(UnsupportedError):
         client.recharge_serial("r")
+    with pytest.raises(UnsupportedError):
+        client.meter_list()
     with pytest.raises(UnsupportedError):
         client.parse_push("p", {}, b"", datetime.now(UTC))

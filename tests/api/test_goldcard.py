@@ -19,10 +19,14 @@ from custom_components.meter_cloud.api import (
     CloudConnectionError,
     CloudTimeoutError,
     CommandError,
+    CommandKind,
+    CommandRef,
     ConfigurationError,
+    CustomerInfo,
     GoldcardClient,
     MeterData,
     MeterRegistration,
+    MeterReplacement,
     MeterStatus,
     PriceSchedule,
     PushError,
@@ -227,19 +231,19 @@ async def test_cancel_before_execution(sim: GoldcardSimulator, client: GoldcardC
     """A cancelled command never acts and sends no 2002; cancelling twice or late is refused."""
     meter = first(sim)
     await client.async_set_valve(as_meter(meter), False, "c" * 32)
-    await client.async_cancel_command(as_meter(meter), "c" * 32)
+    await client.async_cancel_command(as_meter(meter), CommandRef("c" * 32, CommandKind.VALVE_CLOSE))
     assert calls(sim, "1005")[0]["sendSerialNo"] == "c" * 32
     assert sim.commands["c" * 32]["state"] == "cancelled"
     await sim.settle()
     assert meter.valve == "open"
     assert cis == []
     with pytest.raises(CommandError, match="c" * 32) as err:
-        await client.async_cancel_command(as_meter(meter), "c" * 32)
+        await client.async_cancel_command(as_meter(meter), CommandRef("c" * 32, CommandKind.VALVE_CLOSE))
     assert err.value.code == "9999"
     await client.async_set_valve(as_meter(meter), False, "d" * 32)
     await sim.settle()
     with pytest.raises(CommandError):
-        await client.async_cancel_command(as_meter(meter), "d" * 32)
+        await client.async_cancel_command(as_meter(meter), CommandRef("d" * 32, CommandKind.VALVE_CLOSE))
     assert meter.valve == "closed"
 
 
@@ -379,7 +383,7 @@ async def test_register_replace_deregister(sim: GoldcardSimulator, client: Goldc
         meter_type="502",
         price_code="SIM-RES",
         initial_reading=Decimal("12.5"),
-        user_name="新用户",
+        customer=CustomerInfo(user_name="新用户"),
         overdraft=Decimal(20),
     )
     result = await client.async_register_meter(registration)
@@ -393,7 +397,7 @@ async def test_register_replace_deregister(sim: GoldcardSimulator, client: Goldc
 
     old_device = added.device_id
     replaced = await client.async_replace_meter(
-        listed, new_meter_no="202601010002", new_meter_type="10521", old_reading=Decimal("13"), new_reading=Decimal(0)
+        listed, MeterReplacement(new_meter_no="202601010002", new_meter_type="10521", old_reading=Decimal("13"))
     )
     assert "202601010001" not in sim.meters
     new = sim.meters["202601010002"]
@@ -416,11 +420,7 @@ async def test_replace_onto_existing_number(sim: GoldcardSimulator, client: Gold
     one, two = list(sim.meters.values())[:2]
     with pytest.raises(CommandError, match=two.meter_no):
         await client.async_replace_meter(
-            as_meter(one),
-            new_meter_no=two.meter_no,
-            new_meter_type="441",
-            old_reading=one.reading,
-            new_reading=Decimal(0),
+            as_meter(one), MeterReplacement(new_meter_no=two.meter_no, new_meter_type="441", old_reading=one.reading)
         )
     assert sim.meters[one.meter_no] is one
 

@@ -17,10 +17,13 @@ from .models import (
     AlarmType,
     Capability,
     CommandReceipt,
+    CommandRef,
     ConfigField,
+    CustomerInfo,
     DailyUsage,
     MeterData,
     MeterRegistration,
+    MeterReplacement,
     PriceSchedule,
     PushResult,
 )
@@ -30,7 +33,8 @@ class MeterClient(ABC):
     """A vendor cloud: read meters, send commands, understand its pushes."""
 
     backend: ClassVar[str]
-    capabilities: ClassVar[frozenset[Capability]] = frozenset()
+    # What this account can do; an instance may narrow it (e.g. by billing mode).
+    capabilities: frozenset[Capability] = frozenset()
     alarm_types: ClassVar[tuple[AlarmType, ...]] = ()
     config_fields: ClassVar[tuple[ConfigField, ...]] = ()
     # Paths the vendor appends to the push URL it is given.
@@ -46,11 +50,15 @@ class MeterClient(ABC):
         self._config = dict(config)
         self._tz = tz
         self.request_timeout = DEFAULT_TIMEOUT
+        # Requests sent so far, for the coordinator's per-poll figure and the benchmark.
+        self.request_count = 0
 
     manufacturer: ClassVar[str] = ""
     currency: ClassVar[str] = "CNY"
-    # MeterData fields this backend can fill (entities exist only for these).
-    fields: ClassVar[frozenset[str]] = frozenset()
+    # MeterData fields this backend can fill (entities exist only for these); per instance too.
+    fields: frozenset[str] = frozenset()
+    # Backends with no "all meters" call follow a list kept in the entry under this key.
+    meter_list_key: ClassVar[str | None] = None
 
     def new_serial(self) -> str:
         """A fresh 32-character request serial."""
@@ -92,9 +100,23 @@ class MeterClient(ABC):
         """Add money to a prepaid meter; `serial` is reused verbatim on any retry."""
         raise UnsupportedError(Capability.RECHARGE)
 
-    async def async_cancel_command(self, meter: MeterData, serial: str) -> None:
+    async def async_cancel_command(self, meter: MeterData, command: CommandRef) -> None:
         """Cancel a command that has not reached the meter yet."""
         raise UnsupportedError(Capability.CANCEL_COMMAND)
+
+    async def async_adjust_balance(
+        self, meter: MeterData, amount: Decimal, reference: str, *, credit: bool, serial: str, when: datetime
+    ) -> CommandReceipt:
+        """Credit (refund) or deduct money on a prepaid meter; idempotent by serial like a recharge."""
+        raise UnsupportedError(Capability.ADJUST_BALANCE)
+
+    async def async_suspend_meter(self, meter: MeterData, suspend: bool) -> dict[str, Any]:
+        """Suspend (or resume) a meter's account."""
+        raise UnsupportedError(Capability.SUSPEND_METER)
+
+    async def async_modify_customer(self, meter: MeterData, customer: CustomerInfo) -> dict[str, Any]:
+        """Change the customer details of a meter's account."""
+        raise UnsupportedError(Capability.MODIFY_CUSTOMER)
 
     async def async_set_price(self, meters: list[MeterData], schedule: PriceSchedule) -> dict[str, Any]:
         """Create or adjust a price and assign it to `meters`."""
@@ -112,14 +134,16 @@ class MeterClient(ABC):
         """Close a meter's account."""
         raise UnsupportedError(Capability.DEREGISTER_METER)
 
-    async def async_replace_meter(
-        self, meter: MeterData, *, new_meter_no: str, new_meter_type: str, old_reading: Decimal, new_reading: Decimal
-    ) -> dict[str, Any]:
+    async def async_replace_meter(self, meter: MeterData, replacement: MeterReplacement) -> dict[str, Any]:
         """Replace a meter by a new one on the same account."""
         raise UnsupportedError(Capability.REPLACE_METER)
 
+    def meter_list(self) -> str:
+        """The followed meters in their stored form (backends with a `meter_list_key`)."""
+        raise UnsupportedError("meter list")
+
     def recharge_serial(self, reference: str) -> str:
-        """The request serial for a recharge: derived from its reference, so retries reuse it."""
+        """The request serial of a money command: derived from its reference, so retries reuse it."""
         raise UnsupportedError(Capability.RECHARGE)
 
     def parse_push(self, path: str, headers: Mapping[str, str], body: bytes, now: datetime) -> PushResult:

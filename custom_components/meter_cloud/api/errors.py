@@ -73,6 +73,13 @@ class CommandError(MeterCloudError):
     reason = "command_failed"
 
 
+class InvalidRequestError(MeterCloudError):
+    """The request is wrong before it is sent (a missing or malformed field); nothing went out."""
+
+    reason = "invalid_request"
+    request_sent = False
+
+
 class UnsupportedError(MeterCloudError):
     """The backend cannot do what was asked."""
 
@@ -84,7 +91,7 @@ class PushError(MeterCloudError):
 
     reason = "push_rejected"
 
-    def __init__(self, message: str, *, status: int, response: dict[str, object], reason: str) -> None:
+    def __init__(self, message: str, *, status: int, response: dict[str, object] | bytes, reason: str) -> None:
         super().__init__(message, reason=reason)
         self.status = status
         self.response = response

@@ -17,6 +17,7 @@ from .errors import (
     CloudConnectionError,
     CommandError,
     ConfigurationError,
+    InvalidRequestError,
     PushError,
     ResponseError,
 )
@@ -27,11 +28,13 @@ from .models import (
     AlarmType,
     Capability,
     CommandReceipt,
+    CommandRef,
     CommandResult,
     ConfigField,
     DailyUsage,
     MeterData,
     MeterRegistration,
+    MeterReplacement,
     MeterStatus,
     PriceSchedule,
     PushResult,
@@ -91,7 +94,7 @@ class GoldcardClient(MeterClient):
     """Client of a Goldcard DAS server."""
 
     backend: ClassVar[str] = "goldcard"
-    capabilities: ClassVar[frozenset[Capability]] = frozenset(
+    capabilities: frozenset[Capability] = frozenset(
         {
             Capability.DETAILS,
             Capability.VALVE,
@@ -120,7 +123,7 @@ class GoldcardClient(MeterClient):
     default_timezone: ClassVar[str] = "Asia/Shanghai"
     manufacturer: ClassVar[str] = "Goldcard"
     currency: ClassVar[str] = "CNY"
-    fields: ClassVar[frozenset[str]] = frozenset(
+    fields: frozenset[str] = frozenset(
         {
             "reading",
             "reading_time",
@@ -165,6 +168,7 @@ class GoldcardClient(MeterClient):
 
     async def _call(self, path: str, payload: dict[str, Any]) -> Any:
         """Send one signed request; return `echoMsg` on success, raise on any failure."""
+        self.request_count += 1
         stamp = signing.timestamp(datetime.now(self._tz), self._tz)
         headers = {
             "Accept": "application/json",
@@ -295,9 +299,9 @@ class GoldcardClient(MeterClient):
         }
         return await self._command(meter, PARAM_RECHARGE, data, serial)
 
-    async def async_cancel_command(self, meter: MeterData, serial: str) -> None:
+    async def async_cancel_command(self, meter: MeterData, command: CommandRef) -> None:
         """1005: cancel a 1004 command by its serial."""
-        payload = {**self._meter_fields(meter), "sendSerialNo": serial}
+        payload = {**self._meter_fields(meter), "sendSerialNo": command.serial}
         await self._call("api/collect/meter/1005", payload)
 
     async def async_set_price(self, meters: list[MeterData], schedule: PriceSchedule) -> dict[str, Any]:
@@ -358,9 +362,12 @@ class GoldcardClient(MeterClient):
 
     async def async_register_meter(self, registration: MeterRegistration) -> dict[str, Any]:
         """1001: register a meter under a user number."""
+        if not registration.meter_type or not registration.price_code:
+            raise InvalidRequestError("meter_type, price_code", reason="missing_field")
+        customer = registration.customer
         payload: dict[str, Any] = {
             "userNo": registration.user_no,
-            "username": registration.user_name or "",
+            "username": customer.user_name or "",
             "deviceId": "",
             "factorNo": self._factor,
             "meterType": registration.meter_type,
@@ -373,9 +380,9 @@ class GoldcardClient(MeterClient):
             "priceCode": registration.price_code,
         }
         optional = {
-            "address": registration.address,
-            "phoneNum": registration.phone,
-            "customerType": registration.customer_type,
+            "address": customer.address,
+            "phoneNum": customer.phone,
+            "customerType": customer.customer_type,
             "overdraft": None if registration.overdraft is None else money(registration.overdraft, 2),
         }
         payload.update({key: value for key, value in optional.items() if value is not None})
@@ -387,26 +394,24 @@ class GoldcardClient(MeterClient):
         payload = {
             **self._meter_fields(meter),
             "initNum": money(reading, 4),
-            "reason": reason[:100],
+            "reason": (reason or "Deregistered from Home Assistant")[:100],
             "sdateTime": self._now_text(),
         }
         msg = await self._call("api/collect/meter/1002", payload)
         return {"meter_id": meter.meter_id, "device_id": _device_id(msg)}
 
-    async def async_replace_meter(
-        self, meter: MeterData, *, new_meter_no: str, new_meter_type: str, old_reading: Decimal, new_reading: Decimal
-    ) -> dict[str, Any]:
+    async def async_replace_meter(self, meter: MeterData, replacement: MeterReplacement) -> dict[str, Any]:
         """1009: replace a meter by one of the same factor."""
         payload = {
             **self._meter_fields(meter),
-            "newMeterType": new_meter_type,
-            "newMeterNo": new_meter_no,
+            "newMeterType": replacement.new_meter_type,
+            "newMeterNo": replacement.new_meter_no,
             "newCommNo": "",
-            "oldNum": money(old_reading, 4),
-            "newNum": money(new_reading, 4),
+            "oldNum": money(replacement.old_reading, 4),
+            "newNum": money(replacement.new_reading, 4),
         }
         msg = await self._call("api/collect/meter/1009", payload)
-        return {"meter_id": new_meter_no, "old_meter_id": meter.meter_id, "device_id": _device_id(msg)}
+        return {"meter_id": replacement.new_meter_no, "old_meter_id": meter.meter_id, "device_id": _device_id(msg)}
 
     def parse_push(self, path: str, headers: Mapping[str, str], body: bytes, now: datetime) -> PushResult:
         """Authenticate and parse 2001/2002/2003."""

@@ -34,12 +34,24 @@ async def post_json(
     headers: Mapping[str, str],
     timeout: float = DEFAULT_TIMEOUT,
 ) -> Any:
-    """POST `payload` as JSON and return the decoded JSON answer.
+    """POST `payload` as JSON and return the decoded JSON answer."""
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+    return decode_json(await post_bytes(session, url, body, headers=headers, timeout=timeout))
+
+
+async def post_bytes(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: bytes,
+    *,
+    headers: Mapping[str, str],
+    timeout: float = DEFAULT_TIMEOUT,
+) -> bytes:
+    """POST `body` and return the answer's bytes when the status is 2xx.
 
     A refused connection means the request never left (safe to retry); a timeout or a
     dropped connection after sending means its outcome is unknown (CloudTimeoutError).
     """
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
     try:
         async with session.post(
             url,
@@ -64,7 +76,7 @@ async def post_json(
         raise STATUS_ERRORS[status](f"{url} answered HTTP {status}", code=str(status))
     if not 200 <= status < 300:
         raise ResponseError(f"{url} answered HTTP {status}", code=str(status))
-    return decode_json(raw)
+    return raw
 
 
 async def _read_bounded(stream: aiohttp.StreamReader, limit: int) -> bytes:

@@ -39,6 +39,8 @@ class AlarmType(StrEnum):
     VALVE_FAULT = "valve_fault"
     BATTERY_FAULT = "battery_fault"
     MAGNETIC_INTERFERENCE = "magnetic_interference"
+    LOW_BALANCE = "low_balance"
+    TAMPERING = "tampering"
     OTHER = "other"
 
 
@@ -56,6 +58,8 @@ class CommandKind(StrEnum):
     VALVE_OPEN = "valve_open"
     VALVE_CLOSE = "valve_close"
     RECHARGE = "recharge"
+    BALANCE_CREDIT = "balance_credit"
+    BALANCE_DEDUCT = "balance_deduct"
 
 
 class CommandState(StrEnum):
@@ -80,6 +84,9 @@ class Capability(StrEnum):
     REGISTER_METER = "register_meter"
     DEREGISTER_METER = "deregister_meter"
     REPLACE_METER = "replace_meter"
+    ADJUST_BALANCE = "adjust_balance"
+    SUSPEND_METER = "suspend_meter"
+    MODIFY_CUSTOMER = "modify_customer"
     PUSH = "push"
 
 
@@ -173,21 +180,57 @@ class DailyUsage:
 
 
 @dataclass(frozen=True, slots=True)
+class CustomerInfo:
+    """Customer details a backend keeps with a meter account; None leaves a field as it is."""
+
+    user_name: str | None = None
+    customer_type: str | None = None
+    phone: str | None = None
+    address: str | None = None
+    room: str | None = None
+    building: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class MeterRegistration:
-    """Fields to open an account for a meter."""
+    """Fields to open an account for a meter (each backend uses the ones its API has)."""
 
     user_no: str
     meter_no: str
-    meter_type: str
-    price_code: str
+    meter_type: str | None = None
+    price_code: str | None = None
     initial_reading: Decimal = Decimal("0")
     billing_mode: str = "1"
     pay_mode: str = "1"
-    user_name: str | None = None
-    address: str | None = None
-    phone: str | None = None
-    customer_type: str | None = None
+    customer: CustomerInfo = field(default_factory=CustomerInfo)
     overdraft: Decimal | None = None
+    meter_id: str | None = None
+    meter_protocol: str | None = None
+    fire_date: date | None = None
+    opening_balance: Decimal | None = None
+    price: PriceSchedule | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MeterReplacement:
+    """A meter swapped for a new one on the same account."""
+
+    new_meter_no: str
+    new_meter_type: str
+    old_reading: Decimal
+    new_reading: Decimal = Decimal("0")
+    new_meter_id: str | None = None
+    new_meter_protocol: str | None = None
+    transfer_amount: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRef:
+    """A command sent earlier, as a backend needs it to cancel it."""
+
+    serial: str
+    kind: CommandKind
+    amount: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,7 +238,8 @@ class PushResult:
     """A parsed, authenticated push: what to apply and what to answer."""
 
     serial: str
-    response: dict[str, Any]
+    # The answer to send: a JSON object, or bytes already encoded (e.g. sealed) by the backend.
+    response: dict[str, Any] | bytes
     reading: MeterData | None = None
     alarm: Alarm | None = None
     command: CommandResult | None = None
@@ -206,8 +250,9 @@ class ConfigField:
     """One field a backend needs in the config flow."""
 
     key: str
-    kind: str = "text"  # text | url | password
+    kind: str = "text"  # text | url | password | multiline | select
     required: bool = True
     default: str | None = None
     credential: bool = False
     identity: bool = False
+    options: tuple[str, ...] = ()

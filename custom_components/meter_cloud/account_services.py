@@ -1,0 +1,194 @@
+"""Account lifecycle services: register, modify, suspend/resume, replace, deregister."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+import voluptuous as vol
+from homeassistant.core import ServiceCall, ServiceResponse, SupportsResponse
+from homeassistant.helpers import config_validation as cv
+
+from .api import Capability, CustomerInfo, MeterRegistration, MeterReplacement
+from .coordinator import MeterCloudCoordinator
+from .service_helpers import (
+    AMOUNT,
+    ATTR_CONFIG_ENTRY_ID,
+    ATTR_DEVICE_ID,
+    DEVICE,
+    TIERS,
+    Handler,
+    admin,
+    invalid,
+    loaded_coordinator,
+    price_schedule,
+    require,
+    resolve,
+    run,
+)
+
+CUSTOMER_FIELDS = ("user_name", "customer_type", "phone", "address", "room", "building")
+
+
+async def _account_changed(coordinator: MeterCloudCoordinator) -> None:
+    """Show the change now; a backend that follows a meter list stores the new list (and reloads)."""
+    key = coordinator.client.meter_list_key
+    entry = coordinator.config_entry
+    if key is not None:
+        new_list = coordinator.client.meter_list()
+        if new_list != entry.data.get(key):
+            coordinator.hass.config_entries.async_update_entry(entry, data={**entry.data, key: new_list})
+            return
+    await coordinator.async_refresh()
+
+
+def _customer(data: dict[str, Any]) -> CustomerInfo:
+    return CustomerInfo(**{name: data.get(name) for name in CUSTOMER_FIELDS})
+
+
+@admin
+async def _register_meter(call: ServiceCall) -> ServiceResponse:
+    coordinator = loaded_coordinator(call.hass, call.data[ATTR_CONFIG_ENTRY_ID])
+    require(coordinator, Capability.REGISTER_METER)
+    data = dict(call.data)
+    price = None
+    if "price_1" in data:
+        price = price_schedule(data, coordinator.client.max_price_tiers, code=data.get("price_code"))
+    registration = MeterRegistration(
+        user_no=data["user_no"],
+        meter_no=data["meter_no"],
+        meter_type=data.get("meter_type"),
+        price_code=data.get("price_code"),
+        initial_reading=data["initial_reading"],
+        billing_mode=data["billing_mode"],
+        pay_mode=data["pay_mode"],
+        customer=_customer(data),
+        meter_id=data.get("meter_id"),
+        meter_protocol=data.get("meter_protocol"),
+        fire_date=data.get("fire_date"),
+        opening_balance=data.get("opening_balance"),
+        price=price,
+    )
+    result = await run(coordinator, coordinator.client.async_register_meter(registration))
+    await _account_changed(coordinator)
+    return result
+
+
+@admin
+async def _modify_customer(call: ServiceCall) -> ServiceResponse:
+    coordinator, meter_id = resolve(call.hass, call.data[ATTR_DEVICE_ID])
+    require(coordinator, Capability.MODIFY_CUSTOMER)
+    meter = coordinator.meter(meter_id)
+    return await run(coordinator, coordinator.client.async_modify_customer(meter, _customer(dict(call.data))))
+
+
+async def _suspend(call: ServiceCall, suspend: bool) -> ServiceResponse:
+    coordinator, meter_id = resolve(call.hass, call.data[ATTR_DEVICE_ID])
+    require(coordinator, Capability.SUSPEND_METER)
+    result = await run(coordinator, coordinator.client.async_suspend_meter(coordinator.meter(meter_id), suspend))
+    await coordinator.async_refresh()
+    return result
+
+
+@admin
+async def _suspend_meter(call: ServiceCall) -> ServiceResponse:
+    return await _suspend(call, True)
+
+
+@admin
+async def _resume_meter(call: ServiceCall) -> ServiceResponse:
+    return await _suspend(call, False)
+
+
+@admin
+async def _deregister_meter(call: ServiceCall) -> ServiceResponse:
+    coordinator, meter_id = resolve(call.hass, call.data[ATTR_DEVICE_ID])
+    require(coordinator, Capability.DEREGISTER_METER)
+    meter = coordinator.meter(meter_id)
+    reading = call.data.get("reading", meter.reading)
+    if reading is None:
+        raise invalid("reading_required")
+    result = await run(
+        coordinator, coordinator.client.async_deregister_meter(meter, reading, call.data.get("reason", ""))
+    )
+    await _account_changed(coordinator)
+    return result
+
+
+@admin
+async def _replace_meter(call: ServiceCall) -> ServiceResponse:
+    coordinator, meter_id = resolve(call.hass, call.data[ATTR_DEVICE_ID])
+    require(coordinator, Capability.REPLACE_METER)
+    meter = coordinator.meter(meter_id)
+    old_reading = call.data.get("old_reading", meter.reading)
+    if old_reading is None:
+        raise invalid("reading_required")
+    replacement = MeterReplacement(
+        new_meter_no=call.data["new_meter_no"],
+        new_meter_type=call.data["new_meter_type"],
+        old_reading=old_reading,
+        new_reading=call.data["new_reading"],
+        new_meter_id=call.data.get("new_meter_id"),
+        new_meter_protocol=call.data.get("new_meter_protocol"),
+        transfer_amount=call.data.get("transfer_amount"),
+    )
+    result = await run(coordinator, coordinator.client.async_replace_meter(meter, replacement))
+    await _account_changed(coordinator)
+    return result
+
+
+CUSTOMER: dict[Any, Any] = {vol.Optional(name): cv.string for name in CUSTOMER_FIELDS}
+ID = vol.All(cv.string, vol.Length(min=1, max=50))
+REASON = vol.All(cv.string, vol.Length(max=100))
+ACCOUNT_SERVICES: dict[str, tuple[Handler, vol.Schema, SupportsResponse]] = {
+    "register_meter": (
+        _register_meter,
+        vol.Schema(
+            {
+                vol.Required(ATTR_CONFIG_ENTRY_ID): cv.string,
+                vol.Required("user_no"): ID,
+                vol.Required("meter_no"): ID,
+                vol.Optional("meter_id"): ID,
+                vol.Optional("meter_type"): cv.string,
+                vol.Optional("meter_protocol"): cv.string,
+                vol.Optional("price_code"): vol.All(cv.string, vol.Length(min=1, max=25)),
+                **{
+                    key: value
+                    for key, value in TIERS.items()
+                    if str(key) not in ("price_4", "price_5", "ladder_3", "ladder_4")
+                },
+                vol.Optional("initial_reading", default=Decimal(0)): AMOUNT,
+                vol.Optional("opening_balance"): AMOUNT,
+                vol.Optional("billing_mode", default="1"): vol.In(["1", "2", "3"]),
+                vol.Optional("pay_mode", default="1"): vol.In(["1", "2"]),
+                vol.Optional("fire_date"): cv.date,
+                **CUSTOMER,
+            }
+        ),
+        SupportsResponse.OPTIONAL,
+    ),
+    "modify_customer": (_modify_customer, vol.Schema({**DEVICE, **CUSTOMER}), SupportsResponse.OPTIONAL),
+    "suspend_meter": (_suspend_meter, vol.Schema(DEVICE), SupportsResponse.OPTIONAL),
+    "resume_meter": (_resume_meter, vol.Schema(DEVICE), SupportsResponse.OPTIONAL),
+    "deregister_meter": (
+        _deregister_meter,
+        vol.Schema({**DEVICE, vol.Optional("reading"): AMOUNT, vol.Optional("reason"): REASON}),
+        SupportsResponse.OPTIONAL,
+    ),
+    "replace_meter": (
+        _replace_meter,
+        vol.Schema(
+            {
+                **DEVICE,
+                vol.Required("new_meter_no"): ID,
+                vol.Required("new_meter_type"): cv.string,
+                vol.Optional("new_meter_id"): ID,
+                vol.Optional("new_meter_protocol"): cv.string,
+                vol.Optional("old_reading"): AMOUNT,
+                vol.Optional("new_reading", default=Decimal(0)): AMOUNT,
+                vol.Optional("transfer_amount"): AMOUNT,
+            }
+        ),
+        SupportsResponse.OPTIONAL,
+    ),
+}

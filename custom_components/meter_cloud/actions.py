@@ -1,0 +1,149 @@
+"""Commands to meters: send once, track until the cloud or a reading settles them."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from decimal import Decimal
+from typing import TYPE_CHECKING
+
+from homeassistant.util import dt as dt_util
+
+from .api import (
+    CommandError,
+    CommandKind,
+    CommandRef,
+    CommandResult,
+    CommandState,
+    MeterClient,
+    MeterCloudError,
+    MeterData,
+    ValveState,
+)
+from .commands import CommandTracker, TrackedCommand
+from .errors import to_ha_error
+
+if TYPE_CHECKING:
+    from .coordinator import MeterCloudCoordinator
+
+VALVE_KINDS = (CommandKind.VALVE_OPEN, CommandKind.VALVE_CLOSE)
+MONEY_KINDS = (CommandKind.RECHARGE, CommandKind.BALANCE_CREDIT, CommandKind.BALANCE_DEDUCT)
+VALVE_TARGET = {CommandKind.VALVE_OPEN: ValveState.OPEN, CommandKind.VALVE_CLOSE: ValveState.CLOSED}
+
+
+class MeterActions:
+    """Valve and money commands of one entry."""
+
+    def __init__(self, coordinator: MeterCloudCoordinator, tracker: CommandTracker) -> None:
+        """Bind to the entry's coordinator and ledger."""
+        self._coordinator = coordinator
+        self.tracker = tracker
+
+    @property
+    def _client(self) -> MeterClient:
+        return self._coordinator.client
+
+    def settle_from(self, meter: MeterData) -> bool:
+        """Let a fresh reading settle pending commands of its meter; True if one changed."""
+        changed = False
+        command = self.tracker.pending(meter.meter_id, VALVE_KINDS)
+        if command is not None:
+            if meter.valve is VALVE_TARGET[command.kind]:
+                changed = bool(self.tracker.set_state(command.serial, CommandState.CONFIRMED))
+            elif meter.valve is ValveState.FAULT:
+                changed = bool(self.tracker.set_state(command.serial, CommandState.FAILED, "valve reports a fault"))
+        recharge = self.tracker.pending(meter.meter_id, (CommandKind.RECHARGE,))
+        # Without a result push, the cumulative recharge total rising by the amount confirms it.
+        if (
+            recharge is not None
+            and recharge.baseline is not None
+            and recharge.amount is not None
+            and meter.total_recharge is not None
+            and meter.total_recharge >= recharge.baseline + recharge.amount
+        ):
+            changed = bool(self.tracker.set_state(recharge.serial, CommandState.CONFIRMED)) or changed
+        return changed
+
+    def apply_result(self, result: CommandResult) -> None:
+        """The cloud's final word on a command (a result push)."""
+        command = self.tracker.set_state(
+            result.serial, CommandState.CONFIRMED if result.success else CommandState.FAILED
+        )
+        if command is None:
+            return
+        meter = (self._coordinator.data or {}).get(command.meter_id)
+        if command.kind in VALVE_KINDS and result.success and meter is not None:
+            self._coordinator.set_meter(replace(meter, valve=VALVE_TARGET[command.kind]))
+            return
+        if command.kind in MONEY_KINDS:
+            self._coordinator.refresh_details_soon(command.meter_id)
+        self._coordinator.async_update_meter(command.meter_id)
+
+    def pending_valve(self, meter_id: str) -> CommandKind | None:
+        """The valve move under way for a meter, if any."""
+        command = self.tracker.pending(meter_id, VALVE_KINDS)
+        return command.kind if command else None
+
+    async def async_set_valve(self, meter_id: str, open_valve: bool) -> TrackedCommand:
+        """Send a valve command and track it until it is confirmed."""
+        meter = self._coordinator.meter(meter_id)
+        serial = self._client.new_serial()
+        kind = CommandKind.VALVE_OPEN if open_valve else CommandKind.VALVE_CLOSE
+        try:
+            await self._client.async_set_valve(meter, open_valve, serial)
+        except MeterCloudError as err:
+            raise self._coordinator.error_for(err) from err
+        now = dt_util.utcnow()
+        command = self.tracker.put(TrackedCommand(serial, meter_id, kind, CommandState.PENDING, now, now))
+        self._coordinator.async_update_meter(meter_id)
+        return command
+
+    async def async_money(self, meter_id: str, kind: CommandKind, amount: Decimal, reference: str) -> TrackedCommand:
+        """Send a recharge or balance adjustment at most once per reference; never re-send blindly."""
+        meter = self._coordinator.meter(meter_id)
+        serial = self._client.recharge_serial(reference)
+        known = self.tracker.get(serial)
+        if known is not None:
+            if known.meter_id != meter_id or known.amount != amount or known.kind is not kind:
+                raise to_ha_error(CommandError(reference, reason="reference_conflict"))
+            if known.state is not CommandState.UNKNOWN:
+                return known  # already sent: answer with what became of it
+        now = dt_util.utcnow()
+        baseline = meter.total_recharge if kind is CommandKind.RECHARGE else None
+        # On disk before it is on the wire: a crash mid-request leaves an 'unknown' record, not a blank.
+        self.tracker.put(
+            TrackedCommand(serial, meter_id, kind, CommandState.UNKNOWN, now, now, reference, amount, None, baseline)
+        )
+        await self.tracker.async_flush()
+        try:
+            if kind is CommandKind.RECHARGE:
+                await self._client.async_recharge(meter, amount, reference, serial=serial, when=now)
+            else:
+                credit = kind is CommandKind.BALANCE_CREDIT
+                await self._client.async_adjust_balance(
+                    meter, amount, reference, credit=credit, serial=serial, when=now
+                )
+        except MeterCloudError as err:
+            if not err.request_sent:
+                self.tracker.drop(serial)
+            elif not err.outcome_unknown:
+                self.tracker.set_state(serial, CommandState.FAILED, str(err))
+            # Otherwise it stays 'unknown': calling again with the same reference re-sends the same serial.
+            raise self._coordinator.error_for(err) from err
+        command = self.tracker.set_state(serial, CommandState.PENDING)
+        await self.tracker.async_flush()
+        self._coordinator.async_update_meter(meter_id)
+        return command or self.tracker.get(serial)  # type: ignore[return-value]
+
+    async def async_cancel(self, meter_id: str, serial: str | None) -> TrackedCommand:
+        """Cancel a pending command (the newest of the meter when no serial is given)."""
+        meter = self._coordinator.meter(meter_id)
+        command = self.tracker.get(serial) if serial else self.tracker.pending(meter_id, tuple(CommandKind))
+        if command is None or command.meter_id != meter_id or command.state is not CommandState.PENDING:
+            raise to_ha_error(CommandError(serial or "", reason="no_pending_command"))
+        try:
+            await self._client.async_cancel_command(meter, CommandRef(command.serial, command.kind, command.amount))
+        except MeterCloudError as err:
+            raise self._coordinator.error_for(err) from err
+        cancelled = self.tracker.set_state(command.serial, CommandState.CANCELLED)
+        self._coordinator.async_update_meter(meter_id)
+        return cancelled or command

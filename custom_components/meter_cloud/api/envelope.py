@@ -1,0 +1,131 @@
+"""The optional "3DES + MAC" payload envelope of Cangnan CNMCSP (spec 4.2).
+
+The spec names the algorithms but no byte layout (the vendor ships a DLL). Our envelope, with the
+choices the spec leaves open made configurable:
+
+- plaintext: the UTF-8 JSON body that would otherwise be sent;
+- cipher: 3DES (two-key, 16-byte, or three-key, 24-byte key given as hex), mode CBC with an all-zero
+  IV (default) or ECB; padding PKCS#7 (default) or zeros;
+- MAC over the ciphertext: ISO 9797-1 MAC algorithm 3 (the ANSI X9.19 "retail MAC" used by Chinese
+  banking and utility systems; padding method 2, DES with the key's first two halves) by default, or
+  HMAC-SHA256 with the whole key; sent as upper-case hex;
+- wire body: ``{"Data": <ciphertext as Base64 (default) or hex>, "MAC": <hex>}``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import json
+from dataclasses import dataclass
+from typing import Any
+
+from Crypto.Cipher import DES, DES3
+
+from .errors import ConfigurationError, ResponseError
+
+MODES = ("cbc", "ecb")
+PADDINGS = ("pkcs7", "zero")
+MACS = ("x919", "hmac_sha256")
+ENCODINGS = ("base64", "hex")
+BLOCK = 8
+ZERO_IV = bytes(BLOCK)
+
+
+@dataclass(frozen=True, slots=True)
+class Envelope:
+    """Settings of the envelope; `key` is 16 or 24 bytes."""
+
+    key: bytes
+    mode: str = "cbc"
+    padding: str = "pkcs7"
+    mac: str = "x919"
+    encoding: str = "base64"
+
+    @classmethod
+    def from_config(cls, key_hex: str, mode: str, padding: str, mac: str, encoding: str) -> Envelope:
+        """Validate settings from the config flow."""
+        try:
+            key = bytes.fromhex(key_hex.strip())
+        except ValueError as err:
+            raise ConfigurationError("the key is not hex", reason="invalid_encryption_key") from err
+        if len(key) not in (16, 24) or mode not in MODES or padding not in PADDINGS:
+            raise ConfigurationError("the key must be 32 or 48 hex digits", reason="invalid_encryption_key")
+        if mac not in MACS or encoding not in ENCODINGS:
+            raise ConfigurationError(f"unknown MAC {mac} or encoding {encoding}", reason="invalid_encryption_key")
+        try:
+            DES3.adjust_key_parity(key)
+            DES3.new(key, DES3.MODE_ECB)
+        except ValueError as err:  # e.g. K1 == K2: 3DES would collapse to single DES
+            raise ConfigurationError(str(err), reason="invalid_encryption_key") from err
+        return cls(key, mode, padding, mac, encoding)
+
+    def _cipher(self) -> Any:
+        if self.mode == "cbc":
+            return DES3.new(self.key, DES3.MODE_CBC, iv=ZERO_IV)
+        return DES3.new(self.key, DES3.MODE_ECB)
+
+    def _pad(self, data: bytes) -> bytes:
+        missing = BLOCK - len(data) % BLOCK
+        if self.padding == "pkcs7":
+            return data + bytes([missing]) * missing
+        return data + bytes(missing % BLOCK)
+
+    def _unpad(self, data: bytes) -> bytes:
+        if self.padding == "zero":
+            return data.rstrip(b"\x00")
+        count = data[-1] if data else 0
+        if not 1 <= count <= BLOCK or data[-count:] != bytes([count]) * count:
+            raise ResponseError("bad padding in the encrypted payload")
+        return data[:-count]
+
+    def mac_of(self, data: bytes) -> str:
+        """The MAC of `data` as upper-case hex."""
+        if self.mac == "hmac_sha256":
+            return hmac.new(self.key, data, hashlib.sha256).hexdigest().upper()
+        return retail_mac(self.key[:8], self.key[8:16], data).hex().upper()
+
+    def _encode(self, data: bytes) -> str:
+        return base64.b64encode(data).decode("ascii") if self.encoding == "base64" else data.hex().upper()
+
+    def _decode(self, text: str) -> bytes:
+        try:
+            if self.encoding == "base64":
+                return base64.b64decode(text, validate=True)
+            return bytes.fromhex(text)
+        except (binascii.Error, ValueError) as err:
+            raise ResponseError("the encrypted payload is not valid Base64/hex") from err
+
+    def seal(self, plaintext: bytes) -> bytes:
+        """Encrypt and MAC a body."""
+        ciphertext = self._cipher().encrypt(self._pad(plaintext))
+        return json.dumps({"Data": self._encode(ciphertext), "MAC": self.mac_of(ciphertext)}).encode()
+
+    def open(self, body: bytes) -> bytes:
+        """Check the MAC and decrypt a body; raise ResponseError when it is not a valid envelope."""
+        try:
+            outer = json.loads(body.decode("utf-8-sig"))
+        except (UnicodeDecodeError, ValueError) as err:
+            raise ResponseError("the encrypted payload is not JSON") from err
+        if (
+            not isinstance(outer, dict)
+            or not isinstance(outer.get("Data"), str)
+            or not isinstance(outer.get("MAC"), str)
+        ):
+            raise ResponseError("the encrypted payload lacks Data or MAC")
+        ciphertext = self._decode(outer["Data"])
+        if not ciphertext or len(ciphertext) % BLOCK:
+            raise ResponseError("the encrypted payload is not whole 3DES blocks")
+        if not hmac.compare_digest(outer["MAC"].strip().upper(), self.mac_of(ciphertext)):
+            raise ResponseError("the payload's MAC does not match")
+        return self._unpad(self._cipher().decrypt(ciphertext))
+
+
+def retail_mac(k1: bytes, k2: bytes, data: bytes) -> bytes:
+    """ISO 9797-1 MAC algorithm 3 with padding method 2 (ANSI X9.19)."""
+    padded = data + b"\x80" + bytes((BLOCK - (len(data) + 1) % BLOCK) % BLOCK)
+    state = DES.new(k1, DES.MODE_CBC, iv=ZERO_IV).encrypt(padded)[-BLOCK:]
+    state = DES.new(k2, DES.MODE_ECB).decrypt(state)
+    return DES.new(k1, DES.MODE_ECB).encrypt(state)
