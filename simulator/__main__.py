@@ -1,4 +1,4 @@
-"""Run a vendor simulator until Ctrl-C: python -m simulator goldcard --port 8901 --meters 10."""
+"""Run a vendor simulator until Ctrl-C: python -m simulator goldcard|cangnan --meters 10."""
 
 from __future__ import annotations
 
@@ -10,6 +10,8 @@ import sys
 
 from aiohttp import web
 
+from .cangnan import API_ROOT, PUSH_PATHS, CangnanEnvelope, CangnanSimulator
+from .common import SimulatorBase
 from .goldcard import ENDPOINTS, GoldcardSimulator
 
 
@@ -29,37 +31,33 @@ def _parser() -> argparse.ArgumentParser:
     goldcard.add_argument("--app-secret", default="sim-secret")
     goldcard.add_argument("--company-code", default="10001058")
     goldcard.add_argument("--factor-no", default="0011")
+    cangnan = vendors.add_parser("cangnan", help="Cangnan (苍南) CNMCSP, /rest/Standard/..., pushes of chapter 6")
+    cangnan.add_argument("--host", default="127.0.0.1")
+    cangnan.add_argument("--port", type=int, default=8902)
+    cangnan.add_argument("--meters", type=int, default=10)
+    cangnan.add_argument("--billing-mode", choices=("meter", "system"), default="meter")
+    cangnan.add_argument("--push-url", help="our webhook base URL: readings go to <url>/reading, alarms to <url>/alarm")
+    cangnan.add_argument("--tick-seconds", type=float, default=60.0, help="tick every N seconds; 0 turns it off")
+    cangnan.add_argument("--tick-minutes", type=float, default=15.0, help="simulated minutes of use per tick")
+    cangnan.add_argument("--command-delay", type=float, default=5.0, help="seconds before a recharge or valve acts")
+    cangnan.add_argument("--seed", type=int, default=1)
+    cangnan.add_argument("--app-token", default="SIMTOKEN01")
+    cangnan.add_argument("--app-secret", default="sim-secret")
+    cangnan.add_argument("--data-from", default="苍南仪表集团")
+    cangnan.add_argument("--encryption-key", metavar="HEX", help="3DES key (32 or 48 hex digits): turns on 3DES + MAC")
+    cangnan.add_argument("--encryption-mode", choices=("cbc", "ecb"), default="cbc")
+    cangnan.add_argument("--encryption-padding", choices=("pkcs7", "zero"), default="pkcs7")
+    cangnan.add_argument("--encryption-mac", choices=("x919", "hmac_sha256"), default="x919")
+    cangnan.add_argument("--encryption-encoding", choices=("base64", "hex"), default="base64")
     return parser
 
 
-async def _run_goldcard(args: argparse.Namespace) -> None:
-    sim = GoldcardSimulator(
-        app_code=args.app_code,
-        app_secret=args.app_secret,
-        company_code=args.company_code,
-        factor_no=args.factor_no,
-        meters=args.meters,
-        command_delay=args.command_delay,
-        push_url=args.push_url,
-        seed=args.seed,
-    )
-    runner = web.AppRunner(sim.app)
+async def _serve(sim: SimulatorBase, app: web.Application, args: argparse.Namespace, lines: list[str]) -> None:
+    """Serve `app` until SIGTERM or Ctrl-C, printing `lines` (the settings to enter in Home Assistant) first."""
+    runner = web.AppRunner(app)
     await runner.setup()
     try:
         await web.TCPSite(runner, args.host, args.port).start()
-        base = f"http://{args.host}:{args.port}"
-        lines = [
-            f"Goldcard DAS simulator on {base}  (Ctrl-C stops it)",
-            f"  base_url      {base}",
-            f"  app_code      {sim.app_code}",
-            f"  app_secret    {sim.app_secret}",
-            f"  company_code  {sim.company_code}",
-            f"  factor_no     {sim.factor_no}",
-            f"  time zone     {sim.tz}",
-            f"  meters        {', '.join(sim.meters)}",
-            f"  push URL      {sim.push_url or '(none: POST /_sim/push_url to set one)'}",
-            f"  endpoints     {', '.join(ENDPOINTS)}; control: GET {base}/_sim/state",
-        ]
         sys.stdout.write("\n".join(lines) + "\n")
         sys.stdout.flush()
         if args.tick_seconds > 0:
@@ -74,11 +72,82 @@ async def _run_goldcard(args: argparse.Namespace) -> None:
         await runner.cleanup()
 
 
+async def _run_goldcard(args: argparse.Namespace) -> None:
+    sim = GoldcardSimulator(
+        app_code=args.app_code,
+        app_secret=args.app_secret,
+        company_code=args.company_code,
+        factor_no=args.factor_no,
+        meters=args.meters,
+        command_delay=args.command_delay,
+        push_url=args.push_url,
+        seed=args.seed,
+    )
+    base = f"http://{args.host}:{args.port}"
+    lines = [
+        f"Goldcard DAS simulator on {base}  (Ctrl-C stops it)",
+        f"  base_url      {base}",
+        f"  app_code      {sim.app_code}",
+        f"  app_secret    {sim.app_secret}",
+        f"  company_code  {sim.company_code}",
+        f"  factor_no     {sim.factor_no}",
+        f"  time zone     {sim.tz}",
+        f"  meters        {', '.join(sim.meters)}",
+        f"  push URL      {sim.push_url or '(none: POST /_sim/push_url to set one)'}",
+        f"  endpoints     {', '.join(ENDPOINTS)}; control: GET {base}/_sim/state",
+    ]
+    await _serve(sim, sim.app, args, lines)
+
+
+async def _run_cangnan(args: argparse.Namespace) -> None:
+    envelope = None
+    if args.encryption_key:
+        settings = {"mode": args.encryption_mode, "padding": args.encryption_padding}
+        settings |= {"mac": args.encryption_mac, "encoding": args.encryption_encoding}
+        try:
+            envelope = CangnanEnvelope.from_hex(args.encryption_key, **settings)
+        except ValueError as err:
+            raise SystemExit(f"--encryption-key: {err}") from None
+    sim = CangnanSimulator(
+        app_token=args.app_token,
+        app_secret=args.app_secret,
+        data_from=args.data_from,
+        meters=args.meters,
+        billing_mode=args.billing_mode,
+        command_delay=args.command_delay,
+        push_url=args.push_url,
+        seed=args.seed,
+        envelope=envelope,
+    )
+    base = f"http://{args.host}:{args.port}"
+    if envelope is None:
+        encryption = "off"
+    else:
+        encryption = f"3DES + MAC, key {envelope.key.hex().upper()}"
+        encryption += f", {envelope.mode}, {envelope.padding}, MAC {envelope.mac}, {envelope.encoding}"
+    push = f"{sim.push_url.rstrip('/')}/{{{','.join(PUSH_PATHS.values())}}}" if sim.push_url else None
+    lines = [
+        f"Cangnan CNMCSP simulator on {base}  (Ctrl-C stops it)",
+        f"  base_url      {base}    (endpoints under {base}/{API_ROOT}/)",
+        f"  app_token     {sim.app_token}",
+        f"  app_secret    {sim.app_secret}",
+        f"  data_from     {sim.data_from}",
+        f"  billing mode  {sim.billing_mode}",
+        f"  encryption    {encryption}",
+        f"  time zone     {sim.tz}",
+        f"  push URL      {push or '(none: POST /_sim/push_url to set one)'}",
+        f"  control       GET {base}/_sim/state",
+        "  meters (UserID:MeterID, one per line):",
+        *(f"{meter.user_id}:{meter.meter_id}" for meter in sim.meters.values()),
+    ]
+    await _serve(sim, sim.app, args, lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the chosen simulator."""
     args = _parser().parse_args(argv)
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run_goldcard(args))
+        asyncio.run(_run_cangnan(args) if args.vendor == "cangnan" else _run_goldcard(args))
 
 
 if __name__ == "__main__":

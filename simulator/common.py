@@ -72,7 +72,7 @@ async def read_body(request: web.Request) -> dict[str, Any]:
 
 
 def sign(app_code: str, secret: str, stamp: str) -> dict[str, str]:
-    """Headers of the scheme: AccessToken = upper-hex MD5(code+secret+time), Authorization = Base64(code:time)."""
+    """Headers of the scheme (Goldcard appCode, Cangnan appToken): MD5(code+secret+time) and Base64(code:time)."""
     token = hashlib.md5(f"{app_code}{secret}{stamp}".encode()).hexdigest().upper()
     return {"AccessToken": token, "Authorization": base64.b64encode(f"{app_code}:{stamp}".encode()).decode()}
 
@@ -160,8 +160,8 @@ class SimulatorBase(ABC):
         """Push one meter's reading to push_url; return the HTTP status and the answer."""
 
     @abstractmethod
-    async def push_alarm(self, meter_no: str, alarm_type: str, priority: str, content: str) -> tuple[int, Any]:
-        """Push an alarm to push_url; return the HTTP status and the answer."""
+    async def push_alarm(self, meter_no: str, *args: Any, **kwargs: Any) -> tuple[int, Any]:
+        """Push an alarm to push_url; return the HTTP status and the answer (the fields differ per vendor)."""
 
     def _now(self) -> datetime:
         return datetime.now(self.tz).replace(microsecond=0)
@@ -256,7 +256,9 @@ class SimulatorBase(ABC):
         return await self._sim_pushed(meter_no, lambda: self.push_alarm(meter_no, kind, priority, content))
 
     async def _sim_push_reading(self, request: web.Request) -> web.Response:
-        meter_no = str((await read_body(request)).get("meter_no"))
+        data = await read_body(request)
+        # Vendors name their meter key differently (Goldcard meterNo, Cangnan MeterID): take either.
+        meter_no = str(data.get("meter_no") or data.get("meter_id"))
         return await self._sim_pushed(meter_no, lambda: self.push_reading(meter_no))
 
     async def _sim_push_url(self, request: web.Request) -> web.Response:

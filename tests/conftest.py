@@ -10,11 +10,13 @@ from aiohttp.test_utils import TestClient, TestServer
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.meter_cloud.api import GoldcardClient
+from custom_components.meter_cloud.api import CangnanClient, GoldcardClient
 from custom_components.meter_cloud.const import DOMAIN
+from simulator.cangnan import CangnanSimulator
 from simulator.goldcard import GoldcardSimulator
 
 PUSH_ID = "test-push-id-0123456789abcdef"
+CN_PUSH_ID = "cangnan-push-id-0123456789abcdef"
 
 
 @pytest.fixture(autouse=True)
@@ -79,4 +81,55 @@ async def push_client(
     """A client on Home Assistant's HTTP app; the simulator pushes to it over loopback too."""
     client: TestClient = await hass_client_no_auth()
     sim.push_url = str(client.make_url(f"/api/meter_cloud/push/{PUSH_ID}")).rstrip("/")
+    return client
+
+
+@pytest.fixture
+async def cn_sim(socket_enabled: None) -> AsyncGenerator[CangnanSimulator]:
+    """A Cangnan simulator (meter-side billing); commands finish only when a test calls settle()."""
+    simulator = CangnanSimulator(meters=3, command_delay=3600)
+    yield simulator
+    await simulator.close()
+
+
+@pytest.fixture
+async def cn_server(cn_sim: CangnanSimulator, aiohttp_server: Any) -> TestServer:
+    """The Cangnan simulator served on 127.0.0.1."""
+    server: TestServer = await aiohttp_server(cn_sim.app, host="127.0.0.1")
+    return server
+
+
+def cangnan_data(sim: CangnanSimulator, server: TestServer, **extra: str) -> dict[str, Any]:
+    """Entry data for a Cangnan account on the simulator, following all its meters."""
+    return {
+        "backend": "cangnan",
+        "base_url": str(server.make_url("")).rstrip("/"),
+        "app_token": sim.app_token,
+        "app_secret": sim.app_secret,
+        "data_from": sim.data_from,
+        "billing_side": sim.billing_mode,
+        "meters": "\n".join(f"{m.user_id}:{m.meter_id}" for m in sim.meters.values()),
+        "push_id": CN_PUSH_ID,
+        **extra,
+    }
+
+
+@pytest.fixture
+async def cn_entry(hass: HomeAssistant, cn_sim: CangnanSimulator, cn_server: TestServer) -> MockConfigEntry:
+    """A Cangnan entry, set up against the simulator."""
+    data = cangnan_data(cn_sim, cn_server)
+    entry = MockConfigEntry(domain=DOMAIN, title="Cangnan test", data=data, unique_id=CangnanClient.unique_id(data))
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    return entry
+
+
+@pytest.fixture
+async def cn_push(
+    hass: HomeAssistant, cn_entry: MockConfigEntry, hass_client_no_auth: Any, cn_sim: CangnanSimulator
+) -> TestClient:
+    """Home Assistant's HTTP app as the simulator's push target."""
+    client: TestClient = await hass_client_no_auth()
+    cn_sim.push_url = str(client.make_url(f"/api/meter_cloud/push/{CN_PUSH_ID}")).rstrip("/")
     return client

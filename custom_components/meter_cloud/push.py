@@ -60,9 +60,16 @@ class MeterCloudPushView(HomeAssistantView):
             push = coordinator.client.parse_push(path, request.headers, body, dt_util.utcnow())
         except PushError as err:
             _LOGGER.debug("Push to %s rejected: %s", path, err.reason)
-            return web.json_response(err.response, status=err.status)
+            return _answer(err.response, err.status)
         if coordinator.is_replay(push.serial):
             _LOGGER.debug("Push %s already applied; acknowledging again", push.serial)
         else:
             coordinator.async_apply_push(push)
-        return web.json_response(push.response)
+        return _answer(push.response)
+
+
+def _answer(response: dict[str, object] | bytes, status: int = 200) -> web.Response:
+    """The vendor's envelope: JSON, or bytes the backend already encoded (sealed)."""
+    if isinstance(response, bytes):
+        return web.Response(body=response, status=status, content_type="application/json")
+    return web.json_response(response, status=status)
