@@ -1,6 +1,7 @@
 """Benchmark (not a test: nothing here asserts a time). Run with scripts/bench.
 
-For 10/100/1000 simulated meters: requests per poll cycle, CPU time per poll, push-to-state latency.
+For each backend and 10/100/1000 simulated meters: requests per poll cycle, CPU time per poll,
+push-to-state latency.
 The simulator runs in its own process so the CPU figures are Home Assistant's side only.
 """
 
@@ -13,6 +14,7 @@ import statistics
 import subprocess
 import sys
 import time
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -21,12 +23,14 @@ import pytest
 from homeassistant.core import Event, HomeAssistant, callback
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.meter_cloud.api import GoldcardClient
+from custom_components.meter_cloud.api import BACKENDS
 from custom_components.meter_cloud.const import DOMAIN
+from simulator.cangnan import CangnanSimulator
 from simulator.goldcard import GoldcardSimulator
 
 ROOT = Path(__file__).parent.parent
 SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "10,100,1000").split(",")]
+BACKEND_NAMES = os.environ.get("BENCH_BACKENDS", "goldcard,cangnan").split(",")
 POLLS = 5
 PUSHES = 30
 RESULTS: list[str] = []
@@ -58,16 +62,43 @@ def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
     """Load custom_components/."""
 
 
+def _entry_data(backend: str, base: str, meters: int) -> tuple[dict[str, Any], Any, str, str]:
+    """Entry data, a local twin of the simulator (same seed: same meters, used to sign pushes), push path."""
+    if backend == "goldcard":
+        gold = GoldcardSimulator(meters=meters)
+        data = {
+            "base_url": base,
+            "app_code": gold.app_code,
+            "app_secret": gold.app_secret,
+            "company_code": gold.company_code,
+            "factor_no": gold.factor_no,
+        }
+        return data, gold, "api/collect/meter/2001", "readNum"
+    cang = CangnanSimulator(meters=meters, command_delay=3600)
+    data = {
+        "base_url": base,
+        "app_token": cang.app_token,
+        "app_secret": cang.app_secret,
+        "data_from": cang.data_from,
+        "billing_side": "meter",
+        "meters": "\n".join(f"{m.user_id}:{m.meter_id}" for m in cang.meters.values()),
+    }
+    return data, cang, "reading", "Reading"
+
+
+@pytest.mark.parametrize("backend", BACKEND_NAMES)
 @pytest.mark.parametrize("meters", SIZES)
-async def test_bench(hass: HomeAssistant, socket_enabled: None, hass_client_no_auth: Any, meters: int) -> None:
-    """Measure one size and print the figures."""
+async def test_bench(
+    hass: HomeAssistant, socket_enabled: None, hass_client_no_auth: Any, backend: str, meters: int
+) -> None:
+    """Measure one backend at one size and print the figures."""
     port = free_port()
     sim_proc = subprocess.Popen(  # noqa: ASYNC220, S603
         [
             sys.executable,
             "-m",
             "simulator",
-            "goldcard",
+            backend,
             "--port",
             str(port),
             "--meters",
@@ -82,24 +113,18 @@ async def test_bench(hass: HomeAssistant, socket_enabled: None, hass_client_no_a
     try:
         base = f"http://127.0.0.1:{port}"
         await wait_ready(base)
-        local = GoldcardSimulator(meters=meters)  # same seed → same meters; used only to sign pushes
-        data = {
-            "backend": "goldcard",
-            "base_url": base,
-            "app_code": local.app_code,
-            "app_secret": local.app_secret,
-            "company_code": local.company_code,
-            "factor_no": local.factor_no,
-            "push_id": "bench-push-id",
-        }
-        entry = MockConfigEntry(domain=DOMAIN, data=data, unique_id=GoldcardClient.unique_id(data))
+        fields, local, push_path, reading_key = _entry_data(backend, base, meters)
+        data = {"backend": backend, **fields, "push_id": "bench-push-id"}
+        client_cls = BACKENDS[backend].client
+        assert client_cls is not None
+        entry = MockConfigEntry(domain=DOMAIN, data=data, unique_id=client_cls.unique_id(data))
         entry.add_to_hass(hass)
         started = time.perf_counter()
         assert await hass.config_entries.async_setup(entry.entry_id)
         await hass.async_block_till_done()
         setup_seconds = time.perf_counter() - started
         coordinator = entry.runtime_data
-        first_requests = 1 + meters  # one 1013 + one 1014 per meter (details are due at start)
+        first_requests = coordinator.requests_last_poll
 
         cpu, wall = [], []
         for _ in range(POLLS):
@@ -116,29 +141,28 @@ async def test_bench(hass: HomeAssistant, socket_enabled: None, hass_client_no_a
         for index in range(PUSHES):
             meter_no = meter_nos[index % len(meter_nos)]
             local.tick(15 * (index + 1))
-            headers, body = local.signed_push("api/collect/meter/2001", local.reading_body(meter_no))
-            wanted = local.reading_body(meter_no)["readNum"]
-            eid = f"sensor.goldcard_{meter_no}_meter_reading"
+            push_body = local.reading_body(meter_no)
+            headers, body = local.signed_push(push_path, push_body)
+            wanted = str(Decimal(str(push_body[reading_key])))
+            eid = f"sensor.{backend}_{meter_no}_meter_reading"
             applied = asyncio.Event()
 
             @callback
             def on_change(event: Event, eid: str = eid, wanted: str = wanted, applied: asyncio.Event = applied) -> None:
-                if event.data["entity_id"] == eid and event.data["new_state"].state == wanted:
+                if event.data["entity_id"] == eid and Decimal(event.data["new_state"].state) == Decimal(wanted):
                     applied.set()
 
             unsub = hass.bus.async_listen("state_changed", on_change)
             t0 = time.perf_counter()
-            resp = await client.post(
-                "/api/meter_cloud/push/bench-push-id/api/collect/meter/2001", data=body, headers=headers
-            )
+            resp = await client.post(f"/api/meter_cloud/push/bench-push-id/{push_path}", data=body, headers=headers)
             assert resp.status == 200
-            if hass.states.get(eid).state != wanted:  # already equal when the meter used no gas
+            if Decimal(hass.states.get(eid).state) != Decimal(wanted):  # already equal when the meter used no gas
                 await asyncio.wait_for(applied.wait(), 10)
             latencies.append(time.perf_counter() - t0)
             unsub()
         latencies.sort()
         RESULTS.append(
-            f"| {meters} | {first_requests} | {steady_requests} | {statistics.median(cpu) * 1000:.1f} | "
+            f"| {backend} | {meters} | {first_requests} | {steady_requests} | {statistics.median(cpu) * 1000:.1f} | "
             f"{statistics.median(wall) * 1000:.1f} | {statistics.median(latencies) * 1000:.1f} | "
             f"{latencies[int(len(latencies) * 0.95) - 1] * 1000:.1f} | {setup_seconds:.1f} |"
         )
@@ -146,9 +170,9 @@ async def test_bench(hass: HomeAssistant, socket_enabled: None, hass_client_no_a
     finally:
         sim_proc.terminate()
         sim_proc.wait(10)
-    if meters == SIZES[-1]:
+    if (meters, backend) == (SIZES[-1], BACKEND_NAMES[-1]):
         header = (
-            "| meters | requests, first poll | requests per poll | CPU ms per poll | wall ms per poll "
-            "| push→state ms (median) | push→state ms (p95) | setup s |\n|---|---|---|---|---|---|---|---|"
+            "| backend | meters | requests, first poll | requests per poll | CPU ms per poll | wall ms per poll "
+            "| push→state ms (median) | push→state ms (p95) | setup s |\n|---|---|---|---|---|---|---|---|---|"
         )
         sys.stdout.write("\n\n" + header + "\n" + "\n".join(RESULTS) + "\n")
