@@ -125,7 +125,7 @@ async def test_diagnostics_redacted(hass: HomeAssistant, setup_entry: MockConfig
     text = str(diagnostics)
     assert sim.app_secret not in text
     assert setup_entry.data["push_id"] not in text
-    assert set(diagnostics["meters"]) == set(sim.meters)
+    assert set(diagnostics["meter_data"]) == set(sim.meters)
     assert diagnostics["entry"]["data"]["app_secret"] == "**REDACTED**"
     assert diagnostics["last_update_success"] is True
 

@@ -12,7 +12,19 @@ from .const import CONF_PUSH_ID
 from .coordinator import MeterCloudConfigEntry
 from .push import push_url
 
-TO_REDACT = {"app_secret", "app_code", "password", "login", CONF_PUSH_ID, "push_url", "user_no", "device_id"}
+TO_REDACT = {
+    "app_secret",
+    "app_code",
+    "app_token",
+    "encryption_key",
+    "meters",
+    "password",
+    "login",
+    CONF_PUSH_ID,
+    "push_url",
+    "user_no",
+    "device_id",
+}
 
 
 async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: MeterCloudConfigEntry) -> dict[str, Any]:
@@ -29,7 +41,7 @@ async def async_get_config_entry_diagnostics(hass: HomeAssistant, entry: MeterCl
             "capabilities": sorted(coordinator.client.capabilities),
             "last_update_success": coordinator.last_update_success,
             "runtime": coordinator.diagnostics(),
-            "meters": meters,
+            "meter_data": meters,
         },
         TO_REDACT,
     )
