@@ -457,3 +457,19 @@ async def test_encrypted_account_end_to_end(
     plain = json.dumps(cn_sim.reading_body(meter.meter_id)).encode()
     resp = await client.post(f"/api/meter_cloud/push/{entry.data['push_id']}/reading", data=plain, headers=headers)
     assert resp.status == 400  # an unsealed push is refused when encryption is on
+
+
+async def test_refused_signature_starts_reauth(
+    hass: HomeAssistant, cn_entry: MockConfigEntry, cn_sim: CangnanSimulator
+) -> None:
+    """HTTP 401 from the platform is an auth failure: entities go unavailable and reauth starts."""
+    meter = next(iter(cn_sim.meters.values()))
+    cn_sim.fail_next("auth", endpoint="ReadCurrentData")
+    await refresh(hass, cn_entry)
+    assert hass.states.get(eid(hass, meter.meter_id, "reading")).state == "unavailable"
+    flows = hass.config_entries.flow.async_progress_by_handler(DOMAIN)
+    assert [f["context"]["source"] for f in flows] == ["reauth"]
+    result = await hass.config_entries.flow.async_configure(flows[0]["flow_id"], {"app_secret": cn_sim.app_secret})
+    assert result["reason"] == "reauth_successful"
+    await hass.async_block_till_done()
+    assert value(hass, meter.meter_id, "reading") == meter.reading
