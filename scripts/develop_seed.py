@@ -1,10 +1,11 @@
 """Helpers of scripts/develop: seed config/ for a ready-to-use Home Assistant, list missing packages, wait for HTTP.
 
-    python scripts/develop_seed.py seed config               prints the push id of the simulator's entry
+    python scripts/develop_seed.py seed config               prints "BACKEND PUSH_ID", a line per simulator entry
     python scripts/develop_seed.py requirements config SITE  prints packages Home Assistant will need but lacks
     python scripts/develop_seed.py wait URL PID SECONDS      waits until URL answers (any HTTP status)
 
-Everything is created only when absent: a second run keeps the user, the entry and its push id.
+Everything is created only when absent, each simulator entry on its own: a second run keeps the user, the entries
+and their push ids, and adds an entry a config/ seeded by an older version of this script lacks (Cangnan's).
 Storage files are written in the format both pinned Home Assistant versions read (2025.4 and 2026.10:
 core.config_entries 1.5, onboarding 4); a newer Home Assistant migrates them forward itself.
 """
@@ -28,16 +29,22 @@ from typing import Any
 REPO = Path(__file__).resolve().parent.parent
 DEV_USERNAME = "dev"
 DEV_PASSWORD = "dev"  # a throw-away local development login
-SIMULATOR_URL = "http://127.0.0.1:8901"
-ENTRY_TITLE = "Goldcard 10001058 (simulator)"
-# The simulator's defaults (simulator/goldcard.py, GoldcardSimulator.__init__).
-SIMULATOR_ACCOUNT = {
-    "base_url": SIMULATOR_URL,
+# The simulators scripts/develop starts, with their command-line defaults (simulator/__main__.py).
+GOLDCARD_ACCOUNT = {
+    "base_url": "http://127.0.0.1:8901",
     "app_code": "SIMAPP01",
     "app_secret": "sim-secret",
     "company_code": "10001058",
     "factor_no": "0011",
 }
+CANGNAN_ACCOUNT = {
+    "base_url": "http://127.0.0.1:8902",
+    "app_token": "SIMTOKEN01",
+    "app_secret": "sim-secret",
+    "data_from": "苍南仪表集团",
+    "billing_side": "meter",  # the simulator's --billing-mode meter: the meter keeps the money
+}
+CANGNAN_METERS = 10  # scripts/develop starts the Cangnan simulator with --meters 10
 # Storage versions written; both pinned Home Assistant versions use exactly these.
 CONFIG_ENTRIES_VERSION = (1, 5)
 ONBOARDING_VERSION = (4, 1)
@@ -165,32 +172,38 @@ def seed_user(config: Path) -> None:
     asyncio.run(_create_owner(config))
 
 
-def _goldcard_client() -> Any:
+def _client(backend: str) -> Any:
     if str(REPO) not in sys.path:
         sys.path.insert(0, str(REPO))
-    return importlib.import_module("custom_components.meter_cloud.api.goldcard").GoldcardClient
+    return importlib.import_module("custom_components.meter_cloud.api").BACKENDS[backend].client
 
 
-def seed_entry(storage: Path) -> str:
-    """One Goldcard entry against the simulator; return its push id."""
-    client = _goldcard_client()
-    unique_id = client.unique_id({"backend": client.backend, **SIMULATOR_ACCOUNT})
-    path = storage / "core.config_entries"
-    stored = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
-    if stored is not None:
-        for entry in stored["data"]["entries"]:
-            if entry["domain"] == "meter_cloud" and entry.get("unique_id") == unique_id:
-                return str(entry["data"]["push_id"])
-        if (stored["version"], stored.get("minor_version", 1)) != CONFIG_ENTRIES_VERSION:
-            raise SystemExit(
-                f"develop: {path} is version {stored['version']}.{stored.get('minor_version', 1)} and has no"
-                " simulator entry; add one under Settings → Devices & services, or remove config/.storage"
-            )
+def _cangnan_meters() -> str:
+    """The simulator's meters as the entry lists them: `UserID:MeterID`, one per line.
+
+    Asked of the simulator itself (its meters are deterministic: KYNYN1448NN:0123456789NN), so the two cannot drift.
+    """
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    simulator = importlib.import_module("simulator.cangnan").CangnanSimulator(meters=CANGNAN_METERS)
+    return "\n".join(f"{meter.user_id}:{meter.meter_id}" for meter in simulator.meters.values())
+
+
+def simulator_accounts() -> dict[str, dict[str, Any]]:
+    """Entry data (without the push id) of each simulator, by backend."""
+    return {
+        "goldcard": {"backend": "goldcard", **GOLDCARD_ACCOUNT},
+        "cangnan": {"backend": "cangnan", **CANGNAN_ACCOUNT, "meters": _cangnan_meters()},
+    }
+
+
+def _new_entry(backend: str, account: dict[str, Any]) -> dict[str, Any]:
+    """A config entry as Home Assistant stores it (core.config_entries 1.5), with a fresh push id."""
+    client = _client(backend)
     now = datetime.now(UTC).isoformat()
-    push_id = secrets.token_urlsafe(24)
-    entry = {
+    return {
         "created_at": now,
-        "data": {"backend": client.backend, **SIMULATOR_ACCOUNT, "push_id": push_id},
+        "data": {**account, "push_id": secrets.token_urlsafe(24)},
         "discovery_keys": {},
         "disabled_by": None,
         "domain": "meter_cloud",
@@ -202,25 +215,57 @@ def seed_entry(storage: Path) -> str:
         "pref_disable_polling": False,
         "source": "user",
         "subentries": [],
-        "title": ENTRY_TITLE,
-        "unique_id": unique_id,
+        "title": f"{client.title(account)} (simulator)",
+        "unique_id": client.unique_id(account),
         "version": 1,
     }
+
+
+def seed_entries(storage: Path) -> dict[str, str]:
+    """An entry per simulator, each added only when absent; return their push ids by backend.
+
+    An entry is found by its unique id (what the config flow would refuse to add twice), so one added by hand under
+    Settings → Devices & services counts too. A storage file of another version than the one written here gets no
+    new entry (a warning instead); the entries it has still count.
+    """
+    path = storage / "core.config_entries"
+    stored = json.loads(path.read_text(encoding="utf-8")) if path.exists() else None
     if stored is None:
         stored = _storage("core.config_entries", CONFIG_ENTRIES_VERSION, {"entries": []})
-    stored["data"]["entries"].append(entry)
-    _write_json(path, stored)
-    log(f"added config entry {ENTRY_TITLE!r}")
-    return push_id
+    version = (stored["version"], stored.get("minor_version", 1))
+    entries = stored["data"]["entries"]
+    push_ids: dict[str, str] = {}
+    added = []
+    for backend, account in simulator_accounts().items():
+        unique_id = _client(backend).unique_id(account)
+        found = next((e for e in entries if e["domain"] == "meter_cloud" and e.get("unique_id") == unique_id), None)
+        if found is not None:
+            push_ids[backend] = str(found["data"]["push_id"])
+            continue
+        if version != CONFIG_ENTRIES_VERSION:
+            log(
+                f"warning: {path} is version {version[0]}.{version[1]} and has no {backend} simulator entry; add one"
+                " under Settings → Devices & services, or remove config/.storage"
+            )
+            continue
+        entry = _new_entry(backend, account)
+        entries.append(entry)
+        added.append(entry["title"])
+        push_ids[backend] = entry["data"]["push_id"]
+    if added:
+        _write_json(path, stored)
+        for title in added:
+            log(f"added config entry {title!r}")
+    return push_ids
 
 
-def seed(config: Path) -> str:
-    """Everything, in an order Home Assistant is happy with; return the entry's push id."""
+def seed(config: Path) -> dict[str, str]:
+    """Everything, in an order Home Assistant is happy with; return the entries' push ids by backend."""
     seed_files(config)
     storage = config / ".storage"
     seed_user(config)
     seed_onboarding(storage)
-    return seed_entry(storage)
+    return seed_entries(storage)
 
 
 def _ha_package() -> Path:
@@ -312,7 +357,8 @@ def main() -> None:
     waiting.add_argument("seconds", type=float)
     args = parser.parse_args()
     if args.command == "seed":
-        print(seed(args.config.resolve()))
+        for backend, push_id in seed(args.config.resolve()).items():
+            print(backend, push_id)
     elif args.command == "requirements":
         print("\n".join(missing_requirements(args.config, args.site)))
     else:

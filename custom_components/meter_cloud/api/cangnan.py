@@ -62,6 +62,8 @@ CONF_ENCODING = "encryption_encoding"
 BILLING_METER = "meter"
 BILLING_SYSTEM = "system"
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
+# Chapter 3: money in RMB and readings in m³, both with 4 decimals.
+PLACES = 4
 # ReadCurrentData takes a list of meters; batches keep each answer small and a bad pair's damage local.
 BATCH_SIZE = 50
 BATCHES_IN_FLIGHT = 2
@@ -344,16 +346,16 @@ class CangnanClient(MeterClient):
         return MeterData(
             meter_id=meter_id,
             user_no=as_str(row.get("userid")),
-            reading=as_decimal(row.get("reading")),
+            reading=as_decimal(row.get("reading"), PLACES),
             reading_time=as_datetime(row.get("readtime"), self._tz),
             valve=VALVE.get(as_str(row.get("valvestate")) or "", ValveState.UNKNOWN),
             temperature=as_decimal(row.get("temperature")),
             pressure=as_decimal(row.get("pressure")),
-            total_gas=as_decimal(row.get("totalusedgas")),
-            total_recharge=as_decimal(row.get("totalbuymoney")) if money_known else None,
-            balance=as_decimal(row.get("remainmoney")) if money_known else None,
-            total_money=as_decimal(row.get("totalusedmoney")) if money_known else None,
-            price=as_decimal(row.get("price")) if money_known else None,
+            total_gas=as_decimal(row.get("totalusedgas"), PLACES),
+            total_recharge=as_decimal(row.get("totalbuymoney"), PLACES) if money_known else None,
+            balance=as_decimal(row.get("remainmoney"), PLACES) if money_known else None,
+            total_money=as_decimal(row.get("totalusedmoney"), PLACES) if money_known else None,
+            price=as_decimal(row.get("price"), PLACES) if money_known else None,
         )
 
     # --- commands ---------------------------------------------------------------------------
@@ -570,7 +572,7 @@ class CangnanClient(MeterClient):
             reading = MeterData(
                 meter_id=meter_id,
                 user_no=as_str(data.get("userno")),
-                reading=as_decimal(data.get("reading")),
+                reading=as_decimal(data.get("reading"), PLACES),
                 reading_time=as_datetime(data.get("createdate"), self._tz),
                 valve=VALVE.get(as_str(data.get("valvestate")) or ""),
                 temperature=as_decimal(data.get("temperature")),

@@ -17,8 +17,11 @@ def as_str(value: Any) -> str | None:
     return text or None
 
 
-def as_decimal(value: Any) -> Decimal | None:
-    """A Decimal from a number or numeric string ("59.0%" → 59.0); None when absent or not numeric."""
+def as_decimal(value: Any, places: int | None = None) -> Decimal | None:
+    """A Decimal from a number or numeric string ("59.0%" → 59.0); None when absent or not numeric.
+
+    With `places`, the value is given the spec's precision, so 2.5 and "2.5000" read the same.
+    """
     if isinstance(value, bool):
         return None
     if isinstance(value, float):
@@ -30,7 +33,9 @@ def as_decimal(value: Any) -> Decimal | None:
         number = Decimal(text.removesuffix("%").strip())
     except InvalidOperation:
         return None
-    return number if number.is_finite() else None
+    if not number.is_finite():
+        return None
+    return number if places is None else number.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
 
 
 def as_int(value: Any) -> int | None:
