@@ -282,8 +282,12 @@ class CangnanClient(MeterClient):
         decoded = decode_json(raw)
         if not isinstance(decoded, dict):
             raise ResponseError("answer is not a JSON object")
-        if self.envelope is not None and sealed_only and "Data" not in decoded:
-            raise ResponseError("payload is not sealed although encryption is on")
+        if self.envelope is not None and "Data" not in decoded:
+            # Only a refusal may come in clear (the platform cannot seal what it could not open);
+            # anything else without a MAC is not to be believed.
+            code = as_str(_lower_keys(decoded).get("returncode"))
+            if sealed_only or code in (None, "0"):
+                raise ResponseError("payload is not sealed although encryption is on")
         if self.envelope is not None and "Data" in decoded:
             decoded = decode_json(self.envelope.open(raw))
             if not isinstance(decoded, dict):
@@ -488,7 +492,8 @@ class CangnanClient(MeterClient):
         if registration.fire_date is not None:
             payload["FireDate"] = f"{registration.fire_date.isoformat()} 00:00:00"
         await self._call("meter/meteradd", payload)
-        self.pairs.append((registration.user_no, meter_id))
+        # A followed meter the platform had lost may be opened again: it keeps one place in the list.
+        self.pairs = [pair for pair in self.pairs if pair[1] != meter_id] + [(registration.user_no, meter_id)]
         return {"meter_id": meter_id, "user_no": registration.user_no}
 
     async def async_modify_customer(self, meter: MeterData, customer: CustomerInfo) -> dict[str, Any]:
