@@ -223,7 +223,18 @@ def test_identity_and_declarations() -> None:
     assert CangnanClient.title(config) == "Cangnan 苍南仪表集团"
     assert set(CangnanClient.push_paths) == set(PUSH_PATHS.values())
     assert CangnanClient.max_price_tiers == 3
-    assert set(CangnanClient.alarm_types) == set(AlarmType)
+    assert set(CangnanClient.alarm_types) == {
+        AlarmType.COMMUNICATION_FAULT,
+        AlarmType.GAS_LEAK,
+        AlarmType.REED_SWITCH_FAULT,
+        AlarmType.VALVE_LEAK,
+        AlarmType.VALVE_FAULT,
+        AlarmType.BATTERY_FAULT,
+        AlarmType.MAGNETIC_INTERFERENCE,
+        AlarmType.LOW_BALANCE,
+        AlarmType.TAMPERING,
+        AlarmType.OTHER,
+    }
 
 
 @pytest.mark.parametrize(
@@ -590,7 +601,30 @@ async def test_plain_success_refused_when_sealed(serve: Serve, session: aiohttp.
         return json.dumps(answer).encode()
 
     wire.rewrite = forge
-    with pytest.raises(ResponseError):
+    with pytest.raises(ResponseError, match="not sealed"):
+        await client.async_get_meters()
+    # A command's bare success, and an answer in clear without any ReturnCode, are not believed either.
+    wire.rewrite = envelope.open
+    with pytest.raises(ResponseError, match="not sealed") as err:
+        await client.async_set_valve(as_meter(nth(sim, 0)), False, "p" * 32)
+    assert err.value.outcome_unknown is True  # the platform did get the command
+    assert json.loads(envelope.open(wire.answers[-1]))[" ReturnCode "] == "0"
+    wire.rewrite = lambda _: b'{"ReturnMessage": "ok"}'
+    with pytest.raises(ResponseError, match="not sealed"):
+        await client.async_get_meters()
+    assert len(await client.async_get_meters()) == len(sim.meters)
+
+
+async def test_sealed_answer_that_is_no_object(serve: Serve, session: aiohttp.ClientSession, wire: Wire) -> None:
+    """An authentic envelope whose content is not a JSON object is a ResponseError."""
+    sim, client = await rig(serve, session, envelope=sealed_envelope())
+    envelope = sim.envelope
+    assert envelope is not None
+    wire.rewrite = lambda _: envelope.seal(b"[1, 2]")
+    with pytest.raises(ResponseError, match="decrypted answer is not a JSON object"):
+        await client.async_get_meters()
+    wire.rewrite = lambda _: envelope.seal(b"\xff not json")
+    with pytest.raises(ResponseError, match="not valid JSON"):
         await client.async_get_meters()
 
 
