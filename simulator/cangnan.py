@@ -133,7 +133,7 @@ class CangnanEnvelope:
             raise ValueError("the 3DES key must be 16 or 24 bytes")
         if (self.mode, self.padding) not in {(m, p) for m in ("cbc", "ecb") for p in ("pkcs7", "zero")}:
             raise ValueError(f"unknown mode {self.mode!r} or padding {self.padding!r}")
-        if self.mac not in ("x919", "hmac_sha256") or self.encoding not in ("base64", "hex"):
+        if self.mac not in ("x919", "x919_zero", "hmac_sha256") or self.encoding not in ("base64", "hex"):
             raise ValueError(f"unknown MAC {self.mac!r} or encoding {self.encoding!r}")
         DES3.adjust_key_parity(self.key)  # raises when K1 == K2: that 3DES would be single DES
 
@@ -153,7 +153,10 @@ class CangnanEnvelope:
             return hmac.new(self.key, data, hashlib.sha256).hexdigest().upper()
         # ISO 9797-1 algorithm 3, padding 2. Computed as single-DES CBC-MAC over all but the last block, then
         # two-key 3DES (E_K1 D_K2 E_K1) on the last: the same function, reached differently from the client.
-        padded = data + b"\x80" + bytes(-(len(data) + 1) % 8)
+        if self.mac == "x919_zero":  # ANSI X9.19's own padding: zeros (one zero block for empty data)
+            padded = data + bytes(-len(data) % 8) if data else bytes(8)
+        else:
+            padded = data + b"\x80" + bytes(-(len(data) + 1) % 8)
         k1, k2 = self.key[:8], self.key[8:16]
         chain = DES.new(k1, DES.MODE_CBC, iv=bytes(8)).encrypt(padded[:-8])[-8:] if len(padded) > 8 else bytes(8)
         last = bytes(a ^ b for a, b in zip(padded[-8:], chain, strict=True))

@@ -19,6 +19,7 @@ from custom_components.meter_cloud.api import (
     CloudConnectionError,
     CommandKind,
     CommandRef,
+    ConfigurationError,
     CustomerInfo,
     MeterClient,
     MeterData,
@@ -172,3 +173,17 @@ async def test_base_declines_what_a_backend_lacks() -> None:
         client.meter_list()
     with pytest.raises(UnsupportedError):
         client.parse_push("p", {}, b"", datetime.now(UTC))
+
+
+def test_retail_mac_standard_vector() -> None:
+    """ANSI X9.19 with zero padding gives the published value; padding method 2 differs, as it must."""
+    from custom_components.meter_cloud.api.envelope import Envelope, retail_mac
+
+    key = bytes.fromhex("0123456789ABCDEFFEDCBA9876543210")
+    data = b"Now is the time for all "
+    assert retail_mac(key[:8], key[8:], data, zero_padding=True).hex().upper() == "A1C72E74EA3FA9B6"
+    assert retail_mac(key[:8], key[8:], data).hex().upper() != "A1C72E74EA3FA9B6"
+    envelope = Envelope.from_config(key.hex(), "cbc", "pkcs7", "x919_zero", "base64")
+    assert envelope.open(envelope.seal(b'{"a": 1}')) == b'{"a": 1}'
+    with pytest.raises(ConfigurationError, match="unknown mode"):
+        Envelope.from_config(key.hex(), "ofb", "pkcs7", "x919", "base64")

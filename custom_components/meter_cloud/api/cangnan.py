@@ -144,7 +144,7 @@ MONEY_FIELDS = frozenset({"balance", "price", "total_money", "total_recharge"})
 PAIR = re.compile(r"^\s*([^\s:;,/]+)\s*[:/]\s*([^\s:;,/]+)\s*$")
 
 
-def parse_meter_list(text: str) -> list[tuple[str, str]]:
+def parse_meter_list(text: str, *, allow_empty: bool = False) -> list[tuple[str, str]]:
     """`UserID:MeterID` pairs, one per line (or separated by ; or ,)."""
     pairs: list[tuple[str, str]] = []
     for line in re.split(r"[\n;,]+", text or ""):
@@ -154,7 +154,7 @@ def parse_meter_list(text: str) -> list[tuple[str, str]]:
         if match is None:
             raise ConfigurationError(line.strip(), reason="invalid_meter_list")
         pairs.append((match.group(1), match.group(2)))
-    if not pairs or len({meter for _, meter in pairs}) != len(pairs):
+    if (not pairs and not allow_empty) or len({meter for _, meter in pairs}) != len(pairs):
         raise ConfigurationError(text, reason="invalid_meter_list")
     return pairs
 
@@ -198,7 +198,8 @@ class CangnanClient(MeterClient):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Read the billing side, the followed meters and the optional envelope."""
         super().__init__(*args, **kwargs)
-        self.pairs = parse_meter_list(str(self._config.get(CONF_METERS, "")))
+        # An entry whose last meter was closed through Home Assistant follows none until more are added.
+        self.pairs = parse_meter_list(str(self._config.get(CONF_METERS, "")), allow_empty=True)
         self.billing = self._config.get(CONF_BILLING, BILLING_METER)
         account = {
             Capability.VALVE,
@@ -301,6 +302,8 @@ class CangnanClient(MeterClient):
 
     async def async_validate(self) -> None:
         """Read every followed meter once; name the pairs the platform does not know."""
+        if not self.pairs:
+            raise ConfigurationError("no meters", reason="invalid_meter_list")
         await self.async_get_meters()
         if self.unknown_meters:
             raise ConfigurationError(", ".join(sorted(self.unknown_meters)), reason="unknown_meters")

@@ -6,8 +6,9 @@ choices the spec leaves open made configurable:
 - plaintext: the UTF-8 JSON body that would otherwise be sent;
 - cipher: 3DES (two-key, 16-byte, or three-key, 24-byte key given as hex), mode CBC with an all-zero
   IV (default) or ECB; padding PKCS#7 (default) or zeros;
-- MAC over the ciphertext: ISO 9797-1 MAC algorithm 3 (the ANSI X9.19 "retail MAC" used by Chinese
-  banking and utility systems; padding method 2, DES with the key's first two halves) by default, or
+- MAC over the ciphertext: ISO 9797-1 MAC algorithm 3 (the "retail MAC" used by Chinese banking and
+  utility systems; DES with the key's first two halves) with padding method 2 (0x80 then zeros) by
+  default ("x919"), the same with zero padding as ANSI X9.19 itself pads ("x919_zero"), or
   HMAC-SHA256 with the whole key; sent as upper-case hex;
 - wire body: ``{"Data": <ciphertext as Base64 (default) or hex>, "MAC": <hex>}``.
 """
@@ -28,7 +29,7 @@ from .errors import ConfigurationError, ResponseError
 
 MODES = ("cbc", "ecb")
 PADDINGS = ("pkcs7", "zero")
-MACS = ("x919", "hmac_sha256")
+MACS = ("x919", "x919_zero", "hmac_sha256")
 ENCODINGS = ("base64", "hex")
 BLOCK = 8
 ZERO_IV = bytes(BLOCK)
@@ -51,10 +52,13 @@ class Envelope:
             key = bytes.fromhex(key_hex.strip())
         except ValueError as err:
             raise ConfigurationError("the key is not hex", reason="invalid_encryption_key") from err
-        if len(key) not in (16, 24) or mode not in MODES or padding not in PADDINGS:
+        if len(key) not in (16, 24):
             raise ConfigurationError("the key must be 32 or 48 hex digits", reason="invalid_encryption_key")
-        if mac not in MACS or encoding not in ENCODINGS:
-            raise ConfigurationError(f"unknown MAC {mac} or encoding {encoding}", reason="invalid_encryption_key")
+        if mode not in MODES or padding not in PADDINGS or mac not in MACS or encoding not in ENCODINGS:
+            raise ConfigurationError(
+                f"unknown mode {mode}, padding {padding}, MAC {mac} or encoding {encoding}",
+                reason="invalid_encryption_key",
+            )
         try:
             DES3.adjust_key_parity(key)
             DES3.new(key, DES3.MODE_ECB)
@@ -85,7 +89,7 @@ class Envelope:
         """The MAC of `data` as upper-case hex."""
         if self.mac == "hmac_sha256":
             return hmac.new(self.key, data, hashlib.sha256).hexdigest().upper()
-        return retail_mac(self.key[:8], self.key[8:16], data).hex().upper()
+        return retail_mac(self.key[:8], self.key[8:16], data, zero_padding=self.mac == "x919_zero").hex().upper()
 
     def _encode(self, data: bytes) -> str:
         return base64.b64encode(data).decode("ascii") if self.encoding == "base64" else data.hex().upper()
@@ -123,9 +127,12 @@ class Envelope:
         return self._unpad(self._cipher().decrypt(ciphertext))
 
 
-def retail_mac(k1: bytes, k2: bytes, data: bytes) -> bytes:
-    """ISO 9797-1 MAC algorithm 3 with padding method 2 (ANSI X9.19)."""
-    padded = data + b"\x80" + bytes((BLOCK - (len(data) + 1) % BLOCK) % BLOCK)
+def retail_mac(k1: bytes, k2: bytes, data: bytes, *, zero_padding: bool = False) -> bytes:
+    """ISO 9797-1 MAC algorithm 3: padding method 2, or method 1 (zeros, as ANSI X9.19 pads)."""
+    if zero_padding:
+        padded = data + bytes(-len(data) % BLOCK) if data else bytes(BLOCK)
+    else:
+        padded = data + b"\x80" + bytes((BLOCK - (len(data) + 1) % BLOCK) % BLOCK)
     state = DES.new(k1, DES.MODE_CBC, iv=ZERO_IV).encrypt(padded)[-BLOCK:]
     state = DES.new(k2, DES.MODE_ECB).decrypt(state)
     return DES.new(k1, DES.MODE_ECB).encrypt(state)
