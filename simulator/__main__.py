@@ -1,4 +1,4 @@
-"""Run a vendor simulator until Ctrl-C: python -m simulator goldcard|cangnan --meters 10."""
+"""Run a vendor simulator until Ctrl-C: python -m simulator goldcard|cangnan|iotmeter --meters 10."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from aiohttp import web
 from .cangnan import API_ROOT, PUSH_PATHS, CangnanEnvelope, CangnanSimulator
 from .common import SimulatorBase
 from .goldcard import ENDPOINTS, GoldcardSimulator
+from .iotmeter import PUSH_PATHS as IOT_PUSH_PATHS
+from .iotmeter import IotMeterSimulator
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -49,6 +51,21 @@ def _parser() -> argparse.ArgumentParser:
     cangnan.add_argument("--encryption-padding", choices=("pkcs7", "zero"), default="pkcs7")
     cangnan.add_argument("--encryption-mac", choices=("x919", "hmac_sha256"), default="x919")
     cangnan.add_argument("--encryption-encoding", choices=("base64", "hex"), default="base64")
+    iot = vendors.add_parser("iotmeter", help="IoT meter data platform: data API, iotmeterv1 control API, pushes")
+    iot.add_argument("--host", default="127.0.0.1")
+    iot.add_argument("--port", type=int, default=8903)
+    iot.add_argument("--meters", type=int, default=10)
+    iot.add_argument("--rtus", type=int, default=2)
+    iot.add_argument("--push-url", help="our base URL: readings, alarms, events and command reports go under it")
+    iot.add_argument("--tick-seconds", type=float, default=60.0, help="tick every N seconds; 0 turns it off")
+    iot.add_argument("--tick-minutes", type=float, default=15.0, help="simulated minutes of use per tick")
+    iot.add_argument("--command-delay", type=float, default=5.0, help="seconds between a command's states")
+    iot.add_argument("--token-ttl", type=float, default=3600.0, help="seconds a login token lives")
+    iot.add_argument("--seed", type=int, default=1)
+    iot.add_argument("--company-no", default="1001")
+    iot.add_argument("--data-api-key", default="496d1bac094f11e79d9c0a0027000010")
+    iot.add_argument("--login-name", default="admin")
+    iot.add_argument("--password", default="123456")
     return parser
 
 
@@ -143,11 +160,48 @@ async def _run_cangnan(args: argparse.Namespace) -> None:
     await _serve(sim, sim.app, args, lines)
 
 
+async def _run_iotmeter(args: argparse.Namespace) -> None:
+    sim = IotMeterSimulator(
+        company_no=args.company_no,
+        data_api_key=args.data_api_key,
+        login_name=args.login_name,
+        password=args.password,
+        meters=args.meters,
+        rtus=args.rtus,
+        token_ttl=args.token_ttl,
+        command_delay=args.command_delay,
+        push_url=args.push_url,
+        seed=args.seed,
+    )
+    base = f"http://{args.host}:{args.port}"
+    push = ", ".join(IOT_PUSH_PATHS.values())
+    # One app serves both APIs; a real deployment has two base URLs (the spec's test server: ports 2102 and 2101).
+    lines = [
+        f"IoT meter platform simulator on {base}  (Ctrl-C stops it)",
+        f"  data URL      {base}",
+        f"  company_no    {sim.company_no}",
+        f"  data_api_key  {sim.data_api_key}",
+        f"  control URL   {base}",
+        f"  login name    {sim.login_name}",
+        f"  password      {sim.password}",
+        f"  time zone     {sim.tz}",
+        f"  push URL      {sim.push_url or '(none: POST /_sim/push_url to set one)'}",
+        f"  pushes        {push} (under the push URL)",
+        f"  control       GET {base}/_sim/state",
+        "  meters:",
+        *(f"{no}" for no, dev in sim.devices.items() if dev.device_type == 1),
+        "  RTUs:",
+        *(f"{no}" for no, dev in sim.devices.items() if dev.device_type == 2),
+    ]
+    await _serve(sim, sim.app, args, lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the chosen simulator."""
     args = _parser().parse_args(argv)
+    runners = {"goldcard": _run_goldcard, "cangnan": _run_cangnan, "iotmeter": _run_iotmeter}
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(_run_cangnan(args) if args.vendor == "cangnan" else _run_goldcard(args))
+        asyncio.run(runners[args.vendor](args))
 
 
 if __name__ == "__main__":

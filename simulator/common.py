@@ -140,8 +140,9 @@ class SimulatorBase(ABC):
         """Set up the shared state; the subclass builds its meters and calls make_app()."""
         self.tz, self.push_url = tz, push_url
         self.hang_seconds = 5.0
-        self.requests: list[tuple[str, dict[str, Any]]] = []
-        self.pushes: list[tuple[str, dict[str, Any], Any]] = []
+        # Goldcard and Cangnan log (endpoint, payload) and (path, body, answer); other vendors log more.
+        self.requests: list[tuple[Any, ...]] = []
+        self.pushes: list[tuple[Any, ...]] = []
         self.faults = FaultPlan(endpoints)
         self._rng = random.Random(seed)
         self._ticker: asyncio.Task[None] | None = None

@@ -10,13 +10,15 @@ from aiohttp.test_utils import TestClient, TestServer
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.meter_cloud.api import CangnanClient, GoldcardClient
+from custom_components.meter_cloud.api import CangnanClient, GoldcardClient, IotMeterClient
 from custom_components.meter_cloud.const import DOMAIN
 from simulator.cangnan import CangnanSimulator
 from simulator.goldcard import GoldcardSimulator
+from simulator.iotmeter import IotMeterSimulator
 
 PUSH_ID = "test-push-id-0123456789abcdef"
 CN_PUSH_ID = "cangnan-push-id-0123456789abcdef"
+IOT_PUSH_ID = "iotmeter-push-id-0123456789abcdef"
 
 
 @pytest.fixture(autouse=True)
@@ -132,4 +134,55 @@ async def cn_push(
     """Home Assistant's HTTP app as the simulator's push target."""
     client: TestClient = await hass_client_no_auth()
     cn_sim.push_url = str(client.make_url(f"/api/meter_cloud/push/{CN_PUSH_ID}")).rstrip("/")
+    return client
+
+
+@pytest.fixture
+async def iot_sim(socket_enabled: None) -> AsyncGenerator[IotMeterSimulator]:
+    """An IoT platform simulator: 3 meters and an RTU; commands move only when a test says so."""
+    simulator = IotMeterSimulator(meters=3, rtus=1, command_delay=3600)
+    yield simulator
+    await simulator.close()
+
+
+@pytest.fixture
+async def iot_server(iot_sim: IotMeterSimulator, aiohttp_server: Any) -> TestServer:
+    """The IoT simulator served on 127.0.0.1 (data and control API on one server)."""
+    server: TestServer = await aiohttp_server(iot_sim.app, host="127.0.0.1")
+    return server
+
+
+def iot_data(sim: IotMeterSimulator, server: TestServer, *, control: bool = True) -> dict[str, Any]:
+    """Entry data for the IoT platform simulator."""
+    base = str(server.make_url("")).rstrip("/")
+    data: dict[str, Any] = {
+        "backend": "iotmeter",
+        "data_url": base,
+        "company_no": sim.company_no,
+        "data_api_key": sim.data_api_key,
+        "push_id": IOT_PUSH_ID,
+    }
+    if control:
+        data |= {"control_url": base, "login_name": sim.login_name, "password": sim.password}
+    return data
+
+
+@pytest.fixture
+async def iot_entry(hass: HomeAssistant, iot_sim: IotMeterSimulator, iot_server: TestServer) -> MockConfigEntry:
+    """An IoT platform entry with control credentials, set up against the simulator."""
+    data = iot_data(iot_sim, iot_server)
+    entry = MockConfigEntry(domain=DOMAIN, title="IoT test", data=data, unique_id=IotMeterClient.unique_id(data))
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    return entry
+
+
+@pytest.fixture
+async def iot_push(
+    hass: HomeAssistant, iot_entry: MockConfigEntry, hass_client_no_auth: Any, iot_sim: IotMeterSimulator
+) -> TestClient:
+    """Home Assistant's HTTP app as the IoT simulator's push target."""
+    client: TestClient = await hass_client_no_auth()
+    iot_sim.push_url = str(client.make_url(f"/api/meter_cloud/push/{IOT_PUSH_ID}")).rstrip("/")
     return client

@@ -15,8 +15,9 @@ from .const import CONF_BACKEND, DOMAIN
 from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator
 from .push import MeterCloudPushView
 from .services import async_setup_services
+from .statistics import async_setup_history
 
-PLATFORMS = [Platform.EVENT, Platform.SENSOR, Platform.VALVE]
+PLATFORMS = [Platform.BINARY_SENSOR, Platform.EVENT, Platform.SENSOR, Platform.VALVE]
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
 
 
@@ -37,6 +38,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: MeterCloudConfigEntry) -
     await coordinator.async_config_entry_first_refresh()
     entry.runtime_data = coordinator
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    async_setup_history(hass, coordinator)
     entry.async_on_unload(entry.add_update_listener(_async_reload))
     return True
 

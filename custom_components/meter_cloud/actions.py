@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
+import uuid
 from dataclasses import replace
 from decimal import Decimal
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from homeassistant.util import dt as dt_util
 
@@ -25,6 +27,8 @@ from .errors import to_ha_error
 if TYPE_CHECKING:
     from .coordinator import MeterCloudCoordinator
 
+# How often a service waiting for a command's result asks the cloud.
+POLL_WAIT = 2.0
 VALVE_KINDS = (CommandKind.VALVE_OPEN, CommandKind.VALVE_CLOSE)
 MONEY_KINDS = (CommandKind.RECHARGE, CommandKind.BALANCE_CREDIT, CommandKind.BALANCE_DEDUCT)
 VALVE_TARGET = {CommandKind.VALVE_OPEN: ValveState.OPEN, CommandKind.VALVE_CLOSE: ValveState.CLOSED}
@@ -63,11 +67,23 @@ class MeterActions:
             changed = bool(self.tracker.set_state(recharge.serial, CommandState.CONFIRMED)) or changed
         return changed
 
+    def _find(self, result: CommandResult) -> TrackedCommand | None:
+        found = self.tracker.get(result.serial) if result.serial else None
+        if found is None and result.vendor_id:
+            found = self.tracker.by_vendor_id(result.vendor_id)
+        return found
+
     def apply_result(self, result: CommandResult) -> None:
-        """The cloud's final word on a command (a result push)."""
-        command = self.tracker.set_state(
-            result.serial, CommandState.CONFIRMED if result.success else CommandState.FAILED
-        )
+        """What the cloud says of a command (a result push or a queue query)."""
+        known = self._find(result)
+        if known is None or (result.success is None and not result.cancelled):
+            return
+        if result.cancelled:
+            state = CommandState.CANCELLED
+        else:
+            state = CommandState.CONFIRMED if result.success else CommandState.FAILED
+        data = dict(result.data) if result.data else None
+        command = self.tracker.set_state(known.serial, state, result.message, result=data)
         if command is None:
             return
         meter = (self._coordinator.data or {}).get(command.meter_id)
@@ -89,11 +105,13 @@ class MeterActions:
         serial = self._client.new_serial()
         kind = CommandKind.VALVE_OPEN if open_valve else CommandKind.VALVE_CLOSE
         try:
-            await self._client.async_set_valve(meter, open_valve, serial)
+            receipt = await self._client.async_set_valve(meter, open_valve, serial)
         except MeterCloudError as err:
             raise self._coordinator.error_for(err) from err
         now = dt_util.utcnow()
-        command = self.tracker.put(TrackedCommand(serial, meter_id, kind, CommandState.PENDING, now, now))
+        command = self.tracker.put(
+            TrackedCommand(serial, meter_id, kind, CommandState.PENDING, now, now, vendor_id=receipt.vendor_id)
+        )
         self._coordinator.async_update_meter(meter_id)
         return command
 
@@ -116,10 +134,10 @@ class MeterActions:
         await self.tracker.async_flush()
         try:
             if kind is CommandKind.RECHARGE:
-                await self._client.async_recharge(meter, amount, reference, serial=serial, when=now)
+                receipt = await self._client.async_recharge(meter, amount, reference, serial=serial, when=now)
             else:
                 credit = kind is CommandKind.BALANCE_CREDIT
-                await self._client.async_adjust_balance(
+                receipt = await self._client.async_adjust_balance(
                     meter, amount, reference, credit=credit, serial=serial, when=now
                 )
         except MeterCloudError as err:
@@ -129,10 +147,81 @@ class MeterActions:
                 self.tracker.set_state(serial, CommandState.FAILED, str(err))
             # Otherwise it stays 'unknown': calling again with the same reference re-sends the same serial.
             raise self._coordinator.error_for(err) from err
-        command = self.tracker.set_state(serial, CommandState.PENDING)
+        sent = self.tracker.get(serial)
+        assert sent is not None
+        command = self.tracker.put(replace(sent, state=CommandState.PENDING, vendor_id=receipt.vendor_id))
         await self.tracker.async_flush()
         self._coordinator.async_update_meter(meter_id)
-        return command or self.tracker.get(serial)  # type: ignore[return-value]
+        return command
+
+    async def async_queue(
+        self, meter_id: str, kind: CommandKind, params: dict[str, Any], reference: str | None = None
+    ) -> TrackedCommand:
+        """Queue another command (read price, set remaining, open account, ...) and track it."""
+        meter = self._coordinator.meter(meter_id)
+        serial = reference or f"HA{uuid.uuid4().hex[:20]}"
+        known = self.tracker.get(serial)
+        if known is not None and known.state is not CommandState.UNKNOWN:
+            if known.meter_id != meter_id or known.kind is not kind:
+                raise to_ha_error(CommandError(serial, reason="reference_conflict"))
+            return known
+        now = dt_util.utcnow()
+        amount = params.get("amount")
+        self.tracker.put(TrackedCommand(serial, meter_id, kind, CommandState.UNKNOWN, now, now, serial, amount))
+        await self.tracker.async_flush()
+        try:
+            receipt = await self._client.async_command(meter, kind, params, serial=serial)
+        except MeterCloudError as err:
+            if not err.request_sent:
+                self.tracker.drop(serial)
+            elif not err.outcome_unknown:
+                self.tracker.set_state(serial, CommandState.FAILED, str(err))
+            raise self._coordinator.error_for(err) from err
+        sent = self.tracker.get(serial)
+        assert sent is not None
+        command = self.tracker.put(replace(sent, state=CommandState.PENDING, vendor_id=receipt.vendor_id))
+        await self.tracker.async_flush()
+        self._coordinator.async_update_meter(meter_id)
+        return command
+
+    def _ref(self, command: TrackedCommand) -> CommandRef:
+        return CommandRef(command.serial, command.kind, command.amount, command.vendor_id, command.meter_id)
+
+    async def async_poll_queue(self) -> None:
+        """Ask the cloud about commands still under way (backends with a command queue)."""
+        pending = [c for c in self.tracker.all() if c.state is CommandState.PENDING and c.vendor_id]
+        if not pending:
+            return
+        for result in await self._client.async_command_states([self._ref(c) for c in pending]):
+            self.apply_result(result)
+
+    async def async_wait(self, command: TrackedCommand, seconds: float) -> TrackedCommand:
+        """Wait up to `seconds` for a queued command's result (for services that return it)."""
+        deadline = asyncio.get_running_loop().time() + seconds
+        current = command
+        while current.state is CommandState.PENDING and asyncio.get_running_loop().time() < deadline:
+            await asyncio.sleep(min(POLL_WAIT, max(0.0, deadline - asyncio.get_running_loop().time())))
+            try:
+                for result in await self._client.async_command_states([self._ref(current)]):
+                    self.apply_result(result)
+            except MeterCloudError as err:
+                raise self._coordinator.error_for(err) from err
+            current = self.tracker.get(command.serial) or current
+        return current
+
+    async def async_retry(self, meter_id: str, serial: str) -> TrackedCommand:
+        """Put a failed, cancelled or timed-out command back in the cloud's queue."""
+        meter = self._coordinator.meter(meter_id)
+        command = self.tracker.get(serial)
+        if command is None or command.meter_id != meter_id or command.state is CommandState.PENDING:
+            raise to_ha_error(CommandError(serial, reason="no_retryable_command"))
+        try:
+            await self._client.async_retry_command(meter, self._ref(command))
+        except MeterCloudError as err:
+            raise self._coordinator.error_for(err) from err
+        retried = self.tracker.set_state(serial, CommandState.PENDING, "retried", reopen=True)
+        self._coordinator.async_update_meter(meter_id)
+        return retried or command
 
     async def async_cancel(self, meter_id: str, serial: str | None) -> TrackedCommand:
         """Cancel a pending command (the newest of the meter when no serial is given)."""
@@ -141,7 +230,7 @@ class MeterActions:
         if command is None or command.meter_id != meter_id or command.state is not CommandState.PENDING:
             raise to_ha_error(CommandError(serial or "", reason="no_pending_command"))
         try:
-            await self._client.async_cancel_command(meter, CommandRef(command.serial, command.kind, command.amount))
+            await self._client.async_cancel_command(meter, self._ref(command))
         except MeterCloudError as err:
             raise self._coordinator.error_for(err) from err
         cancelled = self.tracker.set_state(command.serial, CommandState.CANCELLED)

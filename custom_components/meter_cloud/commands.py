@@ -34,6 +34,9 @@ class TrackedCommand:
     message: str | None = None
     # For a recharge: the meter's cumulative recharge when it was sent (a poll can confirm it).
     baseline: Decimal | None = None
+    # The cloud's own id of the command (a queue id), and what the command returned.
+    vendor_id: str | None = None
+    result: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form, for storage and service responses."""
@@ -60,6 +63,8 @@ class TrackedCommand:
             amount=None if data.get("amount") is None else Decimal(data["amount"]),
             message=data.get("message"),
             baseline=None if data.get("baseline") is None else Decimal(data["baseline"]),
+            vendor_id=data.get("vendor_id"),
+            result=data.get("result"),
         )
 
 
@@ -70,10 +75,13 @@ class CommandTracker:
         """Bind to the entry's store."""
         self._store: Store[dict[str, Any]] = Store(hass, STORAGE_VERSION, f"{DOMAIN}.{entry_id}.commands")
         self._commands: dict[str, TrackedCommand] = {}
+        # Other small state of the entry that must survive restarts (e.g. where alarm catch-up stopped).
+        self.meta: dict[str, Any] = {}
 
     async def async_load(self) -> None:
         """Read what was persisted."""
         stored = await self._store.async_load() or {}
+        self.meta = dict(stored.get("meta", {}))
         for item in stored.get("commands", []):
             command = TrackedCommand.from_dict(item)
             self._commands[command.serial] = command
@@ -87,11 +95,18 @@ class CommandTracker:
         final.sort(key=lambda c: c.updated, reverse=True)
         for stale in final[KEEP_FINAL:]:
             del self._commands[stale.serial]
-        self._store.async_delay_save(lambda: {"commands": [c.as_dict() for c in self._commands.values()]}, 1)
+        self._store.async_delay_save(self._data, 1)
 
     async def async_flush(self) -> None:
         """Write now: a recharge must be on disk before it goes on the wire."""
-        await self._store.async_save({"commands": [c.as_dict() for c in self._commands.values()]})
+        await self._store.async_save(self._data())
+
+    def _data(self) -> dict[str, Any]:
+        return {"commands": [c.as_dict() for c in self._commands.values()], "meta": self.meta}
+
+    def save_meta(self) -> None:
+        """Persist `meta` soon."""
+        self._save()
 
     def get(self, serial: str) -> TrackedCommand | None:
         """The command with this serial."""
@@ -112,12 +127,31 @@ class CommandTracker:
         if self._commands.pop(serial, None) is not None:
             self._save()
 
-    def set_state(self, serial: str, state: CommandState, message: str | None = None) -> TrackedCommand | None:
-        """Move a command to `state`; a final state is never left again."""
+    def by_vendor_id(self, vendor_id: str) -> TrackedCommand | None:
+        """The command the cloud knows by this id."""
+        return next((c for c in self._commands.values() if c.vendor_id == vendor_id), None)
+
+    def set_state(
+        self,
+        serial: str,
+        state: CommandState,
+        message: str | None = None,
+        *,
+        result: dict[str, Any] | None = None,
+        reopen: bool = False,
+    ) -> TrackedCommand | None:
+        """Move a command to `state`; a final state is left only when the command is retried (`reopen`)."""
         command = self._commands.get(serial)
-        if command is None or command.state in (CommandState.CONFIRMED, CommandState.FAILED, CommandState.CANCELLED):
+        final = (CommandState.CONFIRMED, CommandState.FAILED, CommandState.CANCELLED)
+        if command is None or (command.state in final and not reopen):
             return None
-        updated = replace(command, state=state, updated=dt_util.utcnow(), message=message or command.message)
+        updated = replace(
+            command,
+            state=state,
+            updated=dt_util.utcnow(),
+            message=message or command.message,
+            result=result if result is not None else command.result,
+        )
         return self.put(updated)
 
     def pending(self, meter_id: str, kinds: tuple[CommandKind, ...]) -> TrackedCommand | None:

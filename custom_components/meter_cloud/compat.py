@@ -40,3 +40,24 @@ def detach_device(hass: HomeAssistant, device: dr.DeviceEntry, config_entry_id: 
         registry.async_remove_device(device.id)
     else:
         registry.async_update_device(device.id, remove_config_entry_id=config_entry_id)
+
+
+def statistic_metadata(*, statistic_id: str, name: str, unit: str, unit_class: str | None) -> dict[str, Any]:
+    """External statistic metadata with a sum; `unit_class` exists only from 2025.11.
+
+    Passing it to 2025.4 breaks the insert; leaving it out on 2026 only warns.
+    """
+    from homeassistant.components.recorder.models import StatisticMeanType, StatisticMetaData  # noqa: PLC0415
+
+    metadata: dict[str, Any] = {
+        "source": statistic_id.split(":", 1)[0],
+        "statistic_id": statistic_id,
+        "name": name,
+        "unit_of_measurement": unit,
+        "has_sum": True,
+        "has_mean": False,
+        "mean_type": StatisticMeanType.NONE,
+    }
+    if "unit_class" in StatisticMetaData.__annotations__:
+        metadata["unit_class"] = unit_class
+    return metadata

@@ -7,7 +7,7 @@ import logging
 import time
 from collections import OrderedDict
 from dataclasses import fields, replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from homeassistant.config_entries import ConfigEntry
@@ -45,6 +45,8 @@ from .const import (
 from .errors import to_ha_error
 
 _LOGGER = logging.getLogger(__name__)
+# Alarm catch-up re-reads a little before where it stopped: records can arrive late; keys de-duplicate.
+ALARM_OVERLAP = timedelta(minutes=10)
 
 type MeterCloudConfigEntry = ConfigEntry[MeterCloudCoordinator]
 
@@ -112,13 +114,41 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
             raise UpdateFailed(
                 translation_domain=DOMAIN, translation_key="update_failed", translation_placeholders={"error": str(err)}
             ) from err
-        self.requests_last_poll = self.client.request_count - sent_before
         data = {meter_id: merge(self._details.get(meter_id), meter) for meter_id, meter in meters.items()}
+        await self._catch_up()
+        self.requests_last_poll = self.client.request_count - sent_before
         for meter in data.values():
             self.actions.settle_from(meter)
         self.commands.expire(dt_util.utcnow())
         self._remove_vanished(data)
         return data
+
+    async def _catch_up(self) -> None:
+        """Command states and missed alarms, for backends that can be asked; never fails the poll."""
+        try:
+            if self.client.supports(Capability.COMMAND_QUEUE):
+                await self.actions.async_poll_queue()
+            if self.client.supports(Capability.ALARM_HISTORY):
+                await self._catch_up_alarms()
+        except AuthenticationError:
+            raise
+        except MeterCloudError as err:
+            _LOGGER.debug("Catch-up of commands or alarms skipped this poll: %s", err)
+
+    async def _catch_up_alarms(self) -> None:
+        """Alarms and events recorded while we were not listening (restart, push outage)."""
+        now = dt_util.utcnow()
+        since_text = self.commands.meta.get("alarms_since")
+        if since_text is None:
+            # First run: history before Home Assistant knew the meters is not replayed into automations.
+            self.commands.meta["alarms_since"] = now.isoformat()
+            self.commands.save_meta()
+            return
+        since = datetime.fromisoformat(since_text) - ALARM_OVERLAP
+        for alarm in await self.client.async_alarms_since(since):
+            self.async_handle_alarm(alarm)
+        self.commands.meta["alarms_since"] = now.isoformat()
+        self.commands.save_meta()
 
     async def _refresh_details(self, meters: dict[str, MeterData]) -> None:
         """Fetch details of meters whose details are due, a few at a time."""
@@ -184,10 +214,11 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         """Apply an authenticated, de-duplicated push."""
         if push.reading is not None:
             self._apply_reading(push.reading)
-        if push.command is not None:
-            self.actions.apply_result(push.command)
+        for result in (push.command, *push.commands):
+            if result is not None:
+                self.actions.apply_result(result)
         if push.alarm is not None:
-            self._apply_alarm(push.alarm)
+            self.async_handle_alarm(push.alarm)
 
     def _apply_reading(self, reading: MeterData) -> None:
         current = (self.data or {}).get(reading.meter_id)
@@ -212,6 +243,13 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
     def async_update_meter(self, meter_id: str) -> None:
         """Tell one meter's entities that its data or commands changed."""
         async_dispatcher_send(self.hass, meter_signal(self.config_entry.entry_id, meter_id))
+
+    @callback
+    def async_handle_alarm(self, alarm: Alarm) -> None:
+        """Fire an alarm once, however often it is pushed or fetched."""
+        if alarm.key is not None and self.is_replay(f"alarm:{alarm.key}"):
+            return
+        self._apply_alarm(alarm)
 
     def _apply_alarm(self, alarm: Alarm) -> None:
         device = device_by_identifier(self.hass, (DOMAIN, self.device_key(alarm.meter_id)), self.config_entry.entry_id)

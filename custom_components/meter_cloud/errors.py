@@ -17,7 +17,7 @@ from .api import (
 from .const import DOMAIN
 
 # Reasons that mean the user asked for something wrong, not that the cloud failed.
-VALIDATION_REASONS = frozenset({"unknown_meter", "reference_conflict", "no_pending_command"})
+VALIDATION_REASONS = frozenset({"unknown_meter", "reference_conflict", "no_pending_command", "no_retryable_command"})
 GENERIC_REASONS = frozenset({"command_failed", "cannot_connect", "timeout", "service_unavailable"})
 
 

@@ -16,11 +16,13 @@ from homeassistant.components.sensor import (
 )
 from homeassistant.const import (
     PERCENTAGE,
+    SIGNAL_STRENGTH_DECIBELS_MILLIWATT,
     EntityCategory,
     UnitOfElectricPotential,
     UnitOfPressure,
     UnitOfTemperature,
     UnitOfVolume,
+    UnitOfVolumeFlowRate,
 )
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
@@ -38,7 +40,7 @@ CURRENCY = "{currency}"
 class MeterSensorDescription(SensorEntityDescription):
     """A meter sensor: which data field feeds it."""
 
-    value_fn: Callable[[MeterData], Decimal | datetime | str | None]
+    value_fn: Callable[[MeterData], Decimal | datetime | str | int | None]
     field: str
 
 
@@ -127,6 +129,62 @@ SENSORS: tuple[MeterSensorDescription, ...] = (
         state_class=SensorStateClass.MEASUREMENT,
         entity_category=EntityCategory.DIAGNOSTIC,
     ),
+    _describe(
+        "work_volume",
+        device_class=SensorDeviceClass.GAS,
+        native_unit_of_measurement=UnitOfVolume.CUBIC_METERS,
+        state_class=SensorStateClass.TOTAL_INCREASING,
+        suggested_display_precision=3,
+    ),
+    _describe(
+        "std_flow",
+        device_class=SensorDeviceClass.VOLUME_FLOW_RATE,
+        native_unit_of_measurement=UnitOfVolumeFlowRate.CUBIC_METERS_PER_HOUR,
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=3,
+    ),
+    _describe(
+        "work_flow",
+        device_class=SensorDeviceClass.VOLUME_FLOW_RATE,
+        native_unit_of_measurement=UnitOfVolumeFlowRate.CUBIC_METERS_PER_HOUR,
+        state_class=SensorStateClass.MEASUREMENT,
+        suggested_display_precision=3,
+    ),
+    # Meter-kept period sums restart each month/cycle: total_increasing takes the drop as a new period.
+    *(
+        _describe(
+            key,
+            device_class=SensorDeviceClass.GAS,
+            native_unit_of_measurement=UnitOfVolume.CUBIC_METERS,
+            state_class=SensorStateClass.TOTAL_INCREASING if key.startswith("this") else None,
+            suggested_display_precision=3,
+        )
+        for key in ("this_month", "last_month", "this_cycle", "last_cycle")
+    ),
+    _describe(
+        "remain_volume",
+        device_class=SensorDeviceClass.GAS,
+        native_unit_of_measurement=UnitOfVolume.CUBIC_METERS,
+        state_class=SensorStateClass.TOTAL,
+        suggested_display_precision=3,
+    ),
+    _describe("state_message", entity_category=EntityCategory.DIAGNOSTIC),
+    _describe("state_code", entity_category=EntityCategory.DIAGNOSTIC, entity_registry_enabled_default=False),
+    _describe(
+        "rssi",
+        device_class=SensorDeviceClass.SIGNAL_STRENGTH,
+        native_unit_of_measurement=SIGNAL_STRENGTH_DECIBELS_MILLIWATT,
+        state_class=SensorStateClass.MEASUREMENT,
+        entity_category=EntityCategory.DIAGNOSTIC,
+    ),
+    _describe(
+        "battery_level",
+        device_class=SensorDeviceClass.BATTERY,
+        native_unit_of_measurement=PERCENTAGE,
+        state_class=SensorStateClass.MEASUREMENT,
+        entity_category=EntityCategory.DIAGNOSTIC,
+    ),
+    _describe("magnetic_attacks", state_class=SensorStateClass.TOTAL_INCREASING),
     MeterSensorDescription(
         key="status",
         translation_key="status",
@@ -155,11 +213,11 @@ async def async_setup_entry(
 ) -> None:
     """Add sensors for every meter now and for meters that appear later."""
     client = entry.runtime_data.client
-    descriptions = [d for d in SENSORS if d.field in client.fields]
 
     def build(coordinator: MeterCloudCoordinator, meter_id: str) -> list[SensorEntity]:
-        entities: list[SensorEntity] = [MeterSensor(coordinator, meter_id, d) for d in descriptions]
-        if client.supports(Capability.RECHARGE):
+        fields = client.fields_for(coordinator.data[meter_id])
+        entities: list[SensorEntity] = [MeterSensor(coordinator, meter_id, d) for d in SENSORS if d.field in fields]
+        if client.supports(Capability.RECHARGE) and "balance" in fields:
             entities.append(RechargeStatusSensor(coordinator, meter_id))
         return entities
 
@@ -178,7 +236,7 @@ class MeterSensor(MeterCloudEntity, SensorEntity):
         self._attr_native_unit_of_measurement = _unit(description, coordinator.client.currency)
 
     @property
-    def native_value(self) -> Decimal | datetime | str | None:
+    def native_value(self) -> Decimal | datetime | str | int | None:
         """The value, or None (unknown) when the cloud did not report it: never a made-up 0."""
         meter = self.meter
         return self.entity_description.value_fn(meter) if meter else None

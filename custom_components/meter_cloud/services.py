@@ -15,6 +15,7 @@ from homeassistant.helpers import config_validation as cv
 from .account_services import ACCOUNT_SERVICES
 from .api import Capability, CommandKind, DailyUsage
 from .const import DOMAIN
+from .queue_services import QUEUE_SERVICES
 from .service_helpers import (
     ATTR_DEVICE_ID,
     DEVICE,
@@ -144,6 +145,7 @@ SERVICES: dict[str, tuple[Handler, vol.Schema, SupportsResponse]] = {
         SupportsResponse.ONLY,
     ),
     **ACCOUNT_SERVICES,
+    **QUEUE_SERVICES,
 }
 
 

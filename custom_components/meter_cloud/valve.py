@@ -19,8 +19,14 @@ async def async_setup_entry(
     hass: HomeAssistant, entry: MeterCloudConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback
 ) -> None:
     """Add a valve per meter when the backend can move valves."""
-    if entry.runtime_data.client.supports(Capability.VALVE):
-        add_meter_entities(entry, async_add_entities, lambda coordinator, meter_id: [MeterValve(coordinator, meter_id)])
+    client = entry.runtime_data.client
+    if client.supports(Capability.VALVE):
+
+        def build(coordinator: MeterCloudCoordinator, meter_id: str) -> list[MeterValve]:
+            has_valve = "valve" in client.fields_for(coordinator.data[meter_id])
+            return [MeterValve(coordinator, meter_id)] if has_valve else []
+
+        add_meter_entities(entry, async_add_entities, build)
 
 
 class MeterValve(MeterCloudEntity, ValveEntity):

@@ -19,6 +19,7 @@ from .errors import (
     UnsupportedError,
 )
 from .goldcard import GoldcardClient
+from .iotmeter import IotMeterClient
 from .models import (
     Alarm,
     AlarmPriority,
@@ -32,6 +33,7 @@ from .models import (
     ConfigField,
     CustomerInfo,
     DailyUsage,
+    HistoryPoint,
     MeterData,
     MeterRegistration,
     MeterReplacement,
@@ -54,7 +56,7 @@ class Backend:
 BACKENDS: dict[str, Backend] = {
     "goldcard": Backend("goldcard", GoldcardClient),
     "cangnan": Backend("cangnan", CangnanClient),
-    "iotmeter": Backend("iotmeter", None),
+    "iotmeter": Backend("iotmeter", IotMeterClient),
     "kumir": Backend("kumir", None),
 }
 
@@ -80,7 +82,9 @@ __all__ = [
     "CustomerInfo",
     "DailyUsage",
     "GoldcardClient",
+    "HistoryPoint",
     "InvalidRequestError",
+    "IotMeterClient",
     "MeterClient",
     "MeterCloudError",
     "MeterData",

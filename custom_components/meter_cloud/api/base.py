@@ -14,13 +14,17 @@ import aiohttp
 from .errors import UnsupportedError
 from .http import DEFAULT_TIMEOUT
 from .models import (
+    Alarm,
     AlarmType,
     Capability,
+    CommandKind,
     CommandReceipt,
     CommandRef,
+    CommandResult,
     ConfigField,
     CustomerInfo,
     DailyUsage,
+    HistoryPoint,
     MeterData,
     MeterRegistration,
     MeterReplacement,
@@ -63,6 +67,10 @@ class MeterClient(ABC):
     def new_serial(self) -> str:
         """A fresh 32-character request serial."""
         return uuid.uuid4().hex
+
+    def fields_for(self, meter: MeterData) -> frozenset[str]:
+        """The fields one device can have (an RTU reports other things than a meter)."""
+        return self.fields
 
     def supports(self, capability: Capability) -> bool:
         """Whether this backend can do `capability`."""
@@ -137,6 +145,32 @@ class MeterClient(ABC):
     async def async_replace_meter(self, meter: MeterData, replacement: MeterReplacement) -> dict[str, Any]:
         """Replace a meter by a new one on the same account."""
         raise UnsupportedError(Capability.REPLACE_METER)
+
+    async def async_command(
+        self, meter: MeterData, kind: CommandKind, params: Mapping[str, Any], *, serial: str
+    ) -> CommandReceipt:
+        """Queue another remote command (read price, set remaining balance, ...)."""
+        raise UnsupportedError(kind)
+
+    async def async_command_states(self, commands: list[CommandRef]) -> list[CommandResult]:
+        """What the cloud says now of commands still under way."""
+        raise UnsupportedError(Capability.COMMAND_QUEUE)
+
+    async def async_retry_command(self, meter: MeterData, command: CommandRef) -> None:
+        """Queue a failed, cancelled or timed-out command again."""
+        raise UnsupportedError(Capability.COMMAND_QUEUE)
+
+    async def async_list_commands(self, meter: MeterData) -> list[dict[str, Any]]:
+        """The cloud's command queue for a device."""
+        raise UnsupportedError(Capability.COMMAND_QUEUE)
+
+    async def async_history(self, meter: MeterData, start: datetime, end: datetime) -> list[HistoryPoint]:
+        """Frozen cumulative readings between two instants, oldest first."""
+        raise UnsupportedError(Capability.HISTORY)
+
+    async def async_alarms_since(self, since: datetime) -> list[Alarm]:
+        """Alarms and events recorded since `since`, oldest first."""
+        raise UnsupportedError(Capability.ALARM_HISTORY)
 
     def meter_list(self) -> str:
         """The followed meters in their stored form (backends with a `meter_list_key`)."""

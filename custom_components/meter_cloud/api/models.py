@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from decimal import Decimal
@@ -41,6 +42,8 @@ class AlarmType(StrEnum):
     MAGNETIC_INTERFERENCE = "magnetic_interference"
     LOW_BALANCE = "low_balance"
     TAMPERING = "tampering"
+    DEVICE_ALARM = "device_alarm"
+    DEVICE_EVENT = "device_event"
     OTHER = "other"
 
 
@@ -60,6 +63,13 @@ class CommandKind(StrEnum):
     RECHARGE = "recharge"
     BALANCE_CREDIT = "balance_credit"
     BALANCE_DEDUCT = "balance_deduct"
+    SET_PRICE = "set_price"
+    READ_PRICE = "read_price"
+    SET_REMAINING = "set_remaining"
+    CHARGE_STATE = "charge_state"
+    OPEN_ACCOUNT = "open_account"
+    SET_CUMULATIVE = "set_cumulative"
+    RELEASE_FORCE = "release_force"
 
 
 class CommandState(StrEnum):
@@ -88,6 +98,17 @@ class Capability(StrEnum):
     SUSPEND_METER = "suspend_meter"
     MODIFY_CUSTOMER = "modify_customer"
     PUSH = "push"
+    # A queue of remote commands whose states can be polled, retried and listed.
+    COMMAND_QUEUE = "command_queue"
+    READ_PRICE = "read_price"
+    SET_REMAINING = "set_remaining"
+    CHARGE_STATE = "charge_state"
+    OPEN_ACCOUNT = "open_account"
+    SET_CUMULATIVE = "set_cumulative"
+    RELEASE_FORCE = "release_force"
+    # Frozen history for long-term statistics; alarms/events that can be fetched after the fact.
+    HISTORY = "history"
+    ALARM_HISTORY = "alarm_history"
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +136,21 @@ class MeterData:
     pressure: Decimal | None = None
     status: MeterStatus | None = None
     valve: ValveState | None = None
+    kind: str | None = None  # "meter" or "rtu"
+    work_volume: Decimal | None = None
+    std_flow: Decimal | None = None
+    work_flow: Decimal | None = None
+    this_month: Decimal | None = None
+    last_month: Decimal | None = None
+    this_cycle: Decimal | None = None
+    last_cycle: Decimal | None = None
+    remain_volume: Decimal | None = None
+    state_code: int | None = None
+    state_message: str | None = None
+    rssi: int | None = None
+    battery_level: int | None = None
+    magnetic_attacks: int | None = None
+    flags: Mapping[str, bool] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,16 +163,22 @@ class Alarm:
     message: str
     code: str
     time: datetime | None = None
+    # A stable identity, so an alarm fetched after the fact and the same alarm pushed count once.
+    key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
 class CommandResult:
-    """The cloud's final word on a command we sent (by its serial number)."""
+    """What the cloud says of a command: final (success true/false) or still under way (None)."""
 
     meter_id: str
     serial: str
-    success: bool
+    success: bool | None
     kind: str | None = None
+    vendor_id: str | None = None
+    message: str | None = None
+    data: Mapping[str, Any] | None = None
+    cancelled: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +188,7 @@ class CommandReceipt:
     serial: str
     meter_id: str
     accepted_at: datetime | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
+    vendor_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -166,6 +208,14 @@ class PriceSchedule:
     def tiered(self) -> bool:
         """Whether this is a tiered price."""
         return len(self.prices) > 1
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryPoint:
+    """A frozen (end-of-period) cumulative reading."""
+
+    time: datetime
+    value: Decimal
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +281,8 @@ class CommandRef:
     serial: str
     kind: CommandKind
     amount: Decimal | None = None
+    vendor_id: str | None = None
+    meter_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -243,6 +295,7 @@ class PushResult:
     reading: MeterData | None = None
     alarm: Alarm | None = None
     command: CommandResult | None = None
+    commands: tuple[CommandResult, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,0 +1,497 @@
+"""IoT meter data platform: data API (company_no + data_api_key) and command queue (login token)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import json
+import logging
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from decimal import Decimal
+from typing import Any, ClassVar
+
+from ..base import MeterClient
+from ..errors import (
+    AuthenticationError,
+    CommandError,
+    MeterCloudError,
+    PushError,
+    ResponseError,
+    UnsupportedError,
+)
+from ..http import decode_json, post_bytes
+from ..models import (
+    Alarm,
+    AlarmType,
+    Capability,
+    CommandKind,
+    CommandReceipt,
+    CommandRef,
+    CommandResult,
+    ConfigField,
+    HistoryPoint,
+    MeterData,
+    PriceSchedule,
+    PushResult,
+)
+from ..parse import as_int, as_str
+from .control import ctrl_record, ladder, open_account_data, parse_expiration, result_of
+from .records import alarm_from_record, history_point, lower_keys, meter_from_record, record_key
+
+_LOGGER = logging.getLogger(__name__)
+
+CONF_DATA_URL = "data_url"
+CONF_COMPANY_NO = "company_no"
+CONF_DATA_KEY = "data_api_key"
+CONF_CONTROL_URL = "control_url"
+CONF_LOGIN = "login_name"
+CONF_PASSWORD = "password"  # noqa: S105
+
+PAGE_SIZE = 100
+# A command the meter has not taken within this time is given up by the platform (state 6).
+COMMAND_TIMEOUT = timedelta(days=3)
+# Log in again this long before the token expires.
+TOKEN_MARGIN = timedelta(minutes=5)
+PUSH_READING = "api/Data/MeterData/Add"
+PUSH_ALARM = "api/Data/DeviceAlarm/Add"
+PUSH_EVENT = "api/Data/DeviceEvent/Add"
+PUSH_REPORT = "api/Conf/CtrlData/Report"
+
+METER_FIELDS = frozenset(
+    {
+        "reading",
+        "work_volume",
+        "reading_time",
+        "std_flow",
+        "work_flow",
+        "temperature",
+        "pressure",
+        "magnetic_attacks",
+        "this_month",
+        "last_month",
+        "this_cycle",
+        "last_cycle",
+        "balance",
+        "remain_volume",
+        "price",
+        "total_recharge",
+        "state_code",
+        "state_message",
+        "rssi",
+        "battery_voltage",
+        "battery_level",
+        "valve",
+        "flags",
+    }
+)
+RTU_FIELDS = frozenset({"reading_time", "state_code", "state_message", "rssi", "battery_voltage", "flags"})
+CONTROL = frozenset(
+    {
+        Capability.VALVE,
+        Capability.RECHARGE,
+        Capability.SET_PRICE,
+        Capability.CANCEL_COMMAND,
+        Capability.COMMAND_QUEUE,
+        Capability.READ_PRICE,
+        Capability.SET_REMAINING,
+        Capability.CHARGE_STATE,
+        Capability.OPEN_ACCOUNT,
+        Capability.SET_CUMULATIVE,
+        Capability.RELEASE_FORCE,
+    }
+)
+
+
+class IotMeterClient(MeterClient):
+    """Client of the IoT meter data platform (processor iotmeterv1)."""
+
+    backend: ClassVar[str] = "iotmeter"
+    alarm_types: ClassVar[tuple[AlarmType, ...]] = (AlarmType.DEVICE_ALARM, AlarmType.DEVICE_EVENT)
+    config_fields: ClassVar[tuple[ConfigField, ...]] = (
+        ConfigField(CONF_DATA_URL, kind="url"),
+        ConfigField(CONF_COMPANY_NO, identity=True),
+        ConfigField(CONF_DATA_KEY, kind="password", credential=True),
+        ConfigField(CONF_CONTROL_URL, kind="url", required=False),
+        ConfigField(CONF_LOGIN, required=False),
+        ConfigField(CONF_PASSWORD, kind="password", required=False, credential=True),
+    )
+    push_paths: ClassVar[tuple[str, ...]] = (PUSH_READING, PUSH_ALARM, PUSH_EVENT, PUSH_REPORT)
+    max_price_tiers: ClassVar[int] = 5
+    money_places: ClassVar[int] = 2
+    default_timezone: ClassVar[str] = "Asia/Shanghai"
+    manufacturer: ClassVar[str] = "IoT meter platform"
+    currency: ClassVar[str] = "CNY"
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        """Control features only with a control URL, a login name and a password."""
+        super().__init__(*args, **kwargs)
+        self.fields = METER_FIELDS
+        reading = {Capability.PUSH, Capability.HISTORY, Capability.ALARM_HISTORY}
+        self.has_control = all(as_str(self._config.get(key)) for key in (CONF_CONTROL_URL, CONF_LOGIN, CONF_PASSWORD))
+        self.capabilities = frozenset(reading | (CONTROL if self.has_control else set()))
+        self._token: str | None = None
+        self._token_expires: datetime | None = None
+        self._login_lock = asyncio.Lock()
+
+    @classmethod
+    def unique_id(cls, config: Mapping[str, Any]) -> str:
+        """Account identity: the project company number."""
+        return f"iotmeter_{config[CONF_COMPANY_NO]}".lower()
+
+    @classmethod
+    def title(cls, config: Mapping[str, Any]) -> str:
+        """Title shown for the entry."""
+        return f"IoT meter platform {config[CONF_COMPANY_NO]}"
+
+    def fields_for(self, meter: MeterData) -> frozenset[str]:
+        """RTUs report doors, mains and fences, not volumes or money."""
+        return RTU_FIELDS if meter.kind == "rtu" else METER_FIELDS
+
+    # --- transport ----------------------------------------------------------------------------
+
+    def _now(self) -> datetime:
+        return datetime.now(self._tz)
+
+    async def _post(self, base: str, path: str, body: Any, headers: Mapping[str, str]) -> Any:
+        self.request_count += 1
+        raw = await post_bytes(
+            self._session,
+            f"{base.rstrip('/')}/{path}",
+            json.dumps(body, ensure_ascii=False).encode(),
+            headers={"Content-Type": "application/json", **headers},
+            timeout=self.request_timeout,
+        )
+        answer = decode_json(raw)
+        if not isinstance(answer, dict):
+            raise ResponseError("answer is not a JSON object")
+        envelope = lower_keys(answer)
+        if as_str(envelope.get("state")) != "success":
+            raise CommandError(as_str(envelope.get("message")) or "failed", code="failed")
+        return envelope
+
+    async def _data(self, path: str, body: Any) -> dict[str, Any]:
+        headers = {"company_no": str(self._config[CONF_COMPANY_NO]), "data_api_key": str(self._config[CONF_DATA_KEY])}
+        result: dict[str, Any] = await self._post(str(self._config[CONF_DATA_URL]), path, body, headers)
+        return result
+
+    async def _login(self) -> str:
+        async with self._login_lock:
+            if self._token and self._token_expires and self._now() < self._token_expires - TOKEN_MARGIN:
+                return self._token
+            password = hashlib.md5(str(self._config[CONF_PASSWORD]).encode()).hexdigest()
+            query = f"api/Conf/Account/Login?loginName={self._config[CONF_LOGIN]}&pwd={password}"
+            try:
+                envelope = await self._post(str(self._config[CONF_CONTROL_URL]), query, {}, {})
+            except CommandError as err:
+                raise AuthenticationError(str(err)) from err
+            data = envelope.get("data")
+            token = as_str(data.get("token")) if isinstance(data, dict) else None
+            if token is None:
+                raise ResponseError("login answer has no token")
+            self._token = token
+            expires = parse_expiration(data.get("expiration"), self._tz) if isinstance(data, dict) else None
+            self._token_expires = expires or self._now() + timedelta(minutes=30)
+            return token
+
+    async def _control(self, path: str, body: Any = None) -> dict[str, Any]:
+        """A command-queue call with a valid token; a refused token is renewed once."""
+        if not self.has_control:
+            raise UnsupportedError("no control credentials")
+        for attempt in (1, 2):
+            token = await self._login()
+            try:
+                result: dict[str, Any] = await self._post(
+                    str(self._config[CONF_CONTROL_URL]), path, {} if body is None else body, {"token": token}
+                )
+            except AuthenticationError:
+                # HTTP 401: the token was refused before anything was done, so asking again is safe.
+                self._token = None
+                if attempt == 2:
+                    raise
+                continue
+            return result
+        raise AuthenticationError("token refused")  # pragma: no cover - the loop returns or raises
+
+    async def _pages(self, call: Any, path: str, body: Any) -> list[dict[str, Any]]:
+        """Every page of a list endpoint, one request per page (Totalcount / totalcount alike)."""
+        rows: list[dict[str, Any]] = []
+        start = 0
+        while True:
+            envelope = await call(f"{path}?startrow={start}&rowcount={PAGE_SIZE}", body)
+            page = envelope.get("data")
+            if not isinstance(page, list):
+                raise ResponseError(f"{path} answer has no Data list")
+            rows.extend(row for row in page if isinstance(row, dict))
+            total = as_int(envelope.get("totalcount"))
+            start += len(page)
+            if not page or total is None or start >= total:
+                return rows
+
+    # --- data ---------------------------------------------------------------------------------
+
+    async def async_validate(self) -> None:
+        """One data call, and a login when control credentials are given."""
+        await self._data("api/Data/MeterData/GetRealList2?startrow=0&rowcount=1", {})
+        if self.has_control:
+            await self._login()
+
+    async def async_get_meters(self) -> dict[str, MeterData]:
+        """GetRealList2, page by page: meters and RTUs."""
+        meters: dict[str, MeterData] = {}
+        for row in await self._pages(self._data, "api/Data/MeterData/GetRealList2", {}):
+            meter = meter_from_record(row, self._tz)
+            if meter is not None:
+                meters[meter.meter_id] = meter
+        return meters
+
+    async def async_get_meter(self, meter_id: str) -> MeterData | None:
+        """GetRealModel: one device's latest record."""
+        envelope = await self._data(f"api/Data/MeterData/GetRealModel/{meter_id}", {})
+        data = envelope.get("data")
+        return meter_from_record(data, self._tz) if isinstance(data, dict) else None
+
+    @staticmethod
+    def _window(start: datetime, end: datetime) -> list[dict[str, int]]:
+        """Query bodies for [start, end]: the filters are per calendar month."""
+        bodies = []
+        month = start.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+        while month <= end:
+            first = start if start > month else month
+            next_month = (month + timedelta(days=32)).replace(day=1)
+            last = min(end, next_month - timedelta(minutes=1))
+            bodies.append(
+                {
+                    "year": month.year,
+                    "month": month.month,
+                    "start_day": first.day,
+                    "start_hour": first.hour,
+                    "start_minute": first.minute,
+                    "end_day": last.day,
+                    "end_hour": last.hour,
+                    "end_minute": last.minute,
+                }
+            )
+            month = next_month
+        return bodies
+
+    async def async_history(self, meter: MeterData, start: datetime, end: datetime) -> list[HistoryPoint]:
+        """GetHistoryList2: frozen (data_type 1) standard volumes, oldest first."""
+        points: dict[datetime, HistoryPoint] = {}
+        for window in self._window(start.astimezone(self._tz), end.astimezone(self._tz)):
+            body = {"meter_comm_no": meter.meter_id, "data_type": 1, **window}
+            for row in await self._pages(self._data, "api/Data/MeterData/GetHistoryList2", body):
+                point = history_point(row, self._tz)
+                if point is not None and start <= point.time <= end:
+                    points[point.time] = point
+        return [points[when] for when in sorted(points)]
+
+    async def async_alarms_since(self, since: datetime) -> list[Alarm]:
+        """DeviceAlarm/GetList2 and DeviceEvent/GetList2 since `since`, oldest first."""
+        alarms: list[Alarm] = []
+        for window in self._window(since.astimezone(self._tz), self._now()):
+            for path, event in (("api/Data/DeviceAlarm/GetList2", False), ("api/Data/DeviceEvent/GetList2", True)):
+                for row in await self._pages(self._data, path, window):
+                    alarm = alarm_from_record(row, self._tz, event=event)
+                    if alarm is not None and (alarm.time is None or alarm.time >= since):
+                        alarms.append(alarm)
+        return sorted(alarms, key=lambda a: a.time or since)
+
+    # --- commands -----------------------------------------------------------------------------
+
+    async def _queue(self, meter: MeterData, kind: CommandKind, data: Mapping[str, Any], serial: str) -> CommandReceipt:
+        """Add a command, unless one with this reference is queued already (a retry after a lost answer)."""
+        if meter.kind == "rtu":
+            raise UnsupportedError("RTUs take no meter commands")
+        existing = await self._pages(
+            self._control, "api/Conf/CtrlData/GetList", {"ctrl_define_no": serial, "target_comm_no": meter.meter_id}
+        )
+        if existing:
+            ctrl_id = as_str(lower_keys(existing[0]).get("ctrl_id"))
+            _LOGGER.debug("Command %s is queued already as %s; not added again", serial, ctrl_id)
+            return CommandReceipt(serial=serial, meter_id=meter.meter_id, vendor_id=ctrl_id)
+        now = self._now()
+        body = ctrl_record(kind, meter.meter_id, data, reference=serial, now=now, timeout=now + COMMAND_TIMEOUT)
+        envelope = await self._control("api/Conf/CtrlData/Add", body)
+        new_id = as_int(envelope.get("data"))
+        if not new_id:
+            raise ResponseError("CtrlData/Add returned no ctrl_id")
+        return CommandReceipt(serial=serial, meter_id=meter.meter_id, accepted_at=now, vendor_id=str(new_id))
+
+    def recharge_serial(self, reference: str) -> str:
+        """ctrl_define_no: the reference itself, so a retry finds the queued command."""
+        return reference
+
+    async def async_set_valve(self, meter: MeterData, open_valve: bool, serial: str) -> CommandReceipt:
+        """common.setvalveon / setvalveoff."""
+        kind = CommandKind.VALVE_OPEN if open_valve else CommandKind.VALVE_CLOSE
+        return await self._queue(meter, kind, {}, serial)
+
+    async def async_recharge(
+        self, meter: MeterData, amount: Decimal, reference: str, *, serial: str, when: datetime
+    ) -> CommandReceipt:
+        """prepay.remotecharge: this charge, the new total and the count, as the meter keeps them."""
+        total = (meter.total_recharge or Decimal(0)) + amount
+        data = {
+            "charge_value": float(amount),
+            "total_value": float(total),
+            "charge_times": (meter.recharge_count or 0) + 1,
+        }
+        return await self._queue(meter, CommandKind.RECHARGE, data, serial)
+
+    async def async_set_price(self, meters: list[MeterData], schedule: PriceSchedule) -> dict[str, Any]:
+        """prepay.setprice for each meter, in one AddMulti request."""
+        now = self._now()
+        data = ladder(schedule, self._tz, now)
+        code = schedule.code or f"HA{now:%Y%m%d%H%M%S}"
+        bodies = [
+            ctrl_record(
+                CommandKind.SET_PRICE,
+                m.meter_id,
+                data,
+                reference=f"{code}-{m.meter_id}",
+                now=now,
+                timeout=now + COMMAND_TIMEOUT,
+            )
+            for m in meters
+        ]
+        envelope = await self._control("api/Conf/CtrlData/AddMulti", bodies)
+        results = envelope.get("data")
+        if not isinstance(results, list):
+            raise ResponseError("AddMulti answer has no Data list")
+        commands = {
+            as_str(lower_keys(r).get("target_comm_no")): as_str(lower_keys(r).get("ctrl_id"))
+            for r in results
+            if isinstance(r, dict)
+        }
+        return {"price_code": code, "meters": [m.meter_id for m in meters], "commands": commands}
+
+    async def async_command(
+        self, meter: MeterData, kind: CommandKind, params: Mapping[str, Any], *, serial: str
+    ) -> CommandReceipt:
+        """The other commands of 4.3.2."""
+        data: Mapping[str, Any]
+        if kind is CommandKind.SET_REMAINING:
+            data = {"remain_value": float(params["amount"])}
+        elif kind is CommandKind.SET_CUMULATIVE:
+            data = {"std_sum": float(params["std_sum"]), "work_sum": float(params.get("work_sum", params["std_sum"]))}
+        elif kind is CommandKind.OPEN_ACCOUNT:
+            data = open_account_data(params, params["price"], self._tz, self._now())
+        elif kind in (CommandKind.READ_PRICE, CommandKind.CHARGE_STATE, CommandKind.RELEASE_FORCE):
+            data = {}
+        else:
+            raise UnsupportedError(kind)
+        return await self._queue(meter, kind, data, serial)
+
+    async def async_cancel_command(self, meter: MeterData, command: CommandRef) -> None:
+        """CtrlData/Cancel/{ctrl_id}: only while the command waits or is being sent."""
+        await self._control(f"api/Conf/CtrlData/Cancel/{self._ctrl_id(command)}")
+
+    async def async_retry_command(self, meter: MeterData, command: CommandRef) -> None:
+        """CtrlData/Retry/{ctrl_id}: a failed, cancelled or timed-out command goes back in the queue."""
+        await self._control(f"api/Conf/CtrlData/Retry/{self._ctrl_id(command)}")
+
+    @staticmethod
+    def _ctrl_id(command: CommandRef) -> str:
+        if not command.vendor_id:
+            raise CommandError(command.serial, reason="no_pending_command")
+        return command.vendor_id
+
+    async def async_command_states(self, commands: list[CommandRef]) -> list[CommandResult]:
+        """GetModel for each command under way (a handful at most; the Report push is the fast path)."""
+        results = []
+        for command in commands:
+            if not command.vendor_id:
+                continue
+            envelope = await self._control(f"api/Conf/CtrlData/GetModel/{command.vendor_id}")
+            data = envelope.get("data")
+            if isinstance(data, dict) and (result := result_of(data)) is not None:
+                results.append(result)
+        return results
+
+    async def async_list_commands(self, meter: MeterData) -> list[dict[str, Any]]:
+        """The platform's queue for one device, newest first."""
+        rows = await self._pages(self._control, "api/Conf/CtrlData/GetList", {"target_comm_no": meter.meter_id})
+        listed = []
+        for row in rows:
+            result = result_of(row)
+            if result is None:
+                continue
+            state = lower_keys(row)
+            listed.append(
+                {
+                    "ctrl_id": result.vendor_id,
+                    "reference": result.serial,
+                    "kind": result.kind,
+                    "state": as_int(state.get("ctrl_state")),
+                    "state_message": as_str(state.get("ctrl_state_msg")),
+                    "time": as_str(state.get("ctrl_time")),
+                    "result": dict(result.data) if result.data else None,
+                }
+            )
+        return sorted(listed, key=lambda item: int(item["ctrl_id"] or 0), reverse=True)
+
+    # --- pushes -------------------------------------------------------------------------------
+
+    def parse_push(self, path: str, headers: Mapping[str, str], body: bytes, now: datetime) -> PushResult:
+        """Push mode: authenticate by company_no + data_api_key, parse, answer with the spec's envelope."""
+        path = path.strip("/")
+        if path not in self.push_paths:
+            raise _reject(f"unknown push path {path!r}", 404)
+        company = headers.get("company_no") or ""
+        key = headers.get("data_api_key") or ""
+        if not hmac.compare_digest(company, str(self._config[CONF_COMPANY_NO])) or not hmac.compare_digest(
+            key, str(self._config[CONF_DATA_KEY])
+        ):
+            raise _reject("company_no or data_api_key refused", 401, reason="bad_key")
+        try:
+            data = json.loads(body.decode("utf-8-sig"))
+        except (UnicodeDecodeError, ValueError) as err:
+            raise _reject(f"body is not JSON: {err}", 400, reason="malformed") from err
+        if path == PUSH_REPORT:
+            return self._report(data)
+        if not isinstance(data, dict):
+            raise _reject("body is not a JSON object", 400, reason="malformed")
+        if path == PUSH_READING:
+            meter = meter_from_record(data, self._tz)
+            if meter is None:
+                raise _reject("meter_comm_no is required", 400, reason="malformed")
+            row = lower_keys(data)
+            serial = record_key("reading", meter.meter_id, row.get("acquisition_time"), row.get("data_type"))
+            # Frozen records (data_type 1) are history, not the meter's present state.
+            reading = meter if as_int(row.get("data_type")) != 1 else None
+            guid = base64.b64encode(hashlib.md5(serial.encode()).digest()).decode()
+            return PushResult(serial=serial, response=_ok(guid), reading=reading)
+        alarm = alarm_from_record(data, self._tz, event=path == PUSH_EVENT)
+        if alarm is None or alarm.key is None:
+            raise _reject("device_comm_no is required", 400, reason="malformed")
+        # A stable id, so the platform's re-sends get the answer they got the first time.
+        number = int(alarm.key[:7], 16)
+        return PushResult(serial=alarm.key, response=_ok(number), alarm=alarm)
+
+    def _report(self, data: Any) -> PushResult:
+        items = data if isinstance(data, list) else [data]
+        results = tuple(r for item in items if isinstance(item, dict) and (r := result_of(item)) is not None)
+        if not results:
+            raise _reject("no ctrl_id/ctrl_state in the report", 400, reason="malformed")
+        answer = [
+            {"ctrl_id": as_int(r.vendor_id), "meter_comm_no": r.meter_id, "result": True, "message": ""}
+            for r in results
+        ]
+        serial = record_key("report", ",".join(f"{r.vendor_id}:{r.message}" for r in results), "", "")
+        return PushResult(serial=serial, response=_ok(answer), commands=results)
+
+
+def _ok(data: Any) -> dict[str, Any]:
+    return {"Data": data, "State": "success", "Message": ""}
+
+
+def _reject(message: str, status: int, *, reason: str = "unknown_path") -> PushError:
+    return PushError(
+        message, status=status, response={"Data": None, "State": "failed", "Message": message}, reason=reason
+    )
+
+
+__all__ = ["IotMeterClient", "MeterCloudError"]

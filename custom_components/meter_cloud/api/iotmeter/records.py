@@ -1,0 +1,134 @@
+"""Records of the IoT meter data platform → common models (3.1.2, 3.2, 3.3)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from datetime import tzinfo
+from typing import Any
+
+from ..models import Alarm, AlarmPriority, AlarmType, HistoryPoint, MeterData, ValveState
+from ..parse import as_datetime, as_decimal, as_int, as_str
+
+DEVICE_METER = 1
+DEVICE_RTU = 2
+# 3 decimals: Decimal(18,3) in every table of the spec.
+PLACES = 3
+
+# ext_data booleans that become binary sensors; `power_level` (0/1/2) becomes "low_power".
+METER_FLAGS = (
+    "valve_open",
+    "remote_valve_off",
+    "apart_valve_off",
+    "max_flow_valve_off",
+    "min_flow_valve_off",
+    "dead_valve_off",
+    "magnetic_attack",
+    "ext_power",
+    "pulse_fault",
+    "battery_cut",
+    "force_valve_on",
+)
+RTU_FLAGS = ("rtu_door_open", "rtu_power", "rtu_fence_alarm", "rtu_vibrate_alarm")
+
+
+def lower_keys(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """Keys in lower case: the spec's tables and samples disagree (Totalcount / totalcount)."""
+    return {str(key).strip().lower(): value for key, value in obj.items()}
+
+
+def ext_data(raw: Any) -> dict[str, Any]:
+    """ext_data is an object in the samples but typed JSON: accept a JSON string too."""
+    if isinstance(raw, str):
+        try:
+            raw = json.loads(raw)
+        except ValueError:
+            return {}
+    return lower_keys(raw) if isinstance(raw, dict) else {}
+
+
+def _flags(ext: Mapping[str, Any], names: tuple[str, ...]) -> dict[str, bool]:
+    return {name: ext[name] for name in names if isinstance(ext.get(name), bool)}
+
+
+def meter_from_record(raw: Mapping[str, Any], tz: tzinfo) -> MeterData | None:
+    """A real-time (or pushed) record as MeterData; None without a communication number."""
+    row = lower_keys(raw)
+    comm_no = as_str(row.get("meter_comm_no"))
+    if comm_no is None:
+        return None
+    ext = ext_data(row.get("ext_data"))
+    is_rtu = as_int(row.get("device_type")) == DEVICE_RTU
+    flags = _flags(ext, RTU_FLAGS if is_rtu else METER_FLAGS)
+    power_level = as_int(ext.get("power_level"))
+    if power_level is not None and not is_rtu:
+        flags["low_power"] = power_level > 0
+    valve = None
+    if isinstance(ext.get("valve_open"), bool) and not is_rtu:
+        valve = ValveState.OPEN if ext["valve_open"] else ValveState.CLOSED
+    state_message = as_str(row.get("meter_stat_emsg"))
+    if is_rtu:
+        state_message = as_str(ext.get("rtu_state_msg")) or state_message
+    return MeterData(
+        meter_id=comm_no,
+        kind="rtu" if is_rtu else "meter",
+        model=as_str(row.get("device_type_name")),
+        reading=as_decimal(row.get("std_sum"), PLACES),
+        work_volume=as_decimal(row.get("work_sum"), PLACES),
+        reading_time=as_datetime(row.get("acquisition_time"), tz),
+        std_flow=as_decimal(row.get("std_flow"), PLACES),
+        work_flow=as_decimal(row.get("work_flow"), PLACES),
+        temperature=as_decimal(row.get("temperature"), PLACES),
+        pressure=as_decimal(row.get("pressure"), PLACES),
+        magnetic_attacks=as_int(row.get("magatt_times")),
+        this_month=as_decimal(row.get("this_month_sum"), PLACES),
+        last_month=as_decimal(row.get("last_month_sum"), PLACES),
+        this_cycle=as_decimal(row.get("this_cycle_sum"), PLACES),
+        last_cycle=as_decimal(row.get("last_cycle_sum"), PLACES),
+        balance=as_decimal(row.get("remain_money"), PLACES),
+        remain_volume=as_decimal(row.get("remain_volume"), PLACES),
+        price=as_decimal(row.get("curr_price"), PLACES),
+        total_recharge=as_decimal(ext.get("total_buy_value"), PLACES),
+        state_code=as_int(ext.get("rtu_state")) if is_rtu else as_int(row.get("meter_state")),
+        state_message=state_message,
+        rssi=as_int(row.get("rssi")),
+        battery_voltage=as_decimal(row.get("battery_voltage"), PLACES),
+        battery_level=as_int(row.get("battery_level")),
+        valve=valve,
+        flags=flags or None,
+    )
+
+
+def history_point(raw: Mapping[str, Any], tz: tzinfo) -> HistoryPoint | None:
+    """A frozen record's standard cumulative volume at its freeze time."""
+    row = lower_keys(raw)
+    when = as_datetime(row.get("acquisition_time"), tz)
+    value = as_decimal(row.get("std_sum"), PLACES)
+    return HistoryPoint(when, value) if when is not None and value is not None else None
+
+
+def record_key(kind: str, device: str, when: Any, code: Any) -> str:
+    """Identity of an alarm/event/reading across pushes, re-sends and after-the-fact queries."""
+    return hashlib.sha256(f"{kind}|{device}|{when}|{code}".encode()).hexdigest()[:32]
+
+
+def alarm_from_record(raw: Mapping[str, Any], tz: tzinfo, *, event: bool) -> Alarm | None:
+    """An alarm (3.2) or device event (3.3) record as an Alarm."""
+    row = lower_keys(raw)
+    prefix = "event" if event else "alarm"
+    device = as_str(row.get("device_comm_no"))
+    if device is None:
+        return None
+    when = as_str(row.get(f"{prefix}_time"))
+    code = as_str(row.get(f"{prefix}_code")) or ""
+    return Alarm(
+        meter_id=device,
+        # The spec defines no code table: alarms and events are told apart, the code is passed on.
+        type=AlarmType.DEVICE_EVENT if event else AlarmType.DEVICE_ALARM,
+        priority=AlarmPriority.LOW if event else AlarmPriority.HIGH,
+        message=as_str(row.get(f"{prefix}_content")) or "",
+        code=code,
+        time=as_datetime(when, tz),
+        key=record_key(prefix, device, when, code),
+    )
