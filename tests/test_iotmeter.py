@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 from decimal import Decimal
 from typing import Any
@@ -277,13 +276,17 @@ async def test_reads_return_results(
     meter = meters(iot_sim)[0]
     device_id = dev(hass, iot_entry, meter)
 
-    async def meter_answers_soon() -> None:
-        while not iot_sim.commands:
-            await asyncio.sleep(0.01)
-        await iot_sim.settle()
+    client = iot_entry.runtime_data.client
+    asked = client.async_command_states
 
-    with patch("custom_components.meter_cloud.actions.POLL_WAIT", 0.01):
-        hass.async_create_task(meter_answers_soon())
+    async def meter_answers_first(commands: Any) -> Any:
+        await iot_sim.settle()  # the meter answers while Home Assistant waits
+        return await asked(commands)
+
+    with (
+        patch("custom_components.meter_cloud.actions.POLL_WAIT", 0.01),
+        patch.object(client, "async_command_states", meter_answers_first),
+    ):
         response = await call(hass, "read_price", {"device_id": device_id, "wait": 5})
     assert response["state"] == "confirmed"
     assert response["result"]["price1"] == float(iot_sim.devices[meter].ladder["price1"])
