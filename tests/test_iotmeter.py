@@ -399,3 +399,17 @@ async def test_alarm_catch_up(hass: HomeAssistant, iot_entry: MockConfigEntry, i
     await refresh(hass, iot_entry)
     assert [(e.data["meter_id"], e.data["code"]) for e in events] == [(meter, "2")]
     assert sent(iot_sim, "DeviceAlarm/GetList2")
+
+
+async def test_two_readings_in_one_second_are_two(
+    hass: HomeAssistant, iot_push: TestClient, iot_entry: MockConfigEntry, iot_sim: IotMeterSimulator
+) -> None:
+    """Only an identical body is a re-send: a new reading with the same acquisition second still applies."""
+    meter = meters(iot_sim)[0]
+    headers = {"company_no": iot_sim.company_no, "data_api_key": iot_sim.data_api_key}
+    body = iot_sim.reading_body(meter)
+    for std_sum in (1000.5, 1001.25):
+        resp = await iot_push.post(f"{PUSH}/api/Data/MeterData/Add", json={**body, "std_sum": std_sum}, headers=headers)
+        assert resp.status == 200
+        await hass.async_block_till_done()
+        assert value(hass, meter, "reading") == Decimal(str(std_sum))

@@ -459,7 +459,10 @@ class IotMeterClient(MeterClient):
             if meter is None:
                 raise _reject("meter_comm_no is required", 400, reason="malformed")
             row = lower_keys(data)
-            serial = record_key("reading", meter.meter_id, row.get("acquisition_time"), row.get("data_type"))
+            # Re-sends are the same body: the whole body is the identity (two readings within one
+            # second of acquisition_time are still two readings).
+            canonical = json.dumps(data, sort_keys=True, ensure_ascii=False, default=str)
+            serial = record_key("reading", meter.meter_id, canonical, "")
             # Frozen records (data_type 1) are history, not the meter's present state.
             reading = meter if as_int(row.get("data_type")) != 1 else None
             guid = base64.b64encode(hashlib.md5(serial.encode()).digest()).decode()
