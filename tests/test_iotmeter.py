@@ -413,3 +413,19 @@ async def test_two_readings_in_one_second_are_two(
         assert resp.status == 200
         await hass.async_block_till_done()
         assert value(hass, meter, "reading") == Decimal(str(std_sum))
+
+
+async def test_confirmed_command_reads_the_device_alone(
+    hass: HomeAssistant, iot_push: TestClient, iot_entry: MockConfigEntry, iot_sim: IotMeterSimulator
+) -> None:
+    """After the Report of a confirmed command, GetRealModel refreshes that one device (not the whole list)."""
+    meter = meters(iot_sim)[0]
+    device_id = dev(hass, iot_entry, meter)
+    lists = len([n for n, *_ in iot_sim.requests if n == "GetRealList2"])
+    await call(hass, "set_remaining_balance", {"device_id": device_id, "amount": 42})
+    await iot_sim.settle()
+    await iot_sim.drain()
+    await hass.async_block_till_done(wait_background_tasks=True)
+    assert [q.get("meter_comm_no") for n, q, _ in iot_sim.requests if n == "GetRealModel"] == [meter]
+    assert len([n for n, *_ in iot_sim.requests if n == "GetRealList2"]) == lists
+    assert value(hass, meter, "balance") == Decimal(42)

@@ -92,6 +92,8 @@ class MeterActions:
             return
         if command.kind in MONEY_KINDS:
             self._coordinator.refresh_details_soon(command.meter_id)
+        if state is CommandState.CONFIRMED:
+            self._coordinator.refresh_meter_soon(command.meter_id)
         self._coordinator.async_update_meter(command.meter_id)
 
     def pending_valve(self, meter_id: str) -> CommandKind | None:

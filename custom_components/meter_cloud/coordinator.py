@@ -172,6 +172,25 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
 
         await asyncio.gather(*(fetch(meter) for meter in due))
 
+    def refresh_meter_soon(self, meter_id: str) -> None:
+        """Read one device again after a command took effect (backends that can read one alone)."""
+        if self.client.supports(Capability.SINGLE_READ):
+            self.config_entry.async_create_background_task(
+                self.hass, self._refresh_meter(meter_id), f"{DOMAIN} refresh {meter_id}"
+            )
+
+    async def _refresh_meter(self, meter_id: str) -> None:
+        try:
+            fresh = await self.client.async_get_meter(meter_id)
+        except MeterCloudError as err:
+            _LOGGER.debug("Could not read %s after its command: %s", meter_id, err)
+            return
+        current = (self.data or {}).get(meter_id)
+        if fresh is not None and current is not None:
+            meter = merge(current, fresh)
+            self.actions.settle_from(meter)
+            self.set_meter(meter)
+
     def refresh_details_soon(self, meter_id: str) -> None:
         """Make the next poll fetch this meter's details (after a recharge, say)."""
         self._details_due.pop(meter_id, None)

@@ -94,6 +94,10 @@ class MeterClient(ABC):
     async def async_get_meters(self) -> dict[str, MeterData]:
         """Latest readings of every meter of the account, in as few requests as the API allows."""
 
+    async def async_get_meter(self, meter_id: str) -> MeterData | None:
+        """One device's latest data, for a refresh after a command (None when the cloud has none)."""
+        raise UnsupportedError(Capability.SINGLE_READ)
+
     async def async_get_details(self, meter: MeterData) -> MeterData:
         """Slow-changing details of one meter."""
         raise UnsupportedError(Capability.DETAILS)

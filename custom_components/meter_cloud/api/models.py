@@ -108,6 +108,8 @@ class Capability(StrEnum):
     RELEASE_FORCE = "release_force"
     # Frozen history for long-term statistics; alarms/events that can be fetched after the fact.
     HISTORY = "history"
+    # One device can be read alone (after a command, instead of the whole list).
+    SINGLE_READ = "single_read"
     ALARM_HISTORY = "alarm_history"
 
 

@@ -129,7 +129,7 @@ class IotMeterClient(MeterClient):
         """Control features only with a control URL, a login name and a password."""
         super().__init__(*args, **kwargs)
         self.fields = METER_FIELDS
-        reading = {Capability.PUSH, Capability.HISTORY, Capability.ALARM_HISTORY}
+        reading = {Capability.PUSH, Capability.HISTORY, Capability.ALARM_HISTORY, Capability.SINGLE_READ}
         self.has_control = all(as_str(self._config.get(key)) for key in (CONF_CONTROL_URL, CONF_LOGIN, CONF_PASSWORD))
         self.capabilities = frozenset(reading | (CONTROL if self.has_control else set()))
         self._token: str | None = None
