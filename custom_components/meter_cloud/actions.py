@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from datetime import datetime
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -13,6 +15,7 @@ from homeassistant.util import dt as dt_util
 from .api import (
     CommandError,
     CommandKind,
+    CommandReceipt,
     CommandRef,
     CommandResult,
     CommandState,
@@ -122,39 +125,21 @@ class MeterActions:
         meter = self._coordinator.meter(meter_id)
         serial = self._client.recharge_serial(reference)
         known = self.tracker.get(serial)
-        if known is not None:
-            if known.meter_id != meter_id or known.amount != amount or known.kind is not kind:
-                raise to_ha_error(CommandError(reference, reason="reference_conflict"))
-            if known.state is not CommandState.UNKNOWN:
-                return known  # already sent: answer with what became of it
-        now = dt_util.utcnow()
+        if known is not None and (known.meter_id != meter_id or known.amount != amount or known.kind is not kind):
+            raise to_ha_error(CommandError(reference, reason="reference_conflict"))
         baseline = meter.total_recharge if kind is CommandKind.RECHARGE else None
-        # On disk before it is on the wire: a crash mid-request leaves an 'unknown' record, not a blank.
-        self.tracker.put(
-            TrackedCommand(serial, meter_id, kind, CommandState.UNKNOWN, now, now, reference, amount, None, baseline)
-        )
-        await self.tracker.async_flush()
-        try:
+
+        async def send(now: datetime) -> CommandReceipt:
             if kind is CommandKind.RECHARGE:
-                receipt = await self._client.async_recharge(meter, amount, reference, serial=serial, when=now)
-            else:
-                credit = kind is CommandKind.BALANCE_CREDIT
-                receipt = await self._client.async_adjust_balance(
-                    meter, amount, reference, credit=credit, serial=serial, when=now
-                )
-        except MeterCloudError as err:
-            if not err.request_sent:
-                self.tracker.drop(serial)
-            elif not err.outcome_unknown:
-                self.tracker.set_state(serial, CommandState.FAILED, str(err))
-            # Otherwise it stays 'unknown': calling again with the same reference re-sends the same serial.
-            raise self._coordinator.error_for(err) from err
-        sent = self.tracker.get(serial)
-        assert sent is not None
-        command = self.tracker.put(replace(sent, state=CommandState.PENDING, vendor_id=receipt.vendor_id))
-        await self.tracker.async_flush()
-        self._coordinator.async_update_meter(meter_id)
-        return command
+                return await self._client.async_recharge(meter, amount, reference, serial=serial, when=now)
+            credit = kind is CommandKind.BALANCE_CREDIT
+            return await self._client.async_adjust_balance(
+                meter, amount, reference, credit=credit, serial=serial, when=now
+            )
+
+        return await self._send_tracked(
+            meter_id, kind, serial, send, reference=reference, amount=amount, baseline=baseline
+        )
 
     async def async_queue(
         self, meter_id: str, kind: CommandKind, params: dict[str, Any], reference: str | None = None
@@ -163,21 +148,43 @@ class MeterActions:
         meter = self._coordinator.meter(meter_id)
         serial = reference or f"HA{uuid.uuid4().hex[:20]}"
         known = self.tracker.get(serial)
+        if known is not None and (known.meter_id != meter_id or known.kind is not kind):
+            raise to_ha_error(CommandError(serial, reason="reference_conflict"))
+
+        async def send(_now: datetime) -> CommandReceipt:
+            return await self._client.async_command(meter, kind, params, serial=serial)
+
+        return await self._send_tracked(meter_id, kind, serial, send, reference=serial, amount=params.get("amount"))
+
+    async def _send_tracked(
+        self,
+        meter_id: str,
+        kind: CommandKind,
+        serial: str,
+        send: Callable[[datetime], Awaitable[CommandReceipt]],
+        *,
+        reference: str,
+        amount: Decimal | None,
+        baseline: Decimal | None = None,
+    ) -> TrackedCommand:
+        """The ledger around one command: on disk before the wire, never re-sent once its fate is known."""
+        known = self.tracker.get(serial)
         if known is not None and known.state is not CommandState.UNKNOWN:
-            if known.meter_id != meter_id or known.kind is not kind:
-                raise to_ha_error(CommandError(serial, reason="reference_conflict"))
-            return known
+            return known  # already sent: answer with what became of it
         now = dt_util.utcnow()
-        amount = params.get("amount")
-        self.tracker.put(TrackedCommand(serial, meter_id, kind, CommandState.UNKNOWN, now, now, serial, amount))
+        # A crash mid-request leaves an 'unknown' record, not a blank.
+        self.tracker.put(
+            TrackedCommand(serial, meter_id, kind, CommandState.UNKNOWN, now, now, reference, amount, None, baseline)
+        )
         await self.tracker.async_flush()
         try:
-            receipt = await self._client.async_command(meter, kind, params, serial=serial)
+            receipt = await send(now)
         except MeterCloudError as err:
             if not err.request_sent:
                 self.tracker.drop(serial)
             elif not err.outcome_unknown:
                 self.tracker.set_state(serial, CommandState.FAILED, str(err))
+            # Otherwise it stays 'unknown': calling again with the same reference re-sends the same serial.
             raise self._coordinator.error_for(err) from err
         sent = self.tracker.get(serial)
         assert sent is not None

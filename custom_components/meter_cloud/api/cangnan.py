@@ -252,12 +252,9 @@ class CangnanClient(MeterClient):
     async def _call(self, path: str, payload: dict[str, Any]) -> dict[str, Any]:
         """Send one signed (and, if configured, sealed) request; return the answer on ReturnCode 0."""
         self.request_count += 1
-        stamp = signing.timestamp(datetime.now(self._tz), self._tz)
-        headers = {
-            "Accept": "application/json",
-            "Content-Type": "application/json;charset=utf-8",
-            **signing.sign(str(self._config[CONF_APP_TOKEN]), str(self._config[CONF_APP_SECRET]), stamp),
-        }
+        headers = signing.request_headers(
+            str(self._config[CONF_APP_TOKEN]), str(self._config[CONF_APP_SECRET]), self._tz
+        )
         body = json.dumps({**payload, "DataFrom": self._data_from}, ensure_ascii=False).encode()
         if self.envelope is not None:
             body = self.envelope.seal(body)

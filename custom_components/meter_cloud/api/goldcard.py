@@ -169,12 +169,9 @@ class GoldcardClient(MeterClient):
     async def _call(self, path: str, payload: dict[str, Any]) -> Any:
         """Send one signed request; return `echoMsg` on success, raise on any failure."""
         self.request_count += 1
-        stamp = signing.timestamp(datetime.now(self._tz), self._tz)
-        headers = {
-            "Accept": "application/json",
-            "Content-Type": "application/json;charset=utf-8",
-            **signing.sign(str(self._config[CONF_APP_CODE]), str(self._config[CONF_APP_SECRET]), stamp),
-        }
+        headers = signing.request_headers(
+            str(self._config[CONF_APP_CODE]), str(self._config[CONF_APP_SECRET]), self._tz
+        )
         payload.setdefault("serialNo", uuid.uuid4().hex)
         answer = await post_json(
             self._session, f"{self._base}/{path}", payload, headers=headers, timeout=self.request_timeout

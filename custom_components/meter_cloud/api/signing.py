@@ -19,6 +19,16 @@ def sign(app_id: str, secret: str, timestamp: str) -> dict[str, str]:
     return {"AccessToken": token, "Authorization": auth}
 
 
+def request_headers(app_id: str, secret: str, tz: tzinfo) -> dict[str, str]:
+    """All headers of a signed JSON request, stamped now in the vendor's zone."""
+    stamp = timestamp(datetime.now(tz), tz)
+    return {
+        "Accept": "application/json",
+        "Content-Type": "application/json;charset=utf-8",
+        **sign(app_id, secret, stamp),
+    }
+
+
 def timestamp(now: datetime, tz: tzinfo) -> str:
     """Format `now` in the vendor's wall-clock zone, as the headers carry it."""
     return now.astimezone(tz).strftime(TIME_FORMAT)
