@@ -5,7 +5,8 @@
     python scripts/develop_seed.py wait URL PID SECONDS      waits until URL answers (any HTTP status)
 
 Everything is created only when absent, each simulator entry on its own: a second run keeps the user, the entries
-and their push ids, and adds an entry a config/ seeded by an older version of this script lacks (Cangnan's).
+and their push ids, and adds an entry a config/ seeded by an older version of this script lacks (Cangnan's, the IoT
+meter platform's).
 Storage files are written in the format both pinned Home Assistant versions read (2025.4 and 2026.10:
 core.config_entries 1.5, onboarding 4); a newer Home Assistant migrates them forward itself.
 """
@@ -45,6 +46,15 @@ CANGNAN_ACCOUNT = {
     "billing_side": "meter",  # the simulator's --billing-mode meter: the meter keeps the money
 }
 CANGNAN_METERS = 10  # scripts/develop starts the Cangnan simulator with --meters 10
+# One simulator serves both the data API and the control API, so the two URLs are the same.
+IOTMETER_ACCOUNT = {
+    "data_url": "http://127.0.0.1:8903",
+    "company_no": "1001",
+    "data_api_key": "496d1bac094f11e79d9c0a0027000010",
+    "control_url": "http://127.0.0.1:8903",
+    "login_name": "admin",
+    "password": "123456",
+}
 # Storage versions written; both pinned Home Assistant versions use exactly these.
 CONFIG_ENTRIES_VERSION = (1, 5)
 ONBOARDING_VERSION = (4, 1)
@@ -194,6 +204,7 @@ def simulator_accounts() -> dict[str, dict[str, Any]]:
     return {
         "goldcard": {"backend": "goldcard", **GOLDCARD_ACCOUNT},
         "cangnan": {"backend": "cangnan", **CANGNAN_ACCOUNT, "meters": _cangnan_meters()},
+        "iotmeter": {"backend": "iotmeter", **IOTMETER_ACCOUNT},
     }
 
 
