@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Generator
 from typing import Any
+from unittest.mock import PropertyMock, patch
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
@@ -24,6 +25,20 @@ IOT_PUSH_ID = "iotmeter-push-id-0123456789abcdef"
 @pytest.fixture(autouse=True)
 def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
     """Load custom_components/ in every test."""
+
+
+@pytest.fixture(autouse=True)
+def all_entities_enabled(request: pytest.FixtureRequest) -> Generator[None]:
+    """Enable the entities that are off by default, so tests see every value (not for `default_entities`)."""
+    if request.node.get_closest_marker("default_entities"):
+        yield
+        return
+    with patch(
+        "homeassistant.helpers.entity.Entity.entity_registry_enabled_default",
+        new_callable=PropertyMock,
+        return_value=True,
+    ):
+        yield
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from homeassistant.const import STATE_UNAVAILABLE, STATE_UNKNOWN
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
@@ -96,3 +97,20 @@ async def test_cloud_down_then_recovers(
         await coordinator.async_refresh()
         await hass.async_block_till_done()
         assert state_decimal(hass, eid) == meter.balance, mode
+
+
+@pytest.mark.default_entities
+async def test_entity_budget_per_meter(
+    hass: HomeAssistant, setup_entry: MockConfigEntry, sim: GoldcardSimulator
+) -> None:
+    """A new install enables only the everyday entities: Home Assistant 2026 caps an entry at 10,000."""
+    registry = er.async_get(hass)
+    meter_no = next(iter(sim.meters))
+    ours = [e for e in registry.entities.values() if e.config_entry_id == setup_entry.entry_id]
+    enabled = {
+        e.unique_id.removeprefix(f"goldcard_{meter_no}_") for e in ours if meter_no in e.unique_id and not e.disabled
+    }
+    assert enabled == {"reading", "balance", "price", "status", "recharge_status", "valve", "alarm"}
+    disabled = [e for e in ours if e.disabled_by is er.RegistryEntryDisabler.INTEGRATION]
+    assert {e.unique_id.rsplit("_", 2)[-1] for e in disabled} >= {"voltage", "strength"}
+    assert hass.states.get(entity_id(hass, meter_no, "battery_voltage")) is None

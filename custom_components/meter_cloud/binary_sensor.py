@@ -36,12 +36,18 @@ FLAGS: dict[str, BinarySensorDeviceClass | None] = {
     "rtu_fence_alarm": BinarySensorDeviceClass.SAFETY,
     "rtu_vibrate_alarm": BinarySensorDeviceClass.VIBRATION,
 }
+# Tampering and a failing battery matter to everyone; the valve-off reasons are for diagnosis (and
+# Home Assistant 2026 enables at most 10,000 entities per entry). An RTU's few flags are all on.
+ENABLED_BY_DEFAULT = frozenset(
+    {"low_power", "magnetic_attack", "rtu_door_open", "rtu_power", "rtu_fence_alarm", "rtu_vibrate_alarm"}
+)
 DESCRIPTIONS = {
     key: BinarySensorEntityDescription(
         key=key,
         translation_key=key,
         device_class=device_class,
-        entity_category=None if key in ("valve_open", "rtu_door_open") else EntityCategory.DIAGNOSTIC,
+        entity_category=None if key in ENABLED_BY_DEFAULT else EntityCategory.DIAGNOSTIC,
+        entity_registry_enabled_default=key in ENABLED_BY_DEFAULT,
     )
     for key, device_class in FLAGS.items()
 }

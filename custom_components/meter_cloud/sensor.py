@@ -48,8 +48,14 @@ def _value(field: str) -> Callable[[MeterData], Any]:
     return lambda meter: getattr(meter, field)
 
 
+# Home Assistant 2026 enables at most 10,000 entities per config entry: a 1000-meter account keeps
+# about ten per meter. The everyday ones stay enabled; the rest are there to switch on.
+ENABLED_BY_DEFAULT = frozenset({"reading", "balance", "price", "status", "state_message"})
+
+
 def _describe(key: str, **kwargs: Any) -> MeterSensorDescription:
     field = kwargs.pop("field", key)
+    kwargs.setdefault("entity_registry_enabled_default", key in ENABLED_BY_DEFAULT)
     return MeterSensorDescription(key=key, translation_key=key, field=field, value_fn=_value(field), **kwargs)
 
 
@@ -169,7 +175,7 @@ SENSORS: tuple[MeterSensorDescription, ...] = (
         suggested_display_precision=3,
     ),
     _describe("state_message", entity_category=EntityCategory.DIAGNOSTIC),
-    _describe("state_code", entity_category=EntityCategory.DIAGNOSTIC, entity_registry_enabled_default=False),
+    _describe("state_code", entity_category=EntityCategory.DIAGNOSTIC),
     _describe(
         "rssi",
         device_class=SensorDeviceClass.SIGNAL_STRENGTH,
