@@ -429,3 +429,15 @@ async def test_confirmed_command_reads_the_device_alone(
     assert [q.get("meter_comm_no") for n, q, _ in iot_sim.requests if n == "GetRealModel"] == [meter]
     assert len([n for n, *_ in iot_sim.requests if n == "GetRealList2"]) == lists
     assert value(hass, meter, "balance") == Decimal(42)
+
+
+async def test_diagnostics_hide_iot_secrets(
+    hass: HomeAssistant, iot_entry: MockConfigEntry, iot_sim: IotMeterSimulator
+) -> None:
+    """The data key, login and password never reach diagnostics."""
+    from custom_components.meter_cloud.diagnostics import async_get_config_entry_diagnostics
+
+    text = str(await async_get_config_entry_diagnostics(hass, iot_entry))
+    for secret in (iot_sim.data_api_key, iot_sim.password, iot_sim.login_name, IOT_PUSH_ID):
+        assert secret not in text
+    assert "command_queue" in text

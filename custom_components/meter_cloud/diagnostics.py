@@ -16,6 +16,8 @@ TO_REDACT = {
     "app_secret",
     "app_code",
     "app_token",
+    "data_api_key",
+    "login_name",
     "encryption_key",
     "meters",
     "password",
