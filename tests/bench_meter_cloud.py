@@ -37,6 +37,8 @@ BACKEND_NAMES = os.environ.get("BENCH_BACKENDS", "goldcard,cangnan,iotmeter").sp
 POLLS = 5
 PUSHES = 30
 RESULTS: list[str] = []
+# Measure what a real installation runs: the entities a new install enables.
+pytestmark = pytest.mark.default_entities
 
 
 def _decimal(text: str) -> Decimal | None:
