@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar
+from urllib.parse import urlencode
 
 from ..base import MeterClient
 from ..errors import (
@@ -132,6 +133,8 @@ class IotMeterClient(MeterClient):
         reading = {Capability.PUSH, Capability.HISTORY, Capability.ALARM_HISTORY, Capability.SINGLE_READ}
         self.has_control = all(as_str(self._config.get(key)) for key in (CONF_CONTROL_URL, CONF_LOGIN, CONF_PASSWORD))
         self.capabilities = frozenset(reading | (CONTROL if self.has_control else set()))
+        self._queued_charges: dict[str, dict[str, Decimal]] = {}
+        self._charged_total: dict[str, Decimal] = {}
         self._token: str | None = None
         self._token_expires: datetime | None = None
         self._login_lock = asyncio.Lock()
@@ -182,7 +185,7 @@ class IotMeterClient(MeterClient):
             if self._token and self._token_expires and self._now() < self._token_expires - TOKEN_MARGIN:
                 return self._token
             password = hashlib.md5(str(self._config[CONF_PASSWORD]).encode()).hexdigest()
-            query = f"api/Conf/Account/Login?loginName={self._config[CONF_LOGIN]}&pwd={password}"
+            query = "api/Conf/Account/Login?" + urlencode({"loginName": str(self._config[CONF_LOGIN]), "pwd": password})
             try:
                 envelope = await self._post(str(self._config[CONF_CONTROL_URL]), query, {}, {})
             except CommandError as err:
@@ -333,13 +336,26 @@ class IotMeterClient(MeterClient):
         self, meter: MeterData, amount: Decimal, reference: str, *, serial: str, when: datetime
     ) -> CommandReceipt:
         """prepay.remotecharge: this charge, the new total and the count, as the meter keeps them."""
-        total = (meter.total_recharge or Decimal(0)) + amount
-        data = {
-            "charge_value": float(amount),
-            "total_value": float(total),
-            "charge_times": (meter.recharge_count or 0) + 1,
-        }
-        return await self._queue(meter, CommandKind.RECHARGE, data, serial)
+        # The meter's cumulative total must also count charges still in the queue, which the last
+        # reading's total_buy_value does not hold yet.
+        queued = self._queued_charges.setdefault(meter.meter_id, {})
+        reported = meter.total_recharge or Decimal(0)
+        total = max(reported, self._charged_total.get(meter.meter_id, reported)) + amount
+        count = (meter.recharge_count or 0) + 1
+        data = {"charge_value": float(amount), "total_value": float(total), "charge_times": count}
+        receipt = await self._queue(meter, CommandKind.RECHARGE, data, serial)
+        if receipt.vendor_id is not None and receipt.vendor_id not in queued:
+            queued[receipt.vendor_id] = amount
+            self._charged_total[meter.meter_id] = total
+        return receipt
+
+    def _charge_settled(self, result: CommandResult) -> None:
+        """A final remote charge leaves the queue; a failed one no longer counts in the next total."""
+        if result.kind != CommandKind.RECHARGE.value or result.success is None or result.vendor_id is None:
+            return
+        amount = self._queued_charges.get(result.meter_id, {}).pop(result.vendor_id, None)
+        if amount is not None and result.success is False and result.meter_id in self._charged_total:
+            self._charged_total[result.meter_id] -= amount
 
     async def async_set_price(self, meters: list[MeterData], schedule: PriceSchedule) -> dict[str, Any]:
         """prepay.setprice for each meter, in one AddMulti request."""
@@ -361,12 +377,19 @@ class IotMeterClient(MeterClient):
         results = envelope.get("data")
         if not isinstance(results, list):
             raise ResponseError("AddMulti answer has no Data list")
-        commands = {
-            as_str(lower_keys(r).get("target_comm_no")): as_str(lower_keys(r).get("ctrl_id"))
-            for r in results
-            if isinstance(r, dict)
-        }
-        return {"price_code": code, "meters": [m.meter_id for m in meters], "commands": commands}
+        commands: dict[str, str] = {}
+        refused: dict[str, str] = {}
+        for raw in results:
+            row = lower_keys(raw) if isinstance(raw, dict) else {}
+            target = as_str(row.get("target_comm_no")) or ""
+            ctrl_id = as_int(row.get("ctrl_id")) or 0
+            if ctrl_id > 0 and row.get("result") is not False:
+                commands[target] = str(ctrl_id)
+            else:
+                refused[target] = as_str(row.get("message")) or "refused"
+        if not commands:
+            raise CommandError("; ".join(f"{k}: {v}" for k, v in refused.items()) or "refused", code="failed")
+        return {"price_code": code, "meters": list(commands), "commands": commands, "refused": refused}
 
     async def async_command(
         self, meter: MeterData, kind: CommandKind, params: Mapping[str, Any], *, serial: str
@@ -405,10 +428,26 @@ class IotMeterClient(MeterClient):
         for command in commands:
             if not command.vendor_id:
                 continue
-            envelope = await self._control(f"api/Conf/CtrlData/GetModel/{command.vendor_id}")
+            try:
+                envelope = await self._control(f"api/Conf/CtrlData/GetModel/{command.vendor_id}")
+            except CommandError as err:
+                # The platform no longer has it (deleted): it will not run; the others still count.
+                results.append(
+                    CommandResult(
+                        meter_id=command.meter_id or "",
+                        serial=command.serial,
+                        success=False,
+                        kind=command.kind.value,
+                        vendor_id=command.vendor_id,
+                        message=f"no longer in the platform's queue: {err}",
+                    )
+                )
+                continue
             data = envelope.get("data")
             if isinstance(data, dict) and (result := result_of(data)) is not None:
                 results.append(result)
+        for result in results:
+            self._charge_settled(result)
         return results
 
     async def async_list_commands(self, meter: MeterData) -> list[dict[str, Any]]:
@@ -442,8 +481,8 @@ class IotMeterClient(MeterClient):
             raise _reject(f"unknown push path {path!r}", 404)
         company = headers.get("company_no") or ""
         key = headers.get("data_api_key") or ""
-        if not hmac.compare_digest(company, str(self._config[CONF_COMPANY_NO])) or not hmac.compare_digest(
-            key, str(self._config[CONF_DATA_KEY])
+        if not hmac.compare_digest(company.encode(), str(self._config[CONF_COMPANY_NO]).encode()) or not (
+            hmac.compare_digest(key.encode(), str(self._config[CONF_DATA_KEY]).encode())
         ):
             raise _reject("company_no or data_api_key refused", 401, reason="bad_key")
         try:
@@ -477,6 +516,8 @@ class IotMeterClient(MeterClient):
     def _report(self, data: Any) -> PushResult:
         items = data if isinstance(data, list) else [data]
         results = tuple(r for item in items if isinstance(item, dict) and (r := result_of(item)) is not None)
+        for result in results:
+            self._charge_settled(result)
         if not results:
             raise _reject("no ctrl_id/ctrl_state in the report", 400, reason="malformed")
         answer = [

@@ -34,6 +34,8 @@ WAITING, SENT, ANSWERED, SUCCESS, FAILED, CANCELLED, TIMED_OUT, SEND_FAILED, OTH
 UNDER_WAY = frozenset({WAITING, SENT, ANSWERED})
 # remote_charge_return.success: 0xaa charged, 0xbb refused.
 CHARGE_OK, CHARGE_REFUSED = 0xAA, 0xBB
+# open_account_return.success: 0 opened, 1 refused.
+OPEN_REFUSED = 1
 TIME_FORMAT = "%Y-%m-%dT%H:%M:%S"
 MAX_TIERS = 5
 
@@ -121,6 +123,9 @@ def result_of(raw: Mapping[str, Any]) -> CommandResult | None:
         if kind is CommandKind.RECHARGE and as_int(data.get("success")) == CHARGE_REFUSED:
             success = False
             message = f"meter refused the charge (0xbb, reason {data.get('reason')})"
+        elif kind is CommandKind.OPEN_ACCOUNT and as_int(data.get("success")) == OPEN_REFUSED:
+            success = False
+            message = f"meter refused to open the account (reason {data.get('reason')}: {data.get('reason_msg')})"
     else:
         success = False
     return CommandResult(
