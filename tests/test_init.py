@@ -143,3 +143,19 @@ async def test_command_expiry(
     await setup_entry.runtime_data.async_refresh()
     await hass.async_block_till_done()
     assert hass.states.get(eid).state == "open"
+
+
+async def test_repair_issue_without_external_url(
+    hass: HomeAssistant, setup_entry: MockConfigEntry, sim: GoldcardSimulator
+) -> None:
+    """No external URL: a repair issue carries the push URL; setting one and reloading clears it."""
+    from homeassistant.helpers import issue_registry as ir
+
+    issue_id = f"no_external_url_{setup_entry.entry_id}"
+    issue = ir.async_get(hass).async_get_issue(DOMAIN, issue_id)
+    assert issue is not None
+    assert "/api/meter_cloud/push/" in issue.translation_placeholders["push_url"]
+    await hass.config.async_update(external_url="https://example.duckdns.org")
+    assert await hass.config_entries.async_reload(setup_entry.entry_id)
+    await hass.async_block_till_done()
+    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None

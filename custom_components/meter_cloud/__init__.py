@@ -13,7 +13,7 @@ from homeassistant.util import dt as dt_util
 from .api import BACKENDS
 from .const import CONF_BACKEND, DOMAIN
 from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator
-from .push import MeterCloudPushView
+from .push import MeterCloudPushView, async_check_push_reachable
 from .services import async_setup_services
 from .statistics import async_setup_history
 
@@ -39,6 +39,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: MeterCloudConfigEntry) -
     entry.runtime_data = coordinator
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     async_setup_history(hass, coordinator)
+    async_check_push_reachable(hass, entry)
     entry.async_on_unload(entry.add_update_listener(_async_reload))
     return True
 

@@ -6,16 +6,35 @@ import hmac
 import logging
 
 from aiohttp import web
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
+from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.http import HomeAssistantView
 from homeassistant.helpers.network import NoURLAvailableError, get_url
 from homeassistant.util import dt as dt_util
 
-from .api import PushError
+from .api import Capability, PushError
 from .const import CONF_PUSH_ID, DOMAIN, MAX_PUSH_BYTES, PUSH_URL_PREFIX
 from .coordinator import MeterCloudConfigEntry
 
 _LOGGER = logging.getLogger(__name__)
+
+
+@callback
+def async_check_push_reachable(hass: HomeAssistant, entry: MeterCloudConfigEntry) -> None:
+    """A repair issue while the vendor cannot reach us: pushes need an external URL."""
+    issue_id = f"no_external_url_{entry.entry_id}"
+    if not entry.runtime_data.client.supports(Capability.PUSH) or hass.config.external_url:
+        ir.async_delete_issue(hass, DOMAIN, issue_id)
+        return
+    ir.async_create_issue(
+        hass,
+        DOMAIN,
+        issue_id,
+        is_fixable=False,
+        severity=ir.IssueSeverity.WARNING,
+        translation_key="no_external_url",
+        translation_placeholders={"title": entry.title, "push_url": push_url(hass, entry.data[CONF_PUSH_ID])},
+    )
 
 
 def push_url(hass: HomeAssistant, push_id: str) -> str:
