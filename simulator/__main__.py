@@ -1,4 +1,4 @@
-"""Run a vendor simulator until Ctrl-C: python -m simulator goldcard|cangnan|iotmeter --meters 10."""
+"""Run a vendor simulator until Ctrl-C: python -m simulator goldcard|cangnan|iotmeter|kumir --meters 10."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from aiohttp import web
 
@@ -15,6 +16,9 @@ from .common import SimulatorBase
 from .goldcard import ENDPOINTS, GoldcardSimulator
 from .iotmeter import PUSH_PATHS as IOT_PUSH_PATHS
 from .iotmeter import IotMeterSimulator
+from .kumir import ENDPOINTS as KUMIR_ENDPOINTS
+from .kumir import KINDS as KUMIR_KINDS
+from .kumir import KumirSimulator
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -66,7 +70,24 @@ def _parser() -> argparse.ArgumentParser:
     iot.add_argument("--data-api-key", default="496d1bac094f11e79d9c0a0027000010")
     iot.add_argument("--login-name", default="admin")
     iot.add_argument("--password", default="123456")
+    _add_kumir(vendors)
     return parser
+
+
+def _add_kumir(vendors: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the kumir sub-command (apart, so _parser stays readable)."""
+    kumir = vendors.add_parser("kumir", help="NTC KUMIR KUMIR-RESURS: login/session/logout, XML export and import")
+    kumir.add_argument("--host", default="127.0.0.1")
+    kumir.add_argument("--port", type=int, default=8904)
+    kumir.add_argument("--nodes", type=int, default=5, help="nodes, cycling m234, ce303, tv7, ek270, pulsar")
+    kumir.add_argument("--login", default="example")
+    kumir.add_argument("--password", default="example")
+    kumir.add_argument("--time-zone", default="Europe/Moscow")
+    kumir.add_argument("--session-ttl", type=float, default=1800.0, help="seconds a session lives")
+    # The archives follow the clock; ticking only runs the simulated clock faster than the real one.
+    kumir.add_argument("--tick-seconds", type=float, default=0.0, help="tick every N seconds; 0 (default) is off")
+    kumir.add_argument("--tick-minutes", type=float, default=15.0, help="simulated minutes per tick")
+    kumir.add_argument("--seed", type=int, default=1)
 
 
 async def _serve(sim: SimulatorBase, app: web.Application, args: argparse.Namespace, lines: list[str]) -> None:
@@ -196,10 +217,42 @@ async def _run_iotmeter(args: argparse.Namespace) -> None:
     await _serve(sim, sim.app, args, lines)
 
 
+async def _run_kumir(args: argparse.Namespace) -> None:
+    try:
+        tz = ZoneInfo(args.time_zone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise SystemExit(f"--time-zone: unknown time zone {args.time_zone!r}") from None
+    sim = KumirSimulator(
+        login=args.login,
+        password=args.password,
+        tz=tz,
+        session_ttl=args.session_ttl,
+        nodes=args.nodes,
+        seed=args.seed,
+    )
+    base = f"http://{args.host}:{args.port}"
+    lines = [
+        f"KUMIR-RESURS simulator on {base}  (Ctrl-C stops it)",
+        f"  base_url      {base}",
+        f"  login         {sim.login}",
+        f"  password      {sim.password}",
+        f"  time zone     {sim.tz}",
+        f"  session       {sim.session_ttl:g} s (renew with POST {base}/session.php)",
+        f"  endpoints     {', '.join(KUMIR_ENDPOINTS.values())}",
+        f"  control       GET {base}/_sim/state",
+        "  nodes (code  serial  device type  systems):",
+        *(
+            f"{node.code}  {node.num}  {node.dev}  {KUMIR_KINDS[node.dev].describe()}  [{KUMIR_KINDS[node.dev].title}]"
+            for node in sim.nodes.values()
+        ),
+    ]
+    await _serve(sim, sim.app, args, lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     """Parse the command line and run the chosen simulator."""
     args = _parser().parse_args(argv)
-    runners = {"goldcard": _run_goldcard, "cangnan": _run_cangnan, "iotmeter": _run_iotmeter}
+    runners = {"goldcard": _run_goldcard, "cangnan": _run_cangnan, "iotmeter": _run_iotmeter, "kumir": _run_kumir}
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(runners[args.vendor](args))
 

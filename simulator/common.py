@@ -107,15 +107,15 @@ class Fault:
 class FaultPlan:
     """Queued failures, consumed one request at a time."""
 
-    def __init__(self, endpoints: Mapping[str, str]) -> None:
-        """Remember which endpoint names are valid."""
-        self._endpoints = endpoints
+    def __init__(self, endpoints: Mapping[str, str], modes: frozenset[str] = FAIL_MODES) -> None:
+        """Remember which endpoint names and failure modes are valid."""
+        self._endpoints, self._modes = endpoints, modes
         self.faults: list[Fault] = []
 
     def add(self, mode: str, count: int = 1, endpoint: str | None = None, code: str | None = None) -> None:
         """Queue a failure; reject unknown modes and endpoints at once."""
-        if mode not in FAIL_MODES:
-            raise ValueError(f"unknown failure mode {mode!r}; use one of {sorted(FAIL_MODES)}")
+        if mode not in self._modes:
+            raise ValueError(f"unknown failure mode {mode!r}; use one of {sorted(self._modes)}")
         if endpoint is not None and endpoint not in self._endpoints:
             raise ValueError(f"unknown endpoint {endpoint!r}")
         self.faults.append(Fault(mode, max(1, count), endpoint, code))
@@ -136,14 +136,22 @@ class SimulatorBase(ABC):
 
     meters: Mapping[str, Any]
 
-    def __init__(self, *, endpoints: Mapping[str, str], tz: tzinfo, push_url: str | None, seed: int) -> None:
+    def __init__(
+        self,
+        *,
+        endpoints: Mapping[str, str],
+        tz: tzinfo,
+        push_url: str | None,
+        seed: int,
+        fail_modes: frozenset[str] = FAIL_MODES,
+    ) -> None:
         """Set up the shared state; the subclass builds its meters and calls make_app()."""
         self.tz, self.push_url = tz, push_url
         self.hang_seconds = 5.0
         # Goldcard and Cangnan log (endpoint, payload) and (path, body, answer); other vendors log more.
         self.requests: list[tuple[Any, ...]] = []
         self.pushes: list[tuple[Any, ...]] = []
-        self.faults = FaultPlan(endpoints)
+        self.faults = FaultPlan(endpoints, fail_modes)
         self._rng = random.Random(seed)
         self._ticker: asyncio.Task[None] | None = None
         self._session: aiohttp.ClientSession | None = None

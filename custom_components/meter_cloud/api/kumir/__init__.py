@@ -1,0 +1,35 @@
+"""KUMIR-RESURS (NTC KUMIR) documents: safe XML, archive export/import, parameter meanings."""
+
+from __future__ import annotations
+
+from .archive import ARCHIVES, ArchiveRow, export_request, import_document, parse_export
+from .params import (
+    LOSSES_SYSTEMS,
+    PARAMS,
+    SUM_SYSTEMS,
+    ParamInfo,
+    describe,
+    is_losses_system,
+    is_sum_system,
+    sum_components,
+)
+from .xmlsafe import DEFAULT_MAX_BYTES, make_parser, parse
+
+__all__ = [
+    "ARCHIVES",
+    "DEFAULT_MAX_BYTES",
+    "LOSSES_SYSTEMS",
+    "PARAMS",
+    "SUM_SYSTEMS",
+    "ArchiveRow",
+    "ParamInfo",
+    "describe",
+    "export_request",
+    "import_document",
+    "is_losses_system",
+    "is_sum_system",
+    "make_parser",
+    "parse",
+    "parse_export",
+    "sum_components",
+]

@@ -1,0 +1,338 @@
+"""KUMIR-RESURS xml_import_export documents: the export request, its answer, the import document.
+
+Spec sections 5.1.1 (import structure, also the shape of an export answer) and 5.2.1 (export
+request). Pure functions over bytes; the HTTP session lives elsewhere.
+
+Times: `dat` carries no offset and is wall time of the account's zone. A wall time that does not
+exist (the spring-forward gap) is read with the offset in force before the change, i.e. it moves
+forward by the gap (02:30 -> 03:30). An ambiguous wall time (fall back) is the first occurrence
+(fold=0); when the same ambiguous wall time appears again for the same node, device, archive and
+system, as an hourly archive does across the change, that repeat is the second occurrence (fold=1).
+Rows keep their wall time in the given zone, so compare them as instants (PEP 495: datetimes
+sharing a tzinfo compare by wall time, ignoring fold).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime, tzinfo
+from decimal import Decimal, InvalidOperation
+from types import MappingProxyType
+
+from lxml import etree
+
+from ..errors import InvalidRequestError, ResponseError
+from .xmlsafe import DEFAULT_MAX_BYTES, parse
+
+ARCHIVES = ("hour", "day", "month", "year", "total")
+_ARCHIVE_SET = frozenset(ARCHIVES)
+_TRUE = frozenset({"true", "1"})
+_META = frozenset({"nodata", "dat"})
+# An XML element name we are willing to write (ASCII NCName; enough for every known parameter).
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.\-]*\Z")
+
+
+@dataclass(frozen=True, slots=True)
+class ArchiveRow:
+    """One archive record of one node: the values a device stored at `time`."""
+
+    node_code: str
+    serial: str
+    devtype: str
+    archive: str
+    system: int
+    time: datetime
+    values: Mapping[str, Decimal]
+
+
+# --- export request (5.2.1) ---------------------------------------------------------------
+
+
+def _iso(moment: datetime, what: str) -> str:
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise InvalidRequestError(f"{what} must carry a time zone")
+    return moment.isoformat(timespec="seconds")
+
+
+def _text(parent: etree._Element, tag: str, text: str) -> etree._Element:
+    element = etree.SubElement(parent, tag)
+    element.text = text
+    return element
+
+
+def _credentials(cfg: etree._Element, login: str | None, password: str | None) -> None:
+    if (login is None) != (password is None):
+        raise InvalidRequestError("login and password go together")
+    if login is not None and password is not None:
+        _text(cfg, "login", login)
+        _text(cfg, "password", password)
+
+
+def _build(root: etree._Element, build: Callable[[etree._Element], None]) -> bytes:
+    """Run a builder and serialize; lxml refusing text XML cannot carry (control characters) is a bad request."""
+    try:
+        build(root)
+    except ValueError as err:
+        raise InvalidRequestError(str(err)) from err
+    # The declaration spelled as the spec's samples spell it (lxml would use single quotes).
+    body: bytes = etree.tostring(root, encoding="UTF-8", pretty_print=True)
+    return b'<?xml version="1.0" encoding="UTF-8"?>\n' + body
+
+
+def export_request(
+    *,
+    begin: datetime,
+    end: datetime,
+    archives: Sequence[str],
+    systems: Sequence[int],
+    nodes: Sequence[tuple[str, str, str]],
+    login: str | None = None,
+    password: str | None = None,
+) -> bytes:
+    """The export request document; `nodes` are (code, serial, devtype), none meaning all nodes.
+
+    With `login`/`password` the document authenticates itself (no session cookie needed).
+    """
+    begin_text, end_text = _iso(begin, "begin"), _iso(end, "end")
+    if begin > end:
+        raise InvalidRequestError("begin is after end")
+    if not archives or any(archive not in _ARCHIVE_SET for archive in archives):
+        raise InvalidRequestError(f"archives must be some of {', '.join(ARCHIVES)}")
+    if not systems or any(isinstance(num, bool) or not isinstance(num, int) or num < 0 for num in systems):
+        raise InvalidRequestError("systems must be non-negative integers")
+    for node in nodes:
+        if len(node) != 3 or not all(isinstance(part, str) and part.strip() for part in node):
+            raise InvalidRequestError("a node is (code, serial, devtype), none of them empty")
+
+    def build(root: etree._Element) -> None:
+        cfg = etree.SubElement(root, "cfg")
+        _credentials(cfg, login, password)
+        _text(cfg, "timestamp_begin", begin_text)
+        _text(cfg, "timestamp_end", end_text)
+        archives_element = etree.SubElement(cfg, "archives")
+        for archive in dict.fromkeys(archives):
+            etree.SubElement(archives_element, "arch", type=archive)
+        systems_element = etree.SubElement(cfg, "systems")
+        for num in dict.fromkeys(systems):
+            etree.SubElement(systems_element, "sys", num=str(num))
+        nodes_element = etree.SubElement(root, "nodes")
+        for code, serial, devtype in nodes:
+            _text(nodes_element, "dev", devtype).set("num", serial)
+            _text(nodes_element, "node", code)
+
+    return _build(etree.Element("d"), build)
+
+
+# --- export answer (5.1.1 structure) ------------------------------------------------------
+
+
+def _local(element: etree._Element) -> str | None:
+    """The element's name without namespace; None for anything that is not an element."""
+    if not isinstance(element.tag, str):  # pragma: no cover - comments and PIs are stripped by the parser
+        return None
+    local: str = etree.QName(element).localname
+    return local
+
+
+def _children(element: etree._Element, name: str | None = None) -> Iterator[tuple[str, etree._Element]]:
+    for child in element:
+        local = _local(child)
+        if local is not None and (name is None or local == name):
+            yield local, child
+
+
+def _attr(element: etree._Element, name: str) -> str | None:
+    value = element.get(name)
+    if value is None:
+        return None
+    value = value.strip()
+    return value or None
+
+
+def _number(text: str | None) -> Decimal | None:
+    """A Decimal from "8870.448", "8870,448", "1e3"; None for anything else (never a guess)."""
+    if text is None:
+        return None
+    text = text.strip()
+    if "," in text:
+        if "." in text or text.count(",") != 1:
+            return None
+        text = text.replace(",", ".")
+    try:
+        number = Decimal(text)
+    except InvalidOperation:
+        return None
+    return number if number.is_finite() else None
+
+
+def _wall_time(text: str | None, tz: tzinfo, seen: set[datetime]) -> datetime | None:
+    """The instant of a `dat` (see the module notes for gaps and repeated ambiguous times)."""
+    if text is None:
+        return None
+    try:
+        # The spec's 2021-08-02T00:00:00, and the other ISO 8601 spellings (space, minutes, a date).
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        return _resolve(moment, tz, seen)
+    # The spec says no offset; one given anyway is honoured.
+    return moment.astimezone(tz)
+
+
+def _resolve(naive: datetime, tz: tzinfo, seen: set[datetime]) -> datetime:
+    """A real instant for a wall time: gaps move forward, a repeated ambiguous time is the later one."""
+    first = naive.replace(tzinfo=tz, fold=0)
+    later = naive.replace(tzinfo=tz, fold=1)
+    # Both folds give different offsets in a gap and in an overlap; only in an overlap is the
+    # wall time real, i.e. survives the round trip through UTC.
+    ambiguous = first.utcoffset() != later.utcoffset() and _round_trip(first, tz) == naive
+    chosen = later if ambiguous and naive in seen else first
+    seen.add(naive)
+    # Through UTC and back: a wall time in a gap becomes the wall time that exists.
+    return chosen.astimezone(UTC).astimezone(tz)
+
+
+def _round_trip(moment: datetime, tz: tzinfo) -> datetime:
+    return moment.astimezone(UTC).astimezone(tz).replace(tzinfo=None)
+
+
+def _row_values(record: etree._Element) -> dict[str, Decimal]:
+    values: dict[str, Decimal] = {}
+    for name, child in _children(record):
+        if name in _META or name in values or len(child):
+            continue
+        number = _number(child.text)
+        if number is not None:
+            values[name] = number
+    return values
+
+
+def parse_export(data: bytes, tz: tzinfo, *, max_bytes: int = DEFAULT_MAX_BYTES) -> list[ArchiveRow]:
+    """The rows of an export answer, in document order.
+
+    Rows marked nodata, rows without a readable `dat` and rows without any numeric value are
+    skipped; nodes missing code/num/dev are skipped; unknown archives are skipped; unknown
+    parameters are kept. Raises ResponseError when the document is unsafe, malformed or not a `d`.
+    """
+    root = parse(data, max_bytes=max_bytes)
+    if _local(root) != "d":
+        raise ResponseError(f"unexpected root element {root.tag!r}")
+    rows: list[ArchiveRow] = []
+    for _, nodes in _children(root, "nodes"):
+        for _, node in _children(nodes, "n"):
+            code, serial, devtype = _attr(node, "code"), _attr(node, "num"), _attr(node, "dev")
+            if code is None or serial is None or devtype is None:
+                continue
+            for device_name, device in _children(node):
+                if device_name.lower() != devtype.lower():
+                    continue
+                for archive, archive_element in _children(device):
+                    if archive not in _ARCHIVE_SET:
+                        continue
+                    for _, system_element in _children(archive_element, "sys"):
+                        system = _system(_attr(system_element, "num"))
+                        if system is None:
+                            continue
+                        seen: set[datetime] = set()
+                        for _, record in _children(system_element, "r"):
+                            row = _row(record, tz, seen, (code, serial, devtype, archive, system))
+                            if row is not None:
+                                rows.append(row)
+    return rows
+
+
+def _system(text: str | None) -> int | None:
+    if text is None or not text.isdigit() or not text.isascii():
+        return None
+    return int(text)
+
+
+def _row(
+    record: etree._Element, tz: tzinfo, seen: set[datetime], where: tuple[str, str, str, str, int]
+) -> ArchiveRow | None:
+    # The time first: a nodata record still occupies its slot of an ambiguous hour.
+    moment = _wall_time(next((child.text for _, child in _children(record, "dat")), None), tz, seen)
+    nodata = next((child.text for _, child in _children(record, "nodata")), None)
+    if moment is None or (nodata is not None and nodata.strip().lower() in _TRUE):
+        return None
+    values = _row_values(record)
+    if not values:
+        return None
+    code, serial, devtype, archive, system = where
+    return ArchiveRow(
+        node_code=code,
+        serial=serial,
+        devtype=devtype,
+        archive=archive,
+        system=system,
+        time=moment,
+        values=MappingProxyType(values),
+    )
+
+
+# --- import document (5.1.1) --------------------------------------------------------------
+
+
+def _decimal_text(value: Decimal, name: str) -> str:
+    if not isinstance(value, Decimal) or not value.is_finite():
+        raise InvalidRequestError(f"{name} must be a finite Decimal")
+    # Positional notation, every digit kept: Decimal("1E+3") -> "1000", "8870.4480" stays.
+    return format(value, "f")
+
+
+def import_document(rows: Sequence[ArchiveRow], *, login: str | None = None, password: str | None = None) -> bytes:
+    """The import document for `rows`: grouped by node, archive and system in first-seen order.
+
+    `dat` is each row's wall time without offset; the cfg carries the period and the archives and
+    systems present, as the spec's sample does.
+    """
+    if not rows:
+        raise InvalidRequestError("nothing to import")
+    for row in rows:
+        if row.time.tzinfo is None or row.time.utcoffset() is None:
+            raise InvalidRequestError("row times must carry a time zone")
+        if row.archive not in _ARCHIVE_SET:
+            raise InvalidRequestError(f"unknown archive {row.archive!r}")
+        if not _NAME.match(row.devtype):
+            raise InvalidRequestError(f"device type {row.devtype!r} is not an XML name")
+        for name in row.values:
+            if not _NAME.match(name):
+                raise InvalidRequestError(f"parameter {name!r} is not an XML name")
+
+    grouped: dict[tuple[str, str, str], dict[str, dict[int, list[ArchiveRow]]]] = {}
+    for row in rows:
+        archives = grouped.setdefault((row.node_code, row.serial, row.devtype), {})
+        archives.setdefault(row.archive, {}).setdefault(row.system, []).append(row)
+    first = min(rows, key=lambda row: row.time.astimezone(UTC))
+    last = max(rows, key=lambda row: row.time.astimezone(UTC))
+
+    def build(root: etree._Element) -> None:
+        cfg = etree.SubElement(root, "cfg")
+        _credentials(cfg, login, password)
+        _text(cfg, "timestamp_begin", _iso(first.time, "time"))
+        _text(cfg, "timestamp_end", _iso(last.time, "time"))
+        archives_element = etree.SubElement(cfg, "archives")
+        for archive in dict.fromkeys(row.archive for row in rows):
+            etree.SubElement(archives_element, "arch", type=archive)
+        systems_element = etree.SubElement(cfg, "systems")
+        for num in dict.fromkeys(row.system for row in rows):
+            etree.SubElement(systems_element, "sys", num=str(num))
+        nodes_element = etree.SubElement(root, "nodes")
+        for (code, serial, devtype), archives in grouped.items():
+            node = etree.SubElement(nodes_element, "n", code=code, num=serial, dev=devtype)
+            device = etree.SubElement(node, devtype)
+            for archive, systems in archives.items():
+                archive_element = etree.SubElement(device, archive)
+                for num, system_rows in systems.items():
+                    system_element = etree.SubElement(archive_element, "sys", num=str(num))
+                    for row in system_rows:
+                        record = etree.SubElement(system_element, "r")
+                        _text(record, "nodata", "false")
+                        _text(record, "dat", row.time.replace(tzinfo=None).isoformat(timespec="seconds"))
+                        for name, value in row.values.items():
+                            _text(record, name, _decimal_text(value, name))
+
+    return _build(etree.Element("d"), build)
