@@ -203,7 +203,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
             # removing devices would throw away the user's entity settings.
             return
         registry = dr.async_get(self.hass)
-        known = {f"{self.client.backend}_{meter_id}" for meter_id in data}
+        known = {self.device_key(meter_id) for meter_id in data}
         for device in dr.async_entries_for_config_entry(registry, self.config_entry.entry_id):
             ids = {ident for domain, ident in device.identifiers if domain == DOMAIN}
             if ids and not ids & known:

@@ -84,3 +84,20 @@ async def cis(sim: GoldcardSimulator, client: GoldcardClient, aiohttp_server: An
     server: TestServer = await aiohttp_server(app, host="127.0.0.1")
     sim.push_url = str(server.make_url(""))
     return accepted
+
+
+@pytest.fixture
+async def serve(socket_enabled: None, aiohttp_server: Any, wire: Any) -> AsyncGenerator[Any]:
+    """Serve simulators on 127.0.0.1 behind the module's `wire` recorder; close them afterwards."""
+    started: list[Any] = []
+
+    async def start(simulator: Any) -> TestServer:
+        app = simulator.make_app()
+        app.middlewares.append(wire.middleware())
+        started.append(simulator)
+        server: TestServer = await aiohttp_server(app, host="127.0.0.1")
+        return server
+
+    yield start
+    for simulator in started:
+        await simulator.close()

@@ -6,7 +6,7 @@ import asyncio
 import base64
 import json
 import re
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -161,23 +161,6 @@ def wall(text: str) -> datetime:
 def wire() -> Wire:
     """The recorder between client and simulator."""
     return Wire()
-
-
-@pytest.fixture
-async def serve(socket_enabled: None, aiohttp_server: Any, wire: Wire) -> AsyncGenerator[Serve]:
-    """Serve a simulator on 127.0.0.1 behind the wire recorder; close it afterwards."""
-    started: list[CangnanSimulator] = []
-
-    async def start(simulator: CangnanSimulator) -> TestServer:
-        app = simulator.make_app()
-        app.middlewares.append(wire.middleware())
-        started.append(simulator)
-        server: TestServer = await aiohttp_server(app, host="127.0.0.1")
-        return server
-
-    yield start
-    for simulator in started:
-        await simulator.close()
 
 
 @pytest.fixture

@@ -7,7 +7,7 @@ import base64
 import hashlib
 import json
 import re
-from collections.abc import AsyncGenerator, Awaitable, Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime, time, timedelta
 from decimal import Decimal
@@ -186,23 +186,6 @@ def make_client(
 def wire() -> Wire:
     """The recorder between client and simulator."""
     return Wire()
-
-
-@pytest.fixture
-async def serve(socket_enabled: None, aiohttp_server: Any, wire: Wire) -> AsyncGenerator[Serve]:
-    """Serve a simulator on 127.0.0.1 behind the recorder; close it afterwards."""
-    started: list[IotMeterSimulator] = []
-
-    async def start(simulator: IotMeterSimulator) -> TestServer:
-        app = simulator.make_app()
-        app.middlewares.append(wire.middleware())
-        started.append(simulator)
-        server: TestServer = await aiohttp_server(app, host="127.0.0.1")
-        return server
-
-    yield start
-    for simulator in started:
-        await simulator.close()
 
 
 @pytest.fixture
