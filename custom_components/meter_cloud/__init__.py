@@ -2,20 +2,23 @@
 
 from __future__ import annotations
 
+import logging
+
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
+from homeassistant.exceptions import ConfigEntryError
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers import device_registry as dr
-from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.typing import ConfigType
-from homeassistant.util import dt as dt_util
 
-from .api import BACKENDS
-from .const import CONF_BACKEND, DOMAIN
-from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator
+from .api import ConfigurationError, MeterCloudError
+from .const import DOMAIN
+from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator, async_build_client
 from .push import MeterCloudPushView, async_check_push_reachable
 from .services import async_setup_services
 from .statistics import async_setup_history
+
+_LOGGER = logging.getLogger(__name__)
 
 PLATFORMS = [Platform.BINARY_SENSOR, Platform.EVENT, Platform.SENSOR, Platform.VALVE]
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
@@ -30,10 +33,12 @@ async def async_setup(hass: HomeAssistant, config: ConfigType) -> bool:
 
 async def async_setup_entry(hass: HomeAssistant, entry: MeterCloudConfigEntry) -> bool:
     """Connect to the entry's cloud and poll it."""
-    client_cls = BACKENDS[entry.data[CONF_BACKEND]].client
-    assert client_cls is not None  # the config flow only creates entries for built backends
-    tz = await dt_util.async_get_time_zone(client_cls.default_timezone) or dt_util.UTC
-    client = client_cls(async_get_clientsession(hass), entry.data, tz=tz)
+    try:
+        client = await async_build_client(hass, entry.data)
+    except ConfigurationError as err:
+        raise ConfigEntryError(
+            translation_domain=DOMAIN, translation_key=err.reason, translation_placeholders={"error": str(err)}
+        ) from err
     coordinator = MeterCloudCoordinator(hass, entry, client)
     await coordinator.async_config_entry_first_refresh()
     entry.runtime_data = coordinator
@@ -50,8 +55,15 @@ async def _async_reload(hass: HomeAssistant, entry: MeterCloudConfigEntry) -> No
 
 async def async_unload_entry(hass: HomeAssistant, entry: MeterCloudConfigEntry) -> bool:
     """Unload platforms; the command ledger is written to disk first."""
-    await entry.runtime_data.commands.async_flush()
-    return await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+    coordinator = entry.runtime_data
+    await coordinator.commands.async_flush()
+    unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
+    if unloaded:
+        try:
+            await coordinator.client.async_close()
+        except MeterCloudError as err:
+            _LOGGER.debug("Could not end the session with %s: %s", entry.title, err)
+    return unloaded
 
 
 async def async_remove_entry(hass: HomeAssistant, entry: MeterCloudConfigEntry) -> None:

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import voluptuous as vol
 from homeassistant.config_entries import ConfigFlow, ConfigFlowResult, OptionsFlow
 from homeassistant.core import callback
-from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.selector import (
     NumberSelector,
     NumberSelectorConfig,
     NumberSelectorMode,
+    SelectOptionDict,
     SelectSelector,
     SelectSelectorConfig,
     SelectSelectorMode,
@@ -22,11 +22,11 @@ from homeassistant.helpers.selector import (
     TextSelectorConfig,
     TextSelectorType,
 )
-from homeassistant.util import dt as dt_util
 
 from .api import (
     BACKENDS,
     AuthenticationError,
+    Capability,
     CloudConnectionError,
     ConfigField,
     ConfigurationError,
@@ -45,7 +45,7 @@ from .const import (
     DOMAIN,
     MIN_SCAN_INTERVAL,
 )
-from .coordinator import MeterCloudConfigEntry
+from .coordinator import MeterCloudConfigEntry, async_build_client
 from .push import push_url
 
 _LOGGER = logging.getLogger(__name__)
@@ -59,11 +59,22 @@ SELECTORS = {
 
 
 def _selector(field: ConfigField) -> Any:
-    if field.kind == "select":
+    if field.kind in ("select", "multiselect"):
+        multiple = field.kind == "multiselect"
         return SelectSelector(
             SelectSelectorConfig(
-                options=list(field.options), translation_key=field.key, mode=SelectSelectorMode.DROPDOWN
+                options=list(field.options),
+                translation_key=field.key,
+                multiple=multiple,
+                mode=SelectSelectorMode.LIST if multiple else SelectSelectorMode.DROPDOWN,
             )
+        )
+    if field.kind == "number":
+        return vol.All(
+            NumberSelector(
+                NumberSelectorConfig(min=0, max=field.maximum or 10_000, step=1, mode=NumberSelectorMode.BOX)
+            ),
+            vol.Coerce(int),
         )
     return SELECTORS[field.kind]
 
@@ -87,6 +98,14 @@ def _entry_data(backend: str, base: Mapping[str, Any], user_input: Mapping[str, 
     return {**{k: v for k, v in base.items() if k not in keys}, **user_input}
 
 
+async def _close(client: MeterClient) -> None:
+    """End a validation session; a failure to say goodbye changes nothing."""
+    try:
+        await client.async_close()
+    except MeterCloudError as err:
+        _LOGGER.debug("Could not end the validation session: %s", err)
+
+
 def _client_cls(backend: str) -> type[MeterClient]:
     client = BACKENDS[backend].client
     assert client is not None
@@ -102,6 +121,8 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
     def __init__(self) -> None:
         """Start with no backend chosen."""
         self._backend: str | None = None
+        self._data: dict[str, Any] | None = None
+        self._discovered: list[Any] = []
 
     @staticmethod
     @callback
@@ -109,13 +130,18 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
         """Polling options and the push URL."""
         return MeterCloudOptionsFlow()
 
-    async def _validate(self, backend: str, data: dict[str, Any]) -> tuple[dict[str, str], dict[str, str]]:
-        """One real call with these settings; return (errors, placeholders)."""
-        client_cls = _client_cls(backend)
-        tz = await dt_util.async_get_time_zone(client_cls.default_timezone) or dt_util.UTC
+    async def _validate(
+        self, data: dict[str, Any], then: Callable[[MeterClient], Awaitable[None]] | None = None
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """One real call with these settings (and `then`, on the same session); return (errors, placeholders)."""
         try:
-            client = client_cls(async_get_clientsession(self.hass), data, tz=tz)
-            await client.async_validate()
+            client = await async_build_client(self.hass, data)
+            try:
+                await client.async_validate()
+                if then is not None:
+                    await then(client)
+            finally:
+                await _close(client)
         except AuthenticationError:
             return {"base": "invalid_auth"}, {}
         except CloudConnectionError:
@@ -165,20 +191,66 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
             data = {CONF_BACKEND: self._backend, **user_input}
             await self.async_set_unique_id(client_cls.unique_id(data))
             self._abort_if_unique_id_configured()
-            errors, found = await self._validate(self._backend, data)
+            list_key = client_cls.meter_list_key
+            discover = list_key is not None and not str(data.get(list_key) or "").strip()
+            self._discovered = []
+            errors, found = await self._validate(data, self._discover if discover else None)
             placeholders.update(found)
+            if not errors and discover:
+                if not self._discovered:
+                    errors = {"base": "no_meters_found"}
+                else:
+                    self._data = data
+                    return await self.async_step_meters()
             if not errors:
-                data[CONF_PUSH_ID] = secrets.token_urlsafe(24)
-                return self.async_create_entry(
-                    title=client_cls.title(data),
-                    data=data,
-                    description_placeholders={"push_url": push_url(self.hass, data[CONF_PUSH_ID])},
-                )
+                return self._create(data)
         return self.async_show_form(
             step_id="account",
             data_schema=_schema(client_cls.config_fields, user_input or {}),
             errors=errors,
             description_placeholders=placeholders,
+        )
+
+    async def _discover(self, client: MeterClient) -> None:
+        """The account's meters, when the backend can list them before any is followed."""
+        if client.supports(Capability.DISCOVER):
+            self._discovered = await client.async_discover()
+
+    def _create(self, data: dict[str, Any]) -> ConfigFlowResult:
+        assert self._backend is not None
+        data[CONF_PUSH_ID] = secrets.token_urlsafe(24)
+        return self.async_create_entry(
+            title=_client_cls(self._backend).title(data),
+            data=data,
+            description_placeholders={"push_url": push_url(self.hass, data[CONF_PUSH_ID])},
+        )
+
+    async def async_step_meters(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """Pick which of the meters the account listed to follow."""
+        assert self._backend is not None
+        assert self._data is not None
+        client_cls = _client_cls(self._backend)
+        list_key = client_cls.meter_list_key
+        assert list_key is not None
+        by_id = {meter.meter_id: meter for meter in self._discovered}
+        errors: dict[str, str] = {}
+        if user_input is not None:
+            chosen = [by_id[meter_id] for meter_id in user_input[list_key] if meter_id in by_id]
+            if chosen:
+                return self._create({**self._data, list_key: client_cls.format_meter_list(chosen)})
+            errors[list_key] = "no_meters_chosen"
+        options = [SelectOptionDict(value=meter_id, label=str(meter)) for meter_id, meter in by_id.items()]
+        return self.async_show_form(
+            step_id="meters",
+            data_schema=vol.Schema(
+                {
+                    vol.Required(list_key, default=list(by_id)): SelectSelector(
+                        SelectSelectorConfig(options=options, multiple=True, mode=SelectSelectorMode.LIST)
+                    )
+                }
+            ),
+            errors=errors,
+            description_placeholders={"count": str(len(by_id))},
         )
 
     async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
@@ -194,7 +266,7 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
         placeholders = {"error": "", "title": entry.title}
         if user_input is not None:
             data = {**entry.data, **user_input}
-            errors, found = await self._validate(backend, data)
+            errors, found = await self._validate(data)
             placeholders.update(found)
             if not errors:
                 return self.async_update_reload_and_abort(entry, data=data)
@@ -216,7 +288,7 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
             data = _entry_data(backend, entry.data, user_input)
             await self.async_set_unique_id(client_cls.unique_id(data))
             self._abort_if_unique_id_mismatch()
-            errors, found = await self._validate(backend, data)
+            errors, found = await self._validate(data)
             placeholders.update(found)
             if not errors:
                 return self.async_update_reload_and_abort(entry, data=data)

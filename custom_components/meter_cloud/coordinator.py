@@ -6,6 +6,7 @@ import asyncio
 import logging
 import time
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import fields, replace
 from datetime import datetime, timedelta
 from typing import Any
@@ -14,12 +15,14 @@ from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryError
 from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 from homeassistant.util import dt as dt_util
 
 from .actions import MeterActions
 from .api import (
+    BACKENDS,
     Alarm,
     AuthenticationError,
     Capability,
@@ -33,6 +36,7 @@ from .api import (
 from .commands import CommandTracker
 from .compat import detach_device, device_by_identifier
 from .const import (
+    CONF_BACKEND,
     CONF_DETAILS_INTERVAL,
     CONF_SCAN_INTERVAL,
     DEFAULT_DETAILS_INTERVAL,
@@ -49,6 +53,18 @@ _LOGGER = logging.getLogger(__name__)
 ALARM_OVERLAP = timedelta(minutes=10)
 
 type MeterCloudConfigEntry = ConfigEntry[MeterCloudCoordinator]
+
+
+async def async_build_client(hass: HomeAssistant, data: Mapping[str, Any]) -> MeterClient:
+    """The client of an account's settings, in the vendor's zone (or Home Assistant's when it has none).
+
+    Raises ConfigurationError for settings the client cannot use.
+    """
+    client_cls = BACKENDS[data[CONF_BACKEND]].client
+    assert client_cls is not None  # the config flow only offers built backends
+    name = client_cls.timezone_for(data) or hass.config.time_zone
+    tz = await dt_util.async_get_time_zone(name) or dt_util.UTC
+    return client_cls(async_get_clientsession(hass), data, tz=tz)
 
 
 def merge(base: MeterData | None, fresh: MeterData) -> MeterData:

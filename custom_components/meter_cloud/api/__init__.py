@@ -20,6 +20,7 @@ from .errors import (
 )
 from .goldcard import GoldcardClient
 from .iotmeter import IotMeterClient
+from .kumir.client import KumirClient
 from .models import (
     Alarm,
     AlarmPriority,
@@ -34,12 +35,14 @@ from .models import (
     CustomerInfo,
     DailyUsage,
     HistoryPoint,
+    HistorySeries,
     MeterData,
     MeterRegistration,
     MeterReplacement,
     MeterStatus,
     PriceSchedule,
     PushResult,
+    ValueInfo,
     ValveState,
 )
 
@@ -57,7 +60,7 @@ BACKENDS: dict[str, Backend] = {
     "goldcard": Backend("goldcard", GoldcardClient),
     "cangnan": Backend("cangnan", CangnanClient),
     "iotmeter": Backend("iotmeter", IotMeterClient),
-    "kumir": Backend("kumir", None),
+    "kumir": Backend("kumir", KumirClient),
 }
 
 __all__ = [
@@ -83,8 +86,10 @@ __all__ = [
     "DailyUsage",
     "GoldcardClient",
     "HistoryPoint",
+    "HistorySeries",
     "InvalidRequestError",
     "IotMeterClient",
+    "KumirClient",
     "MeterClient",
     "MeterCloudError",
     "MeterData",
@@ -96,5 +101,6 @@ __all__ = [
     "PushResult",
     "ResponseError",
     "UnsupportedError",
+    "ValueInfo",
     "ValveState",
 ]

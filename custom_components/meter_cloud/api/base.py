@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
-from datetime import date, datetime, tzinfo
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any, ClassVar
 
 import aiohttp
 
-from .errors import UnsupportedError
+from .errors import MeterCloudError, UnsupportedError
 from .http import DEFAULT_TIMEOUT
 from .models import (
     Alarm,
@@ -25,12 +27,19 @@ from .models import (
     CustomerInfo,
     DailyUsage,
     HistoryPoint,
+    HistorySeries,
     MeterData,
     MeterRegistration,
     MeterReplacement,
     PriceSchedule,
     PushResult,
+    ValueInfo,
 )
+
+_LOGGER = logging.getLogger(__name__)
+
+# Per-meter history requests in flight at once (backends without a batch history call).
+HISTORY_CONCURRENCY = 4
 
 
 class MeterClient(ABC):
@@ -46,7 +55,11 @@ class MeterClient(ABC):
     max_price_tiers: ClassVar[int] = 0
     # Decimal places of money amounts a recharge may carry.
     money_places: ClassVar[int] = 2
-    default_timezone: ClassVar[str] = "UTC"
+    # The vendor's time zone; None means Home Assistant's own (see timezone_for()).
+    default_timezone: ClassVar[str | None] = "UTC"
+    # Long-term statistics: how often they are imported and how far back each import re-reads.
+    history_interval: ClassVar[timedelta] = timedelta(hours=6)
+    history_lookback: ClassVar[timedelta] = timedelta(days=30)
 
     def __init__(self, session: aiohttp.ClientSession, config: Mapping[str, Any], *, tz: tzinfo) -> None:
         """Keep the shared session, the entry's settings and the vendor's time zone."""
@@ -63,6 +76,22 @@ class MeterClient(ABC):
     fields: frozenset[str] = frozenset()
     # Backends with no "all meters" call follow a list kept in the entry under this key.
     meter_list_key: ClassVar[str | None] = None
+
+    # How far back the first import of a meter's statistics reaches.
+    backfill: timedelta | None = None
+
+    @classmethod
+    def timezone_for(cls, config: Mapping[str, Any]) -> str | None:
+        """The time zone the account's settings ask for (None: the default)."""
+        return cls.default_timezone
+
+    async def async_close(self) -> None:
+        """End the session with the cloud, if the backend keeps one (on unload)."""
+        return
+
+    def value_info(self, meter: MeterData, key: str) -> ValueInfo:
+        """What a named value (MeterData.values) is; only backends that report values have any."""
+        raise UnsupportedError("named values")
 
     def new_serial(self) -> str:
         """A fresh 32-character request serial."""
@@ -172,6 +201,32 @@ class MeterClient(ABC):
         """Frozen cumulative readings between two instants, oldest first."""
         raise UnsupportedError(Capability.HISTORY)
 
+    async def async_history_series(
+        self, meters: Sequence[MeterData], start: datetime, end: datetime
+    ) -> list[HistorySeries]:
+        """Statistics series of `meters`: by default each meter's frozen volume, a few meters at a time."""
+        semaphore = asyncio.Semaphore(HISTORY_CONCURRENCY)
+
+        async def one(meter: MeterData) -> HistorySeries | None:
+            async with semaphore:
+                try:
+                    points = await self.async_history(meter, start, end)
+                except MeterCloudError as err:
+                    _LOGGER.debug("History of %s not read this time: %s", meter.meter_id, err)
+                    return None
+            name = f"{self.manufacturer} {meter.meter_id} standard volume"
+            return HistorySeries(meter_id=meter.meter_id, key="volume", name=name, unit="m³", points=points)
+
+        return [series for series in await asyncio.gather(*(one(meter) for meter in meters)) if series]
+
+    async def async_discover(self) -> list[Any]:
+        """The account's meters before any is followed (backends with DISCOVER)."""
+        raise UnsupportedError(Capability.DISCOVER)
+
+    async def async_import(self, rows: Sequence[Any]) -> dict[str, str]:
+        """Upload readings to the cloud and return its answer (backends with IMPORT)."""
+        raise UnsupportedError(Capability.IMPORT)
+
     async def async_alarms_since(self, since: datetime) -> list[Alarm]:
         """Alarms and events recorded since `since`, oldest first."""
         raise UnsupportedError(Capability.ALARM_HISTORY)
@@ -179,6 +234,11 @@ class MeterClient(ABC):
     def meter_list(self) -> str:
         """The followed meters in their stored form (backends with a `meter_list_key`)."""
         raise UnsupportedError("meter list")
+
+    @classmethod
+    def format_meter_list(cls, meters: Sequence[Any]) -> str:
+        """Discovered meters (async_discover) in the stored form of `meter_list_key`."""
+        raise UnsupportedError(Capability.DISCOVER)
 
     def recharge_serial(self, reference: str) -> str:
         """The request serial of a money command: derived from its reference, so retries reuse it."""

@@ -6,6 +6,7 @@ import asyncio
 import json
 import logging
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -52,31 +53,70 @@ async def post_bytes(
     A refused connection means the request never left (safe to retry); a timeout or a
     dropped connection after sending means its outcome is unknown (CloudTimeoutError).
     """
+    answer = await post_raw(session, url, body, headers=headers, timeout=timeout)
+    check_status(url, answer.status)
+    return answer.body
+
+
+@dataclass(frozen=True, slots=True)
+class RawAnswer:
+    """An HTTP answer as it came (redirects are not followed): status, headers, cookies, body."""
+
+    status: int
+    headers: Mapping[str, str]
+    cookies: Mapping[str, str]
+    body: bytes
+
+
+async def post_raw(
+    session: aiohttp.ClientSession,
+    url: str,
+    body: Any,
+    *,
+    headers: Mapping[str, str] | None = None,
+    cookies: Mapping[str, str] | None = None,
+    timeout: float = DEFAULT_TIMEOUT,
+    max_bytes: int = MAX_RESPONSE_BYTES,
+) -> RawAnswer:
+    """POST `body` (bytes, a form or multipart data) and return the answer whatever its status.
+
+    `cookies` go with this request only (they override the session's jar, which other accounts share).
+    """
     try:
         async with session.post(
             url,
             data=body,
-            headers=dict(headers),
+            headers=dict(headers or {}),
+            cookies=dict(cookies) if cookies else None,
             timeout=aiohttp.ClientTimeout(total=timeout),
             allow_redirects=False,
         ) as resp:
-            raw = await _read_bounded(resp.content, MAX_RESPONSE_BYTES)
-            status = resp.status
+            raw = await _read_bounded(resp.content, max_bytes)
+            answer = RawAnswer(
+                status=resp.status,
+                headers={key: value for key, value in resp.headers.items()},
+                cookies={name: morsel.value for name, morsel in resp.cookies.items()},
+                body=raw,
+            )
     except aiohttp.ClientConnectorError as err:
         raise CloudConnectionError(f"cannot reach {url}: {err}", request_sent=False) from err
     except TimeoutError as err:
         raise CloudTimeoutError(f"no answer from {url} within {timeout:g} s") from err
     except (aiohttp.ClientError, asyncio.IncompleteReadError) as err:
         raise CloudTimeoutError(f"connection to {url} broke: {err}") from err
-    if len(raw) > MAX_RESPONSE_BYTES:
-        raise ResponseError(f"answer from {url} is larger than {MAX_RESPONSE_BYTES} bytes")
+    if len(raw) > max_bytes:
+        raise ResponseError(f"answer from {url} is larger than {max_bytes} bytes", reason="response_too_large")
+    return answer
+
+
+def check_status(url: str, status: int) -> None:
+    """Raise the error an HTTP status that is not 2xx stands for."""
     if status >= 500:
         raise CloudConnectionError(f"{url} answered HTTP {status}", code=str(status), outcome_unknown=True)
     if status in STATUS_ERRORS:
         raise STATUS_ERRORS[status](f"{url} answered HTTP {status}", code=str(status))
     if not 200 <= status < 300:
         raise ResponseError(f"{url} answered HTTP {status}", code=str(status))
-    return raw
 
 
 async def _read_bounded(stream: aiohttp.StreamReader, limit: int) -> bytes:

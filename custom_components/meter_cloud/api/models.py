@@ -111,6 +111,10 @@ class Capability(StrEnum):
     # One device can be read alone (after a command, instead of the whole list).
     SINGLE_READ = "single_read"
     ALARM_HISTORY = "alarm_history"
+    # Readings can be uploaded to the cloud (KUMIR-RESURS import).
+    IMPORT = "import"
+    # The account's meters can be listed before any is followed (offered in the config flow).
+    DISCOVER = "discover"
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,6 +157,36 @@ class MeterData:
     battery_level: int | None = None
     magnetic_attacks: int | None = None
     flags: Mapping[str, bool] | None = None
+    # Parameters a backend reports by name (KUMIR archives): key → value, described by value_info().
+    values: Mapping[str, Decimal] | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ValueInfo:
+    """What one named value of a meter is: how to show it and whether it feeds statistics."""
+
+    key: str
+    param: str
+    system: int
+    translation_key: str
+    unit: str | None
+    device_class: str | None
+    state_class: str | None
+    enabled: bool = True
+    # Imported into long-term statistics (cumulative and not repeated by another value).
+    statistic: bool = False
+    label: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class HistorySeries:
+    """Cumulative readings of one value of one meter, for long-term statistics."""
+
+    meter_id: str
+    key: str
+    name: str
+    unit: str | None
+    points: list[HistoryPoint]
 
 
 @dataclass(frozen=True, slots=True)
@@ -305,9 +339,10 @@ class ConfigField:
     """One field a backend needs in the config flow."""
 
     key: str
-    kind: str = "text"  # text | url | password | multiline | select
+    kind: str = "text"  # text | url | password | multiline | select | multiselect | number
     required: bool = True
-    default: str | None = None
+    default: Any = None
     credential: bool = False
     identity: bool = False
     options: tuple[str, ...] = ()
+    maximum: int | None = None

@@ -31,6 +31,11 @@ class ParamInfo:
     device_class: str | None
     state_class: str
     cumulative: bool
+    # The same for every system of a device (an electricity meter's voltage is not per tariff):
+    # shown by default only in the lowest system that reports it.
+    meter_wide: bool = False
+    # Created enabled (an undocumented parameter is there to switch on, not shown by default).
+    shown: bool = True
 
 
 def _counter(name: str, label: str, unit: str | None, device_class: str | None) -> ParamInfo:
@@ -41,28 +46,32 @@ def _gauge(name: str, label: str, unit: str | None, device_class: str | None) ->
     return ParamInfo(name, label, unit, device_class, MEASUREMENT, cumulative=False)
 
 
+def _line(name: str, label: str, unit: str | None, device_class: str | None) -> ParamInfo:
+    return ParamInfo(name, label, unit, device_class, MEASUREMENT, cumulative=False, meter_wide=True)
+
+
 _TABLE: tuple[ParamInfo, ...] = (
     # Electricity meters (m234 in the spec's sample; Mercury, Energomera, ...).
     _counter("EAi", "Active energy import", "kWh", "energy"),
     _counter("EAo", "Active energy export", "kWh", "energy"),
     _counter("ERi", "Reactive energy import", "kvarh", "reactive_energy"),
     _counter("ERo", "Reactive energy export", "kvarh", "reactive_energy"),
-    _gauge("U_A", "Voltage phase A", "V", "voltage"),
-    _gauge("U_B", "Voltage phase B", "V", "voltage"),
-    _gauge("U_C", "Voltage phase C", "V", "voltage"),
-    _gauge("I_A", "Current phase A", "A", "current"),
-    _gauge("I_B", "Current phase B", "A", "current"),
-    _gauge("I_C", "Current phase C", "A", "current"),
-    _gauge("F0", "Grid frequency", "Hz", "frequency"),
-    _gauge("COS_A", "Power factor phase A", None, "power_factor"),
-    _gauge("COS_B", "Power factor phase B", None, "power_factor"),
-    _gauge("COS_C", "Power factor phase C", None, "power_factor"),
-    _gauge("COS_S", "Power factor total", None, "power_factor"),
-    _gauge("F_AB", "Phase angle A-B", "°", None),
-    _gauge("F_CA", "Phase angle C-A", "°", None),
-    _gauge("F_BC", "Phase angle B-C", "°", None),
+    _line("U_A", "Voltage phase A", "V", "voltage"),
+    _line("U_B", "Voltage phase B", "V", "voltage"),
+    _line("U_C", "Voltage phase C", "V", "voltage"),
+    _line("I_A", "Current phase A", "A", "current"),
+    _line("I_B", "Current phase B", "A", "current"),
+    _line("I_C", "Current phase C", "A", "current"),
+    _line("F0", "Grid frequency", "Hz", "frequency"),
+    _line("COS_A", "Power factor phase A", None, "power_factor"),
+    _line("COS_B", "Power factor phase B", None, "power_factor"),
+    _line("COS_C", "Power factor phase C", None, "power_factor"),
+    _line("COS_S", "Power factor total", None, "power_factor"),
+    _line("F_AB", "Phase angle A-B", "°", None),
+    _line("F_CA", "Phase angle C-A", "°", None),
+    _line("F_BC", "Phase angle B-C", "°", None),
     # In the spec's m234 sample but not explained anywhere: kept so it is named, never interpreted.
-    _gauge("RF7", "RF7 (undocumented)", None, None),
+    ParamInfo("RF7", "RF7 (undocumented)", None, None, MEASUREMENT, cumulative=False, meter_wide=True, shown=False),
     # Heat meters (one accounting scheme = one heat system).
     _counter("Q", "Heat energy", "Gcal", "energy"),
     # Home Assistant's weight class has no tonnes.
