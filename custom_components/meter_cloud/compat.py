@@ -42,7 +42,7 @@ def detach_device(hass: HomeAssistant, device: dr.DeviceEntry, config_entry_id: 
         registry.async_update_device(device.id, remove_config_entry_id=config_entry_id)
 
 
-def statistic_metadata(*, statistic_id: str, name: str, unit: str, unit_class: str | None) -> dict[str, Any]:
+def statistic_metadata(*, statistic_id: str, name: str, unit: str | None, unit_class: str | None) -> dict[str, Any]:
     """External statistic metadata with a sum; `unit_class` exists only from 2025.11.
 
     Passing it to 2025.4 breaks the insert; leaving it out on 2026 only warns.
@@ -61,3 +61,26 @@ def statistic_metadata(*, statistic_id: str, name: str, unit: str, unit_class: s
     if "unit_class" in StatisticMetaData.__annotations__:
         metadata["unit_class"] = unit_class
     return metadata
+
+
+def sensor_device_class(name: str | None) -> Any:
+    """The SensorDeviceClass called `name`, or None where this version lacks it.
+
+    `reactive_energy` (kvarh) is missing from 2025.4; there the sensor simply has no device class.
+    """
+    from homeassistant.components.sensor import SensorDeviceClass  # noqa: PLC0415
+
+    if name is None:
+        return None
+    try:
+        return SensorDeviceClass(name)
+    except ValueError:
+        return None
+
+
+def unit_class_of(unit: str | None) -> str | None:
+    """The statistics unit class of a unit (None when the recorder converts no such unit)."""
+    from homeassistant.components.recorder.statistics import STATISTIC_UNIT_TO_UNIT_CONVERTER  # noqa: PLC0415
+
+    converter = STATISTIC_UNIT_TO_UNIT_CONVERTER.get(unit)
+    return None if converter is None else str(converter.UNIT_CLASS)

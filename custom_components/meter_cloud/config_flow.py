@@ -107,9 +107,7 @@ async def _close(client: MeterClient) -> None:
 
 
 def _client_cls(backend: str) -> type[MeterClient]:
-    client = BACKENDS[backend].client
-    assert client is not None
-    return client
+    return BACKENDS[backend].client
 
 
 class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
@@ -162,11 +160,8 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
         errors: dict[str, str] = {}
         if user_input is not None:
             backend = user_input[CONF_BACKEND]
-            if BACKENDS[backend].client is None:
-                errors[CONF_BACKEND] = "backend_not_available"
-            else:
-                self._backend = backend
-                return await self.async_step_account()
+            self._backend = backend
+            return await self.async_step_account()
         return self.async_show_form(
             step_id="user",
             data_schema=vol.Schema(

@@ -61,7 +61,6 @@ async def async_build_client(hass: HomeAssistant, data: Mapping[str, Any]) -> Me
     Raises ConfigurationError for settings the client cannot use.
     """
     client_cls = BACKENDS[data[CONF_BACKEND]].client
-    assert client_cls is not None  # the config flow only offers built backends
     name = client_cls.timezone_for(data) or hass.config.time_zone
     tz = await dt_util.async_get_time_zone(name) or dt_util.UTC
     return client_cls(async_get_clientsession(hass), data, tz=tz)

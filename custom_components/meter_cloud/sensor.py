@@ -24,10 +24,11 @@ from homeassistant.const import (
     UnitOfVolume,
     UnitOfVolumeFlowRate,
 )
-from homeassistant.core import HomeAssistant
+from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .api import Capability, CommandKind, CommandState, MeterData, MeterStatus
+from .compat import sensor_device_class
 from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator
 from .entity import MeterCloudEntity, add_meter_entities
 
@@ -228,6 +229,26 @@ async def async_setup_entry(
         return entities
 
     add_meter_entities(entry, async_add_entities, build)
+    if "values" in client.fields:
+        _add_value_sensors(entry, async_add_entities)
+
+
+def _add_value_sensors(entry: MeterCloudConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback) -> None:
+    """One sensor per named value (KUMIR: system x parameter), also for values that appear later."""
+    coordinator = entry.runtime_data
+    known: set[tuple[str, str]] = set()
+
+    @callback
+    def add_new_values() -> None:
+        current = {(meter.meter_id, key) for meter in (coordinator.data or {}).values() for key in meter.values or {}}
+        known.intersection_update(current)
+        new = sorted(current - known)
+        if new:
+            known.update(new)
+            async_add_entities(ValueSensor(coordinator, meter_id, key) for meter_id, key in new)
+
+    add_new_values()
+    entry.async_on_unload(coordinator.async_add_listener(add_new_values))
 
 
 class MeterSensor(MeterCloudEntity, SensorEntity):
@@ -246,6 +267,31 @@ class MeterSensor(MeterCloudEntity, SensorEntity):
         """The value, or None (unknown) when the cloud did not report it: never a made-up 0."""
         meter = self.meter
         return self.entity_description.value_fn(meter) if meter else None
+
+
+class ValueSensor(MeterCloudEntity, SensorEntity):
+    """One named value of a meter, described by its backend (unit, classes, statistics)."""
+
+    def __init__(self, coordinator: MeterCloudCoordinator, meter_id: str, key: str) -> None:
+        """Describe the value once, when it first appears."""
+        super().__init__(coordinator, meter_id, key)
+        self._key = key
+        info = coordinator.client.value_info(coordinator.data[meter_id], key)
+        self.entity_description = SensorEntityDescription(
+            key=key,
+            translation_key=info.translation_key,
+            device_class=sensor_device_class(info.device_class),
+            native_unit_of_measurement=info.unit,
+            state_class=SensorStateClass(info.state_class) if info.state_class else None,
+            entity_registry_enabled_default=info.enabled,
+        )
+        self._attr_translation_placeholders = {"system": str(info.system), "name": info.param}
+
+    @property
+    def native_value(self) -> Decimal | None:
+        """The newest value the cloud has; unknown when it stopped reporting it."""
+        meter = self.meter
+        return (meter.values or {}).get(self._key) if meter else None
 
 
 class RechargeStatusSensor(MeterCloudEntity, SensorEntity):

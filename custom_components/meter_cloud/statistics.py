@@ -2,18 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import re
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
-from homeassistant.const import UnitOfVolume
 from homeassistant.core import HomeAssistant
 from homeassistant.util import dt as dt_util
+from homeassistant.util import slugify
 
-from .api import Capability, HistoryPoint, MeterCloudError, MeterData
-from .compat import statistic_metadata
+from .api import Capability, HistoryPoint, HistorySeries, MeterClient, MeterCloudError, MeterData
+from .compat import statistic_metadata, unit_class_of
 from .const import DOMAIN
 
 if TYPE_CHECKING:
@@ -21,18 +21,21 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 
-# Each import re-reads this window, so late or corrected readings repair the sums (opower does 30 days).
-LOOKBACK = timedelta(days=30)
+# Each import re-reads the backend's lookback (30 days by default, as opower does), so late or
+# corrected readings repair the sums. Meters already backfilled, by id, in the ledger's meta.
+BACKFILLED = "history_backfilled"
+_VALID_OBJECT_ID = re.compile(r"^(?!_)[a-z0-9_]+(?<!_)$")
 # How far back to look for the last sum before the window.
 BASELINE_SEARCH = timedelta(days=365)
-HISTORY_CONCURRENCY = 4
-# Frozen data is daily: importing four times a day catches late arrivals soon enough.
-HISTORY_INTERVAL = timedelta(hours=6)
 
 
-def statistic_id(backend: str, meter_id: str) -> str:
-    """External statistic id of a meter's standard volume."""
-    return f"{DOMAIN}:{backend}_{meter_id}_volume".lower()
+def statistic_id(backend: str, meter_id: str, key: str = "volume") -> str:
+    """External statistic id of one series of a meter (`volume`: the standard volume)."""
+    object_id = f"{backend}_{meter_id}_{key}".lower()
+    if not _VALID_OBJECT_ID.match(object_id):
+        # Node codes and serials may hold any character; ids only take [a-z0-9_].
+        object_id = slugify(object_id, separator="_")
+    return f"{DOMAIN}:{object_id}"
 
 
 def build_rows(
@@ -72,47 +75,64 @@ async def _baseline(hass: HomeAssistant, stat_id: str, before: datetime) -> tupl
 
 
 async def async_import_history(hass: HomeAssistant, coordinator: MeterCloudCoordinator) -> int:
-    """Import the lookback window of every meter; return the number of rows written."""
+    """Import every meter's recent history (a longer backfill for meters seen the first time).
+
+    Returns the number of rows written.
+    """
     client = coordinator.client
     if "recorder" not in hass.config.components or not client.supports(Capability.HISTORY):
         return 0
-    from homeassistant.components.recorder.statistics import async_add_external_statistics  # noqa: PLC0415
-
     end = dt_util.utcnow()
-    start = end - LOOKBACK
-    semaphore = asyncio.Semaphore(HISTORY_CONCURRENCY)
+    meters = [m for m in (coordinator.data or {}).values() if _has_history(client, m)]
+    done = set(coordinator.commands.meta.get(BACKFILLED, []))
+    backfill = client.backfill or client.history_lookback
+    groups = [
+        ([m for m in meters if m.meter_id in done], client.history_lookback, False),
+        ([m for m in meters if m.meter_id not in done], max(backfill, client.history_lookback), True),
+    ]
     written = 0
-
-    async def one(meter: MeterData) -> None:
-        nonlocal written
-        async with semaphore:
-            try:
-                points = await client.async_history(meter, start, end)
-            except MeterCloudError as err:
-                _LOGGER.debug("History of %s not imported this time: %s", meter.meter_id, err)
-                return
-        if not points:
-            return
-        stat_id = statistic_id(client.backend, meter.meter_id)
-        first_hour = dt_util.as_utc(points[0].time).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
-        state, total = await _baseline(hass, stat_id, first_hour)
-        rows = build_rows(points, state, total)
-        metadata = statistic_metadata(
-            statistic_id=stat_id,
-            name=f"{client.manufacturer} {meter.meter_id} standard volume",
-            unit=UnitOfVolume.CUBIC_METERS,
-            unit_class="volume",
-        )
-        async_add_external_statistics(hass, metadata, rows)  # type: ignore[arg-type]
-        written += len(rows)
-
-    meters = [m for m in (coordinator.data or {}).values() if "reading" in client.fields_for(m)]
-    await asyncio.gather(*(one(meter) for meter in meters))
+    for group, window, first in groups:
+        if not group:
+            continue
+        try:
+            series = await client.async_history_series(group, end - window, end)
+        except MeterCloudError as err:
+            _LOGGER.debug("History not imported this time: %s", err)
+            continue
+        for one in series:
+            written += await _write(hass, client, one)
+        if first:
+            done.update(m.meter_id for m in group)
+    if done != set(coordinator.commands.meta.get(BACKFILLED, [])):
+        coordinator.commands.meta[BACKFILLED] = sorted(done)
+        coordinator.commands.save_meta()
     return written
 
 
+def _has_history(client: MeterClient, meter: MeterData) -> bool:
+    fields = client.fields_for(meter)
+    return "reading" in fields or "values" in fields
+
+
+async def _write(hass: HomeAssistant, client: MeterClient, series: HistorySeries) -> int:
+    """Rows of one series, continuing the sum already stored before its first point."""
+    from homeassistant.components.recorder.statistics import async_add_external_statistics  # noqa: PLC0415
+
+    if not series.points:
+        return 0
+    stat_id = statistic_id(client.backend, series.meter_id, series.key)
+    first_hour = dt_util.as_utc(series.points[0].time).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+    state, total = await _baseline(hass, stat_id, first_hour)
+    rows = build_rows(series.points, state, total)
+    metadata = statistic_metadata(
+        statistic_id=stat_id, name=series.name, unit=series.unit, unit_class=unit_class_of(series.unit)
+    )
+    async_add_external_statistics(hass, metadata, rows)  # type: ignore[arg-type]
+    return len(rows)
+
+
 def async_setup_history(hass: HomeAssistant, coordinator: MeterCloudCoordinator) -> None:
-    """Import now (in the background) and every HISTORY_INTERVAL while the entry is loaded."""
+    """Import now (in the background) and every `history_interval` of the backend while the entry is loaded."""
     from homeassistant.helpers.event import async_track_time_interval  # noqa: PLC0415
 
     entry = coordinator.config_entry
@@ -124,4 +144,4 @@ def async_setup_history(hass: HomeAssistant, coordinator: MeterCloudCoordinator)
         _LOGGER.debug("Imported %s statistic rows for %s", written, entry.title)
 
     entry.async_create_background_task(hass, run(), f"{DOMAIN} history import {entry.entry_id}")
-    entry.async_on_unload(async_track_time_interval(hass, run, HISTORY_INTERVAL))
+    entry.async_on_unload(async_track_time_interval(hass, run, coordinator.client.history_interval))

@@ -52,10 +52,10 @@ class Backend:
     """A vendor system the config flow can offer."""
 
     key: str
-    client: type[MeterClient] | None
+    client: type[MeterClient]
 
 
-# Every vendor in scope; `client` is None until its backend is built.
+# Every vendor in scope.
 BACKENDS: dict[str, Backend] = {
     "goldcard": Backend("goldcard", GoldcardClient),
     "cangnan": Backend("cangnan", CangnanClient),

@@ -76,12 +76,13 @@ async def post_raw(
     headers: Mapping[str, str] | None = None,
     cookies: Mapping[str, str] | None = None,
     timeout: float = DEFAULT_TIMEOUT,
-    max_bytes: int = MAX_RESPONSE_BYTES,
+    max_bytes: int | None = None,
 ) -> RawAnswer:
     """POST `body` (bytes, a form or multipart data) and return the answer whatever its status.
 
     `cookies` go with this request only (they override the session's jar, which other accounts share).
     """
+    max_bytes = MAX_RESPONSE_BYTES if max_bytes is None else max_bytes
     try:
         async with session.post(
             url,
