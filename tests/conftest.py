@@ -11,11 +11,12 @@ from aiohttp.test_utils import TestClient, TestServer
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.meter_cloud.api import CangnanClient, GoldcardClient, IotMeterClient
+from custom_components.meter_cloud.api import CangnanClient, GoldcardClient, IotMeterClient, KumirClient
 from custom_components.meter_cloud.const import DOMAIN
 from simulator.cangnan import CangnanSimulator
 from simulator.goldcard import GoldcardSimulator
 from simulator.iotmeter import IotMeterSimulator
+from simulator.kumir import KumirSimulator
 
 PUSH_ID = "test-push-id-0123456789abcdef"
 CN_PUSH_ID = "cangnan-push-id-0123456789abcdef"
@@ -201,3 +202,58 @@ async def iot_push(
     client: TestClient = await hass_client_no_auth()
     iot_sim.push_url = str(client.make_url(f"/api/meter_cloud/push/{IOT_PUSH_ID}")).rstrip("/")
     return client
+
+
+KUMIR_PUSH_ID = "kumir-push-id-not-used-by-the-vendor"
+KUMIR_TZ = "Europe/Moscow"
+
+
+@pytest.fixture
+async def kumir_sim(socket_enabled: None) -> AsyncGenerator[KumirSimulator]:
+    """A KUMIR-RESURS simulator with its five nodes (m234, ce303, tv7, ek270, pulsar)."""
+    simulator = KumirSimulator()
+    yield simulator
+    await simulator.close()
+
+
+@pytest.fixture
+async def kumir_server(kumir_sim: KumirSimulator, aiohttp_server: Any) -> TestServer:
+    """The KUMIR-RESURS simulator served on 127.0.0.1."""
+    server: TestServer = await aiohttp_server(kumir_sim.app, host="127.0.0.1")
+    return server
+
+
+def kumir_data(sim: KumirSimulator, server: TestServer, **extra: Any) -> dict[str, Any]:
+    """Entry data for the KUMIR-RESURS simulator, following every node it has."""
+    data: dict[str, Any] = {
+        "backend": "kumir",
+        "base_url": str(server.make_url("")).rstrip("/"),
+        "login": sim.login,
+        "login_password": sim.password,
+        "nodes": "\n".join(f"{node.code} {node.num} {node.dev}" for node in sim.nodes.values()),
+        "systems": "1, 2, 3, 4, 5, 6",
+        "archives": ["hour", "day", "total"],
+        "transport": "raw",
+        "time_zone": KUMIR_TZ,
+        "backfill_days": 3,
+        "push_id": KUMIR_PUSH_ID,
+    }
+    return data | extra
+
+
+@pytest.fixture
+def kumir_entry_data(kumir_sim: KumirSimulator, kumir_server: TestServer) -> dict[str, Any]:
+    """Entry data of the default KUMIR-RESURS entry (tests may change it before setup)."""
+    return kumir_data(kumir_sim, kumir_server)
+
+
+@pytest.fixture
+async def kumir_entry(hass: HomeAssistant, kumir_entry_data: dict[str, Any]) -> MockConfigEntry:
+    """A KUMIR-RESURS entry set up against the simulator."""
+    entry = MockConfigEntry(
+        domain=DOMAIN, title="KUMIR test", data=kumir_entry_data, unique_id=KumirClient.unique_id(kumir_entry_data)
+    )
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    return entry

@@ -1,7 +1,8 @@
-"""Account lifecycle services: register, modify, suspend/resume, replace, deregister."""
+"""Account services: register, modify, suspend/resume, replace, deregister; readings import."""
 
 from __future__ import annotations
 
+import re
 from decimal import Decimal
 from typing import Any
 
@@ -9,7 +10,7 @@ import voluptuous as vol
 from homeassistant.core import ServiceCall, ServiceResponse, SupportsResponse
 from homeassistant.helpers import config_validation as cv
 
-from .api import Capability, CustomerInfo, MeterRegistration, MeterReplacement
+from .api import Capability, CustomerInfo, ImportRecord, MeterRegistration, MeterReplacement
 from .coordinator import MeterCloudCoordinator
 from .service_helpers import (
     AMOUNT,
@@ -19,6 +20,7 @@ from .service_helpers import (
     TIERS,
     Handler,
     admin,
+    as_decimal,
     invalid,
     loaded_coordinator,
     price_schedule,
@@ -137,6 +139,40 @@ async def _replace_meter(call: ServiceCall) -> ServiceResponse:
     return result
 
 
+@admin
+async def _import_readings(call: ServiceCall) -> ServiceResponse:
+    coordinator = loaded_coordinator(call.hass, call.data[ATTR_CONFIG_ENTRY_ID])
+    require(coordinator, Capability.IMPORT)
+    values = call.data["values"]
+    if not values:
+        raise invalid("missing_field", field="values")
+    record = ImportRecord(
+        node=call.data["node"],
+        serial=call.data["serial"],
+        device_type=call.data["device_type"],
+        archive=call.data["archive"],
+        system=call.data["system"],
+        time=call.data["timestamp"],
+        values=values,
+    )
+    answer = await run(coordinator, coordinator.client.async_import([record]))
+    await coordinator.async_request_refresh()
+    return dict(answer)
+
+
+def _values(value: Any) -> dict[str, Decimal]:
+    """Parameter name → number; names must be XML names (EAi, U_A, ...)."""
+    if not isinstance(value, dict):
+        raise vol.Invalid("values must be a mapping of parameter name to number")
+    found: dict[str, Decimal] = {}
+    for name, number in value.items():
+        if not isinstance(name, str) or not PARAM_NAME.match(name):
+            raise vol.Invalid(f"{name!r} is not a parameter name")
+        found[name] = as_decimal(number)
+    return found
+
+
+PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 CUSTOMER: dict[Any, Any] = {vol.Optional(name): cv.string for name in CUSTOMER_FIELDS}
 ID = vol.All(cv.string, vol.Length(min=1, max=50))
 REASON = vol.All(cv.string, vol.Length(max=100))
@@ -163,6 +199,22 @@ ACCOUNT_SERVICES: dict[str, tuple[Handler, vol.Schema, SupportsResponse]] = {
                 vol.Optional("pay_mode", default="1"): vol.In(["1", "2"]),
                 vol.Optional("fire_date"): cv.date,
                 **CUSTOMER,
+            }
+        ),
+        SupportsResponse.OPTIONAL,
+    ),
+    "import_readings": (
+        _import_readings,
+        vol.Schema(
+            {
+                vol.Required(ATTR_CONFIG_ENTRY_ID): cv.string,
+                vol.Required("node"): ID,
+                vol.Required("serial"): ID,
+                vol.Required("device_type"): vol.All(cv.string, vol.Match(PARAM_NAME)),
+                vol.Required("archive"): vol.In(["hour", "day", "month", "year", "total"]),
+                vol.Optional("system", default=1): vol.All(vol.Coerce(int), vol.Range(min=0, max=999)),
+                vol.Required("timestamp"): cv.datetime,
+                vol.Required("values"): _values,
             }
         ),
         SupportsResponse.OPTIONAL,

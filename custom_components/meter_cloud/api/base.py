@@ -28,6 +28,7 @@ from .models import (
     DailyUsage,
     HistoryPoint,
     HistorySeries,
+    ImportRecord,
     MeterData,
     MeterRegistration,
     MeterReplacement,
@@ -223,7 +224,7 @@ class MeterClient(ABC):
         """The account's meters before any is followed (backends with DISCOVER)."""
         raise UnsupportedError(Capability.DISCOVER)
 
-    async def async_import(self, rows: Sequence[Any]) -> dict[str, str]:
+    async def async_import(self, records: Sequence[ImportRecord]) -> dict[str, str]:
         """Upload readings to the cloud and return its answer (backends with IMPORT)."""
         raise UnsupportedError(Capability.IMPORT)
 

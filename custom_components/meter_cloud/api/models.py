@@ -179,6 +179,19 @@ class ValueInfo:
 
 
 @dataclass(frozen=True, slots=True)
+class ImportRecord:
+    """Readings to upload: one record of one archive of one system of a node's device."""
+
+    node: str
+    serial: str
+    device_type: str
+    archive: str
+    system: int
+    time: datetime
+    values: Mapping[str, Decimal]
+
+
+@dataclass(frozen=True, slots=True)
 class HistorySeries:
     """Cumulative readings of one value of one meter, for long-term statistics."""
 

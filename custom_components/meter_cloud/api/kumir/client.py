@@ -36,7 +36,7 @@ from ..errors import (
     ResponseError,
 )
 from ..http import RawAnswer, check_status, post_raw
-from ..models import Capability, ConfigField, HistoryPoint, HistorySeries, MeterData, ValueInfo
+from ..models import Capability, ConfigField, HistoryPoint, HistorySeries, ImportRecord, MeterData, ValueInfo
 from .archive import ARCHIVES, ArchiveRow, export_request, import_document, parse_export
 from .params import PARAMS, describe, is_losses_system, sum_components
 from .xmlsafe import parse
@@ -503,8 +503,23 @@ class KumirClient(MeterClient):
 
     # --- import -------------------------------------------------------------------------------
 
-    async def async_import(self, rows: Sequence[ArchiveRow]) -> dict[str, str]:
-        """Upload readings (import.php) and return the server's answer, field by field."""
+    async def async_import(self, records: Sequence[ImportRecord]) -> dict[str, str]:
+        """Upload readings (import.php, the entry's transport) and return the server's answer, field by field.
+
+        A naive record time is wall time of the account's zone.
+        """
+        rows = [
+            ArchiveRow(
+                node_code=record.node,
+                serial=record.serial,
+                devtype=record.device_type,
+                archive=record.archive,
+                system=record.system,
+                time=record.time if record.time.tzinfo else record.time.replace(tzinfo=self._tz),
+                values=record.values,
+            )
+            for record in records
+        ]
         document = import_document(rows)
         body = await self._exchange(IMPORT_PATH, document, "xml_file_import")
         result = _result(body)
