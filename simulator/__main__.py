@@ -79,7 +79,7 @@ def _add_kumir(vendors: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     kumir = vendors.add_parser("kumir", help="NTC KUMIR KUMIR-RESURS: login/session/logout, XML export and import")
     kumir.add_argument("--host", default="127.0.0.1")
     kumir.add_argument("--port", type=int, default=8904)
-    kumir.add_argument("--nodes", type=int, default=5, help="nodes, cycling m234, ce303, tv7, ek270, pulsar")
+    kumir.add_argument("--nodes", type=int, default=6, help="nodes, cycling m234, ce303, tv7, ek270, pulsar, m230")
     kumir.add_argument("--login", default="example")
     kumir.add_argument("--password", default="example")
     kumir.add_argument("--time-zone", default="Europe/Moscow")

@@ -131,17 +131,29 @@ _ELECTRIC = {
 }
 _PHASES: dict[str, Counter | Gauge] = {f"U_{p}": Gauge(228.0, 4.0, 2) for p in "ABC"}
 _PHASES |= {f"I_{p}": Gauge(4.0, 2.5, 3) for p in "ABC"} | {"F0": Gauge(50.0, 0.05, 2)}
+_MERCURY: dict[str, Counter | Gauge] = (
+    _ELECTRIC
+    | _PHASES
+    | {f"COS_{p}": Gauge(0.92, 0.05, 3) for p in ("A", "B", "C", "S")}
+    | {name: Gauge(120.0, 1.5, 2) for name in ("F_AB", "F_CA", "F_BC")}
+    | {"RF7": Gauge(0.0, 0.0, 0)}  # in the spec's sample, meaning unknown: always 0
+)
 KINDS: dict[str, DeviceKind] = {
     "m234": DeviceKind(
         "Mercury 234 electricity meter",
         "tariffs",
-        (1, 2, 3, 4, 5, 6),
-        _ELECTRIC
-        | _PHASES
-        | {f"COS_{p}": Gauge(0.92, 0.05, 3) for p in ("A", "B", "C", "S")}
-        | {name: Gauge(120.0, 1.5, 2) for name in ("F_AB", "F_CA", "F_BC")}
-        | {"RF7": Gauge(0.0, 0.0, 0)},  # in the spec's sample, meaning unknown: always 0
+        (1, 2, 3, 4),
+        _MERCURY,
         hours={1: PEAK, 2: NIGHT, 3: HALF_PEAK, 4: frozenset()},  # tariff 4 exists but nothing is billed on it
+        shared_gauges=True,
+    ),
+    # The glossary's Mercury 230 ART: tariff 6 is the sum of 1-4, tariff 5 the technical losses.
+    "m230": DeviceKind(
+        "Mercury 230 ART electricity meter",
+        "tariffs",
+        (1, 2, 3, 4, 5, 6),
+        _MERCURY,
+        hours={1: PEAK, 2: NIGHT, 3: HALF_PEAK, 4: frozenset()},
         derived={5: ((1, 2, 3, 4), 0.02), 6: ((1, 2, 3, 4), 1.0)},
         shared_gauges=True,
     ),
@@ -193,7 +205,7 @@ KINDS: dict[str, DeviceKind] = {
         scale={2: 0.6, 3: 0.3, 4: 0.1},
     ),
 }
-KIND_ORDER = ("m234", "ce303", "tv7", "ek270", "pulsar")
+KIND_ORDER = ("m234", "ce303", "tv7", "ek270", "pulsar", "m230")
 
 
 @cache
@@ -285,7 +297,7 @@ class KumirSimulator(SimulatorBase):
         password: str = "example",  # noqa: S107 - the spec's sample credentials
         tz: tzinfo = DEFAULT_TZ,
         session_ttl: float = 1800.0,
-        nodes: int | Sequence[tuple[str, str, str]] = 5,
+        nodes: int | Sequence[tuple[str, str, str]] = 6,
         seed: int = 1,
     ) -> None:
         """Build the nodes (a count cycling through KIND_ORDER, or (code, serial, device type) triples) and the app."""
