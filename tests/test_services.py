@@ -369,7 +369,7 @@ async def test_service_descriptions_load(hass: HomeAssistant, setup_entry: MockC
 
     descriptions = (await async_get_all_descriptions(hass))[DOMAIN]
     assert set(descriptions) == set(SERVICES)
-    assert len(SERVICES) == 19
+    assert len(SERVICES) == 20
     for name, description in descriptions.items():
         assert description["fields"], name
     assert "price_1" in descriptions["set_price"]["fields"]

@@ -517,6 +517,7 @@ async def test_failure_modes(sim: GoldcardSimulator, client: GoldcardClient, mod
     # A lost or garbled answer leaves the outcome open; a vendor's refusal (auth, 9995) does not.
     unknown = ("drop", "timeout", "http500", "malformed")
     assert err.value.outcome_unknown is (mode in unknown)  # type: ignore[attr-defined]
+    client.request_timeout = 10  # the next call must not fail only because the machine is busy
     assert len(await client.async_get_meters()) == len(sim.meters)
     assert len(calls(sim, "1013")) == 2
 
