@@ -70,7 +70,9 @@ async def _refresh(hass: HomeAssistant, entry: MockConfigEntry) -> None:
     await hass.async_block_till_done()
 
 
-async def test_values_units_and_classes(hass: HomeAssistant, kumir_entry: MockConfigEntry, kumir_sim: KumirSimulator) -> None:
+async def test_values_units_and_classes(
+    hass: HomeAssistant, kumir_entry: MockConfigEntry, kumir_sim: KumirSimulator
+) -> None:
     """Each device type's parameters become sensors with the simulator's exact numbers and the right units."""
     sim = kumir_sim
     for code in (M234, CE303, TV7, EK270, PULSAR, M230):
@@ -146,7 +148,7 @@ async def test_enabled_by_default(hass: HomeAssistant, kumir_entry: MockConfigEn
 async def test_unknown_elements_never_break_a_poll(
     hass: HomeAssistant, kumir_entry: MockConfigEntry, kumir_sim: KumirSimulator
 ) -> None:
-    """A newer server's unknown device, archive, parameter and attribute: parsed around, unknown params as generic sensors."""
+    """A newer server's unknown device, archive, parameter, attribute: parsed around; unknown params are generic."""
     kumir_sim.fail_next("unknown_elements", count=3)
     await _refresh(hass, kumir_entry)
     assert kumir_entry.runtime_data.last_update_success
@@ -193,7 +195,7 @@ async def test_wrong_password_mid_life_starts_reauth(
     hass: HomeAssistant, kumir_entry: MockConfigEntry, kumir_sim: KumirSimulator, caplog: pytest.LogCaptureFixture
 ) -> None:
     """failed.php on a new login = the credentials changed: reauthentication, entities unavailable, no traceback."""
-    kumir_sim.password = "changed-on-the-server"  # noqa: S105
+    kumir_sim.password = "changed-on-the-server"
     kumir_sim.advance(31 * 60)
     await _refresh(hass, kumir_entry)
     assert not kumir_entry.runtime_data.last_update_success
@@ -313,7 +315,11 @@ async def test_import_errors(hass: HomeAssistant, kumir_entry: MockConfigEntry, 
     kumir_sim.fail_next("entity_bomb", endpoint="import")
     with pytest.raises(HomeAssistantError) as err:
         await hass.services.async_call(
-            DOMAIN, "import_readings", {**call, "serial": kumir_sim.nodes[M234].num}, blocking=True, return_response=True
+            DOMAIN,
+            "import_readings",
+            {**call, "serial": kumir_sim.nodes[M234].num},
+            blocking=True,
+            return_response=True,
         )
     assert err.value.translation_key == "invalid_response"
     sent = len(kumir_sim.requests)
@@ -335,7 +341,9 @@ async def test_valve_recharge_price_not_supported(
                 DOMAIN, service, {"device_id": device.id, **extra}, blocking=True, return_response=True
             )
         assert err.value.translation_key == "not_supported"
-    assert not [e for e in er.async_entries_for_config_entry(er.async_get(hass), kumir_entry.entry_id) if e.domain == "valve"]
+    assert not [
+        e for e in er.async_entries_for_config_entry(er.async_get(hass), kumir_entry.entry_id) if e.domain == "valve"
+    ]
 
 
 async def test_unload_logs_out_and_credentials_stay_out_of_logs(
@@ -343,7 +351,7 @@ async def test_unload_logs_out_and_credentials_stay_out_of_logs(
 ) -> None:
     """logout.php on unload; the password never appears in the log, even at debug level."""
     caplog.set_level(logging.DEBUG)
-    kumir_sim.password = "Very-Secret-Pa55"  # noqa: S105
+    kumir_sim.password = "Very-Secret-Pa55"
     data = kumir_data(kumir_sim, kumir_server)
     entry = MockConfigEntry(domain=DOMAIN, data=data, unique_id=KumirClient.unique_id(data))
     entry.add_to_hass(hass)
@@ -364,9 +372,7 @@ async def test_config_flow_discovers_nodes(
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {"backend": "kumir"})
     account = {key: data[key] for key in ("base_url", "login", "login_password", "systems", "archives", "transport")}
     account |= {"backfill_days": 7}
-    result = await hass.config_entries.flow.async_configure(
-        result["flow_id"], {**account, "login_password": "wrong"}
-    )
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {**account, "login_password": "wrong"})
     assert result["errors"] == {"base": "invalid_auth"}
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {**account, "time_zone": "Mars/Base"})
     assert result["errors"] == {"base": "invalid_time_zone"}
@@ -388,7 +394,9 @@ async def test_config_flow_discovers_nodes(
     await hass.async_block_till_done()
 
 
-async def test_config_flow_without_discoverable_nodes(hass: HomeAssistant, socket_enabled: None, aiohttp_server: Any) -> None:
+async def test_config_flow_without_discoverable_nodes(
+    hass: HomeAssistant, socket_enabled: None, aiohttp_server: Any
+) -> None:
     """An account that lists nothing on its own: the user enters the nodes."""
     sim = KumirSimulator(nodes=[])
     server = await aiohttp_server(sim.app, host="127.0.0.1")

@@ -153,7 +153,21 @@ async def test_late_data_reset_and_gap(hass: HomeAssistant, sim: KumirSimulator,
         assert Decimal(str(row["state"])) == _expected(sim, "Pol_276", row)
     _check_sums(rows)
     assert min(Decimal(str(r["state"])) for r in rows) < 1  # the reset reached the statistics
-    total = sum(
-        max(Decimal(str(b["state"])) - Decimal(str(a["state"])), Decimal(0)) for a, b in pairwise(rows)
-    )
+    total = sum(max(Decimal(str(b["state"])) - Decimal(str(a["state"])), Decimal(0)) for a, b in pairwise(rows))
     assert round(Decimal(str(rows[-1]["sum"])) - Decimal(str(rows[0]["sum"])), 3) == round(total, 3)
+
+
+async def test_failed_import_is_retried_whole(hass: HomeAssistant, sim: KumirSimulator, server: TestServer) -> None:
+    """An export failing during a backfill leaves it to do: the next import reads the whole window again."""
+    entry = await _setup(hass, sim, server, backfill_days=3)
+    meta = entry.runtime_data.commands.meta
+    meta[BACKFILLED] = []
+    sim.fail_next("http500", count=50, endpoint="export")
+    assert await _import(hass, entry) == 0
+    assert meta[BACKFILLED] == []
+    sim.faults.faults.clear()
+    before = len(sim.requests)
+    assert await _import(hass, entry) > 3 * 24
+    assert meta[BACKFILLED] == ["Pol_276/34781353", "Pol_281/23456789"]
+    hour = next(info for name, _t, info in sim.requests[before:] if name == "export" and info["archives"] == ["hour"])
+    assert datetime.fromisoformat(hour["end"]) - datetime.fromisoformat(hour["begin"]) > timedelta(days=2)
