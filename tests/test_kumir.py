@@ -451,3 +451,17 @@ async def test_time_zone_of_the_archives(
     # Moscow wall time read as Vladivostok wall time: seven hours earlier as an instant.
     shifted = _reading_time(hass, kumir_sim, M234)
     assert timedelta(hours=6, minutes=59) < dt_util.utcnow() - shifted < timedelta(hours=7, minutes=1)
+
+
+async def test_diagnostics_hide_credentials(
+    hass: HomeAssistant, kumir_entry: MockConfigEntry, kumir_sim: KumirSimulator
+) -> None:
+    """Login, password and the node list stay out of diagnostics; the values are there."""
+    from custom_components.meter_cloud.diagnostics import async_get_config_entry_diagnostics
+
+    diagnostics = await async_get_config_entry_diagnostics(hass, kumir_entry)
+    text = str(diagnostics)
+    assert kumir_sim.password not in text.replace("password", "")
+    assert kumir_entry.data["nodes"] not in text
+    assert diagnostics["entry"]["data"]["login_password"] == "**REDACTED**"
+    assert "s1_EAi" in text

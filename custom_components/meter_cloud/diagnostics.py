@@ -22,6 +22,8 @@ TO_REDACT = {
     "meters",
     "password",
     "login",
+    "login_password",
+    "nodes",
     CONF_PUSH_ID,
     "push_url",
     "user_no",
