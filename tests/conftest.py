@@ -209,9 +209,10 @@ KUMIR_TZ = "Europe/Moscow"
 
 
 @pytest.fixture
-async def kumir_sim(socket_enabled: None) -> AsyncGenerator[KumirSimulator]:
-    """A KUMIR-RESURS simulator with its five nodes (m234, ce303, tv7, ek270, pulsar)."""
-    simulator = KumirSimulator()
+async def kumir_sim(socket_enabled: None, request: pytest.FixtureRequest) -> AsyncGenerator[KumirSimulator]:
+    """A KUMIR-RESURS simulator: six default nodes (m234, ce303, tv7, ek270, pulsar, m230) or a kumir_nodes mark's."""
+    marker = request.node.get_closest_marker("kumir_nodes")
+    simulator = KumirSimulator(nodes=marker.args[0]) if marker else KumirSimulator()
     yield simulator
     await simulator.close()
 

@@ -23,26 +23,13 @@ from simulator.kumir import KumirSimulator, _fmt
 from .conftest import kumir_data
 
 NODES = [("Pol_276", "34781353", "m234"), ("Pol_281", "23456789", "m230")]
+# An m234 (plain tariffs) and an m230 (6 = sum of 1-4, 5 = losses).
+pytestmark = pytest.mark.kumir_nodes(NODES)
 
 
 @pytest.fixture(autouse=True)
 def auto_enable_custom_integrations(recorder_mock: Recorder, enable_custom_integrations: None) -> None:
     """The recorder must start before Home Assistant: override the suite's autouse fixture to order them."""
-
-
-@pytest.fixture
-async def sim(socket_enabled: None) -> Any:
-    """A simulator with an m234 (plain tariffs) and an m230 (6 = sum, 5 = losses)."""
-    simulator = KumirSimulator(nodes=NODES)
-    yield simulator
-    await simulator.close()
-
-
-@pytest.fixture
-async def server(sim: KumirSimulator, aiohttp_server: Any) -> TestServer:
-    """The simulator on 127.0.0.1."""
-    served: TestServer = await aiohttp_server(sim.app, host="127.0.0.1")
-    return served
 
 
 async def _rows(hass: HomeAssistant, stat_id: str) -> list[dict[str, Any]]:
@@ -84,8 +71,11 @@ async def _import(hass: HomeAssistant, entry: MockConfigEntry) -> int:
     return written
 
 
-async def test_backfill_then_hourly_lookback(hass: HomeAssistant, sim: KumirSimulator, server: TestServer) -> None:
+async def test_backfill_then_hourly_lookback(
+    hass: HomeAssistant, kumir_sim: KumirSimulator, kumir_server: TestServer
+) -> None:
     """First setup reads `backfill_days`; later imports only the two-day lookback; values are the simulator's."""
+    sim, server = kumir_sim, kumir_server
     entry = await _setup(hass, sim, server, backfill_days=4)
     exports = [info for name, _t, info in sim.requests if name == "export" and info["archives"] == ["hour"]]
     first = exports[1]  # the poll's hour export comes first, then the backfill's
@@ -111,9 +101,10 @@ async def test_backfill_then_hourly_lookback(hass: HomeAssistant, sim: KumirSimu
 
 
 async def test_sum_and_losses_tariffs_are_not_imported(
-    hass: HomeAssistant, sim: KumirSimulator, server: TestServer
+    hass: HomeAssistant, kumir_sim: KumirSimulator, kumir_server: TestServer
 ) -> None:
     """Mercury 230 ART: tariff 6 repeats 1-4 and 5 is losses: no statistics for them, so no double counting."""
+    sim, server = kumir_sim, kumir_server
     await _setup(hass, sim, server, backfill_days=1)
     for system in (1, 2, 3):
         assert await _rows(hass, statistic_id("kumir", "Pol_281/23456789", f"s{system}_EAi"))
@@ -128,8 +119,11 @@ async def test_sum_and_losses_tariffs_are_not_imported(
     assert not client.value_info(meter, "s5_EAi").statistic
 
 
-async def test_late_data_reset_and_gap(hass: HomeAssistant, sim: KumirSimulator, server: TestServer) -> None:
+async def test_late_data_reset_and_gap(
+    hass: HomeAssistant, kumir_sim: KumirSimulator, kumir_server: TestServer
+) -> None:
     """Late hours fill in on the next import; a replaced meter and a collector gap never make a negative bar."""
+    sim, server = kumir_sim, kumir_server
     now = sim._now()
     gap_start = (now - timedelta(hours=20)).replace(minute=0, second=0)
     sim.gap("Pol_276", gap_start, gap_start + timedelta(hours=3))
@@ -157,8 +151,11 @@ async def test_late_data_reset_and_gap(hass: HomeAssistant, sim: KumirSimulator,
     assert round(Decimal(str(rows[-1]["sum"])) - Decimal(str(rows[0]["sum"])), 3) == round(total, 3)
 
 
-async def test_failed_import_is_retried_whole(hass: HomeAssistant, sim: KumirSimulator, server: TestServer) -> None:
+async def test_failed_import_is_retried_whole(
+    hass: HomeAssistant, kumir_sim: KumirSimulator, kumir_server: TestServer
+) -> None:
     """An export failing during a backfill leaves it to do: the next import reads the whole window again."""
+    sim, server = kumir_sim, kumir_server
     entry = await _setup(hass, sim, server, backfill_days=3)
     meta = entry.runtime_data.commands.meta
     meta[BACKFILLED] = []

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
@@ -27,21 +26,8 @@ from custom_components.meter_cloud.api.kumir.client import format_nodes, parse_n
 from simulator.kumir import KumirSimulator, _fmt
 
 TZ = ZoneInfo("Europe/Moscow")
-
-
-@pytest.fixture
-async def kumir(socket_enabled: None) -> AsyncGenerator[KumirSimulator]:
-    """Two nodes: an m234 and a heat meter."""
-    simulator = KumirSimulator(nodes=[("Pol_276", "34781353", "m234"), ("Pol_278", "11112222", "tv7")])
-    yield simulator
-    await simulator.close()
-
-
-@pytest.fixture
-async def kumir_server(kumir: KumirSimulator, aiohttp_server: Any) -> TestServer:
-    """The simulator on 127.0.0.1."""
-    server: TestServer = await aiohttp_server(kumir.app, host="127.0.0.1")
-    return server
+# An m234 and a heat meter.
+pytestmark = pytest.mark.kumir_nodes([("Pol_276", "34781353", "m234"), ("Pol_278", "11112222", "tv7")])
 
 
 def _config(base: str, **extra: Any) -> dict[str, Any]:
@@ -81,8 +67,9 @@ def test_settings_are_checked() -> None:
     assert client.backfill == timedelta(days=366)
 
 
-async def test_session_lifecycle(kumir: KumirSimulator, kumir_server: TestServer) -> None:
+async def test_session_lifecycle(kumir_sim: KumirSimulator, kumir_server: TestServer) -> None:
     """Renewal refused → new login; a session refused twice → AuthenticationError; close only with a session."""
+    kumir = kumir_sim
     async with aiohttp.ClientSession() as session:
         client = _client(session, kumir_server)
         await client.async_close()  # no session yet: nothing is sent
@@ -108,8 +95,9 @@ async def test_session_lifecycle(kumir: KumirSimulator, kumir_server: TestServer
         assert kumir.requests[-1] == ("logout", "none", {"session": True})
 
 
-async def test_history_series_and_discovery(kumir: KumirSimulator, kumir_server: TestServer) -> None:
+async def test_history_series_and_discovery(kumir_sim: KumirSimulator, kumir_server: TestServer) -> None:
     """Hour and day records merged (hour wins); only cumulative parameters; all nodes when none are followed."""
+    kumir = kumir_sim
     async with aiohttp.ClientSession() as session:
         client = _client(session, kumir_server, archives=["hour", "day"])
         assert [(n.code, n.serial, n.devtype) for n in await client.async_discover()] == [
