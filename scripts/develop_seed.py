@@ -6,7 +6,7 @@
 
 Everything is created only when absent, each simulator entry on its own: a second run keeps the user, the entries
 and their push ids, and adds an entry a config/ seeded by an older version of this script lacks (Cangnan's, the IoT
-meter platform's).
+meter platform's, KUMIR-RESURS's).
 Storage files are written in the format both pinned Home Assistant versions read (2025.4 and 2026.10:
 core.config_entries 1.5, onboarding 4); a newer Home Assistant migrates them forward itself.
 """
@@ -55,6 +55,18 @@ IOTMETER_ACCOUNT = {
     "login_name": "admin",
     "password": "123456",
 }
+# KUMIR-RESURS never pushes (the push id is there only because every entry has one); the entry polls the archives.
+KUMIR_ACCOUNT = {
+    "base_url": "http://127.0.0.1:8904",
+    "login": "example",
+    "login_password": "example",
+    "systems": "1, 2, 3, 4, 5, 6",
+    "archives": ["hour", "day", "total"],
+    "transport": "raw",
+    "time_zone": "Europe/Moscow",  # the simulator's --time-zone: its archives' `dat` are Moscow wall time
+    "backfill_days": 30,  # the config flow's default: a month of hourly statistics on first start
+}
+KUMIR_NODES = 6  # scripts/develop starts the KUMIR simulator with --nodes 6 (one node per device type)
 # Storage versions written; both pinned Home Assistant versions use exactly these.
 CONFIG_ENTRIES_VERSION = (1, 5)
 ONBOARDING_VERSION = (4, 1)
@@ -199,12 +211,25 @@ def _cangnan_meters() -> str:
     return "\n".join(f"{meter.user_id}:{meter.meter_id}" for meter in simulator.meters.values())
 
 
+def _kumir_nodes() -> str:
+    """The simulator's nodes as the entry lists them: `code serial devtype`, one per line.
+
+    Asked of the simulator itself (node codes Pol_276, Pol_277, ...; serials drawn from its seed, 1 by default, the
+    first being the spec's 34781353), so the two cannot drift.
+    """
+    if str(REPO) not in sys.path:
+        sys.path.insert(0, str(REPO))
+    simulator = importlib.import_module("simulator.kumir").KumirSimulator(nodes=KUMIR_NODES)
+    return "\n".join(f"{node.code} {node.num} {node.dev}" for node in simulator.nodes.values())
+
+
 def simulator_accounts() -> dict[str, dict[str, Any]]:
     """Entry data (without the push id) of each simulator, by backend."""
     return {
         "goldcard": {"backend": "goldcard", **GOLDCARD_ACCOUNT},
         "cangnan": {"backend": "cangnan", **CANGNAN_ACCOUNT, "meters": _cangnan_meters()},
         "iotmeter": {"backend": "iotmeter", **IOTMETER_ACCOUNT},
+        "kumir": {"backend": "kumir", **KUMIR_ACCOUNT, "nodes": _kumir_nodes()},
     }
 
 
