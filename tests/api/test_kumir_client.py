@@ -13,7 +13,6 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from custom_components.meter_cloud.api import (
-    AuthenticationError,
     CloudConnectionError,
     CommandError,
     ConfigurationError,
@@ -28,6 +27,19 @@ from simulator.kumir import KumirSimulator, _fmt
 TZ = ZoneInfo("Europe/Moscow")
 # An m234 and a heat meter.
 pytestmark = pytest.mark.kumir_nodes([("Pol_276", "34781353", "m234"), ("Pol_278", "11112222", "tv7")])
+
+
+DST_EXPORT = (
+    '<?xml version="1.0" encoding="UTF-8"?><d><nodes><n code="Pol_1" num="1" dev="m234"><m234><hour><sys num="1">'
+    + "".join(
+        f"<r><nodata>false</nodata><dat>2026-10-25T{hour}:00:00</dat><EAi>{value}</EAi></r>"
+        for hour, value in (("01", 10), ("02", 11), ("02", 12), ("03", 13))
+    )
+    + "</sys></hour></m234></n>"
+    # A node nobody follows: never becomes a meter.
+    + '<n code="Pol_9" num="9" dev="m234"><m234><hour><sys num="1"><r><nodata>false</nodata>'
+    + "<dat>2026-10-25T03:00:00</dat><EAi>1</EAi></r></sys></hour></m234></n></nodes></d>"
+)
 
 
 def _config(base: str, **extra: Any) -> dict[str, Any]:
@@ -86,8 +98,9 @@ async def test_session_lifecycle(kumir_sim: KumirSimulator, kumir_server: TestSe
             await client.async_get_meters()
         # Every export sent back to the start page, even right after a new login.
         kumir.fail_next("session_gone", count=2, endpoint="export")
-        with pytest.raises(AuthenticationError):
+        with pytest.raises(CommandError) as err:
             await client.async_get_meters()
+        assert err.value.reason == "session_refused"  # not the password: no reauthentication
         await client.async_close()  # the server dropped the session: nothing to end
         assert kumir.requests[-1][0] == "export"
         await client.async_get_meters()
@@ -142,6 +155,10 @@ async def test_odd_login_answers(socket_enabled: None, aiohttp_server: Any) -> N
         return response
 
     async def export(_request: web.Request) -> web.Response:
+        if mode.get("export") == "moved":
+            return web.Response(status=301, headers={"Location": "https://elsewhere.example/export.php"})
+        if mode.get("export") == "dst":
+            return web.Response(body=DST_EXPORT.encode(), content_type="application/xml")
         body = "<result><status>error</status><message>bad period</message></result>"
         return web.Response(status=400, text=body, content_type="application/xml")
 
@@ -179,3 +196,20 @@ async def test_odd_login_answers(socket_enabled: None, aiohttp_server: Any) -> N
         mode["import"] = "<result><status>"
         with pytest.raises(ResponseError):
             await client.async_import([record])
+        mode["export"] = "moved"
+        with pytest.raises(ConfigurationError) as err:
+            await client.async_get_meters()
+        assert err.value.reason == "unexpected_redirect"
+
+        # Europe/Berlin falls back on 2026-10-25: 02:00 comes twice; both hours are kept, in order.
+        mode["export"] = "dst"
+        berlin = KumirClient(session, {**client._config, "archives": ["hour"]}, tz=ZoneInfo("Europe/Berlin"))
+        meters = await berlin.async_get_meters()
+        assert set(meters) == {"Pol_1/1"}  # Pol_9 is in the answer but not followed
+        meter = meters["Pol_1/1"]
+        assert meter.values == {"s1_EAi": Decimal("13")}
+        end = datetime(2026, 10, 25, 5, tzinfo=ZoneInfo("Europe/Berlin"))
+        series = await berlin.async_history_series([meter], end - timedelta(hours=6), end)
+        points = series[0].points
+        assert [p.value for p in points] == [Decimal(10), Decimal(11), Decimal(12), Decimal(13)]
+        assert [p.time.astimezone(ZoneInfo("UTC")).hour for p in points] == [23, 0, 1, 2]

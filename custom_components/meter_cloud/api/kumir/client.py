@@ -20,8 +20,9 @@ import re
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any, ClassVar
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
@@ -63,6 +64,8 @@ TRANSPORTS = ("raw", "form", "multipart")
 EXPORT_PATH = "modules/xml_import_export/export.php"
 IMPORT_PATH = "modules/xml_import_export/import.php"
 COOKIE_NAMES = ("SESSID", "session_id")
+# Where the server sends a request whose session it does not know (4.3's index.php; the start page).
+SESSION_GONE_PAGES = frozenset({"index.php", "failed.php", ""})
 # A session lives 30 minutes after login or renewal; renew when this much of it is gone.
 SESSION_TTL = 30 * 60.0
 RENEW_AFTER = 20 * 60.0
@@ -297,12 +300,18 @@ class KumirClient(MeterClient):
             page = self._redirect(answer)
             if page is None:
                 return self._checked(path, answer)
+            if page not in SESSION_GONE_PAGES:
+                # Not the login flow's pages: a moved server (http → https) is a setting to fix.
+                raise ConfigurationError(
+                    f"{path} redirected to {answer.headers.get('Location', '')!r}", reason="unexpected_redirect"
+                )
             # Sent back to the start page: the server has forgotten our session.
             _LOGGER.debug("KUMIR-RESURS session gone (%s); logging in again", page)
             async with self._lock:
                 self._session_id = None
             if attempt == 2:
-                raise AuthenticationError("KUMIR-RESURS keeps refusing the session after a new login")
+                # A brand-new session refused too: not the password (login worked); the account's rights.
+                raise CommandError("KUMIR-RESURS refuses a new session for this module", reason="session_refused")
         raise AssertionError("unreachable")  # pragma: no cover
 
     def _body(self, document: bytes, field: str) -> tuple[Any, Mapping[str, str] | None]:
@@ -353,7 +362,12 @@ class KumirClient(MeterClient):
             begin=begin, end=end, archives=[archive], systems=self.systems, nodes=self._node_triples(nodes)
         )
         body = await self._exchange(EXPORT_PATH, document, "xml_file_export")
-        return parse_export(body, self._tz, max_bytes=self.max_export_bytes)
+        return await self._parse(body)
+
+    async def _parse(self, body: bytes) -> list[ArchiveRow]:
+        """Parse off the event loop: a large export takes seconds of CPU (see the benchmark)."""
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, partial(parse_export, body, self._tz, max_bytes=self.max_export_bytes))
 
     def _now(self) -> datetime:
         return datetime.now(self._tz).replace(microsecond=0)
@@ -371,15 +385,25 @@ class KumirClient(MeterClient):
         ids.update(dict.fromkeys(self._kinds))
         return list(ids)
 
+    def _follows(self, row: ArchiveRow) -> bool:
+        """Whether a row is of a followed node (all nodes when none are listed; a node by code or serial)."""
+        if not self.nodes:
+            return True
+        return any(node.code == row.node_code or node.serial == row.serial for node in self.nodes)
+
     def _remember(self, row: ArchiveRow) -> None:
+        if not self._follows(row):
+            return
         meter = meter_id(row.node_code, row.serial)
         self._kinds[meter] = Node(row.node_code, row.serial, row.devtype)
         latest = self._latest.setdefault(meter, {})
         rank = PRIORITY.get(row.archive, len(PRIORITY))
+        # Compared as instants: the repeated hour of a DST fall-back has the same wall time.
+        instant = row.time.astimezone(UTC)
         for param, value in row.values.items():
             key = value_key(row.system, param)
             known = latest.get(key)
-            if known is None or (row.time, -rank) >= (known[0], -known[1]):
+            if known is None or (instant, -rank) >= (known[0].astimezone(UTC), -known[1]):
                 latest[key] = (row.time, rank, value)
 
     def _meter(self, meter: str) -> MeterData:
@@ -399,7 +423,7 @@ class KumirClient(MeterClient):
         now = self._now()
         document = export_request(begin=now, end=now, archives=["total"], systems=self.systems, nodes=[])
         body = await self._exchange(EXPORT_PATH, document, "xml_file_export")
-        rows = parse_export(body, self._tz, max_bytes=self.max_export_bytes)
+        rows = await self._parse(body)
         found = {meter_id(row.node_code, row.serial): Node(row.node_code, row.serial, row.devtype) for row in rows}
         return list(found.values())
 
@@ -462,7 +486,8 @@ class KumirClient(MeterClient):
                         if param_info is None or not param_info.cumulative:
                             continue
                         slot = points.setdefault((meter, value_key(row.system, param)), {})
-                        instant = row.time
+                        # Keyed by the instant: both occurrences of a fall-back hour are kept.
+                        instant = row.time.astimezone(UTC)
                         if instant not in slot or rank < slot[instant][0]:
                             slot[instant] = (rank, value)
         series: list[HistorySeries] = []
@@ -470,12 +495,12 @@ class KumirClient(MeterClient):
             info = self.value_info(wanted[meter], key)
             if not info.statistic:
                 continue
-            ordered = sorted(slot.items(), key=lambda item: item[0].timestamp())
+            ordered = sorted(slot.items())
             series.append(
                 HistorySeries(
                     meter_id=meter,
                     key=key,
-                    name=f"{meter} {info.label} ({info.system})",
+                    name=f"{meter} {info.label} (system {info.system})",
                     unit=info.unit,
                     points=[HistoryPoint(time=when, value=value) for when, (_, value) in ordered],
                 )

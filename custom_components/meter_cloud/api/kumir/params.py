@@ -50,26 +50,36 @@ def _line(name: str, label: str, unit: str | None, device_class: str | None) -> 
     return ParamInfo(name, label, unit, device_class, MEASUREMENT, cumulative=False, meter_wide=True)
 
 
+# Created disabled: engineering values most households never look at. An entry may enable at most
+# 10,000 entities in Home Assistant 2026, and an account can hold hundreds of meters.
+def _quiet_line(name: str, label: str, unit: str | None, device_class: str | None) -> ParamInfo:
+    return ParamInfo(name, label, unit, device_class, MEASUREMENT, cumulative=False, meter_wide=True, shown=False)
+
+
+def _quiet_counter(name: str, label: str, unit: str | None, device_class: str | None) -> ParamInfo:
+    return ParamInfo(name, label, unit, device_class, TOTAL_INCREASING, cumulative=True, shown=False)
+
+
 _TABLE: tuple[ParamInfo, ...] = (
     # Electricity meters (m234 in the spec's sample; Mercury, Energomera, ...).
     _counter("EAi", "Active energy import", "kWh", "energy"),
     _counter("EAo", "Active energy export", "kWh", "energy"),
-    _counter("ERi", "Reactive energy import", "kvarh", "reactive_energy"),
-    _counter("ERo", "Reactive energy export", "kvarh", "reactive_energy"),
+    _quiet_counter("ERi", "Reactive energy import", "kvarh", "reactive_energy"),
+    _quiet_counter("ERo", "Reactive energy export", "kvarh", "reactive_energy"),
     _line("U_A", "Voltage phase A", "V", "voltage"),
     _line("U_B", "Voltage phase B", "V", "voltage"),
     _line("U_C", "Voltage phase C", "V", "voltage"),
-    _line("I_A", "Current phase A", "A", "current"),
-    _line("I_B", "Current phase B", "A", "current"),
-    _line("I_C", "Current phase C", "A", "current"),
-    _line("F0", "Grid frequency", "Hz", "frequency"),
-    _line("COS_A", "Power factor phase A", None, "power_factor"),
-    _line("COS_B", "Power factor phase B", None, "power_factor"),
-    _line("COS_C", "Power factor phase C", None, "power_factor"),
-    _line("COS_S", "Power factor total", None, "power_factor"),
-    _line("F_AB", "Phase angle A-B", "°", None),
-    _line("F_CA", "Phase angle C-A", "°", None),
-    _line("F_BC", "Phase angle B-C", "°", None),
+    _quiet_line("I_A", "Current phase A", "A", "current"),
+    _quiet_line("I_B", "Current phase B", "A", "current"),
+    _quiet_line("I_C", "Current phase C", "A", "current"),
+    _quiet_line("F0", "Grid frequency", "Hz", "frequency"),
+    _quiet_line("COS_A", "Power factor phase A", None, "power_factor"),
+    _quiet_line("COS_B", "Power factor phase B", None, "power_factor"),
+    _quiet_line("COS_C", "Power factor phase C", None, "power_factor"),
+    _quiet_line("COS_S", "Power factor total", None, "power_factor"),
+    _quiet_line("F_AB", "Phase angle A-B", "°", None),
+    _quiet_line("F_CA", "Phase angle C-A", "°", None),
+    _quiet_line("F_BC", "Phase angle B-C", "°", None),
     # In the spec's m234 sample but not explained anywhere: kept so it is named, never interpreted.
     ParamInfo("RF7", "RF7 (undocumented)", None, None, MEASUREMENT, cumulative=False, meter_wide=True, shown=False),
     # Heat meters (one accounting scheme = one heat system).
@@ -93,7 +103,7 @@ _TABLE: tuple[ParamInfo, ...] = (
     _gauge("P", "Gas pressure", "kPa", "pressure"),
     _gauge("T", "Gas temperature", "°C", "temperature"),
     # Pulse counters (one accounting scheme = one channel): the unit depends on what is counted.
-    _counter("C", "Channel total", None, None),
+    _counter("C", "Pulse total", None, None),
 )
 
 PARAMS: Mapping[str, ParamInfo] = MappingProxyType({info.name: info for info in _TABLE})
