@@ -60,16 +60,31 @@ def add_meter_entities(
 ) -> None:
     """Add a platform's entities for every meter now, and for meters that appear later."""
     coordinator = entry.runtime_data
-    known: set[str] = set()
+    add_entities_as_they_appear(
+        entry,
+        async_add_entities,
+        lambda: set(coordinator.data or {}),
+        lambda meter_id: build(coordinator, meter_id),
+    )
+
+
+def add_entities_as_they_appear[T: (str, tuple[str, str])](
+    entry: MeterCloudConfigEntry,
+    async_add_entities: AddConfigEntryEntitiesCallback,
+    current: Callable[[], set[T]],
+    build: Callable[[T], Iterable[Entity]],
+) -> None:
+    """Add entities for every key `current()` gives now, and after each poll for keys new since the last one."""
+    known: set[T] = set()
 
     @callback
-    def add_new_meters() -> None:
-        current = set(coordinator.data or {})
-        known.intersection_update(current)  # a meter that vanished and came back is added anew
-        new = sorted(current - known)
+    def add_new() -> None:
+        now = current()
+        known.intersection_update(now)  # a key that vanished and came back is added anew
+        new = sorted(now - known)
         if new:
             known.update(new)
-            async_add_entities([entity for meter_id in new for entity in build(coordinator, meter_id)])
+            async_add_entities([entity for key in new for entity in build(key)])
 
-    add_new_meters()
-    entry.async_on_unload(coordinator.async_add_listener(add_new_meters))
+    add_new()
+    entry.async_on_unload(entry.runtime_data.async_add_listener(add_new))

@@ -24,13 +24,13 @@ from homeassistant.const import (
     UnitOfVolume,
     UnitOfVolumeFlowRate,
 )
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .api import Capability, CommandKind, CommandState, MeterData, MeterStatus
 from .compat import sensor_device_class
 from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator
-from .entity import MeterCloudEntity, add_meter_entities
+from .entity import MeterCloudEntity, add_entities_as_they_appear, add_meter_entities
 
 PARALLEL_UPDATES = 0
 
@@ -236,19 +236,12 @@ async def async_setup_entry(
 def _add_value_sensors(entry: MeterCloudConfigEntry, async_add_entities: AddConfigEntryEntitiesCallback) -> None:
     """One sensor per named value (KUMIR: system x parameter), also for values that appear later."""
     coordinator = entry.runtime_data
-    known: set[tuple[str, str]] = set()
-
-    @callback
-    def add_new_values() -> None:
-        current = {(meter.meter_id, key) for meter in (coordinator.data or {}).values() for key in meter.values or {}}
-        known.intersection_update(current)
-        new = sorted(current - known)
-        if new:
-            known.update(new)
-            async_add_entities(ValueSensor(coordinator, meter_id, key) for meter_id, key in new)
-
-    add_new_values()
-    entry.async_on_unload(coordinator.async_add_listener(add_new_values))
+    add_entities_as_they_appear(
+        entry,
+        async_add_entities,
+        lambda: {(meter.meter_id, key) for meter in (coordinator.data or {}).values() for key in meter.values or {}},
+        lambda value: [ValueSensor(coordinator, *value)],
+    )
 
 
 class MeterSensor(MeterCloudEntity, SensorEntity):
