@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import logging
-
 from homeassistant.const import Platform
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryError
@@ -11,14 +9,12 @@ from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.typing import ConfigType
 
-from .api import ConfigurationError, MeterCloudError
+from .api import ConfigurationError
 from .const import DOMAIN
 from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator, async_build_client
 from .push import MeterCloudPushView, async_check_push_reachable
 from .services import async_setup_services
 from .statistics import async_setup_history
-
-_LOGGER = logging.getLogger(__name__)
 
 PLATFORMS = [Platform.BINARY_SENSOR, Platform.EVENT, Platform.SENSOR, Platform.VALVE]
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
@@ -59,10 +55,7 @@ async def async_unload_entry(hass: HomeAssistant, entry: MeterCloudConfigEntry) 
     await coordinator.commands.async_flush()
     unloaded = await hass.config_entries.async_unload_platforms(entry, PLATFORMS)
     if unloaded:
-        try:
-            await coordinator.client.async_close()
-        except MeterCloudError as err:
-            _LOGGER.debug("Could not end the session with %s: %s", entry.title, err)
+        await coordinator.client.async_close()
     return unloaded
 
 

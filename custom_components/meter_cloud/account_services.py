@@ -11,6 +11,7 @@ from homeassistant.core import ServiceCall, ServiceResponse, SupportsResponse
 from homeassistant.helpers import config_validation as cv
 
 from .api import Capability, CustomerInfo, ImportRecord, MeterRegistration, MeterReplacement
+from .api.kumir import ARCHIVES
 from .coordinator import MeterCloudCoordinator
 from .service_helpers import (
     AMOUNT,
@@ -211,7 +212,7 @@ ACCOUNT_SERVICES: dict[str, tuple[Handler, vol.Schema, SupportsResponse]] = {
                 vol.Required("node"): ID,
                 vol.Required("serial"): ID,
                 vol.Required("device_type"): vol.All(cv.string, vol.Match(PARAM_NAME)),
-                vol.Required("archive"): vol.In(["hour", "day", "month", "year", "total"]),
+                vol.Required("archive"): vol.In(ARCHIVES),
                 vol.Optional("system", default=1): vol.All(vol.Coerce(int), vol.Range(min=0, max=999)),
                 vol.Required("timestamp"): cv.datetime,
                 vol.Required("values"): _values,

@@ -98,14 +98,6 @@ def _entry_data(backend: str, base: Mapping[str, Any], user_input: Mapping[str, 
     return {**{k: v for k, v in base.items() if k not in keys}, **user_input}
 
 
-async def _close(client: MeterClient) -> None:
-    """End a validation session; a failure to say goodbye changes nothing."""
-    try:
-        await client.async_close()
-    except MeterCloudError as err:
-        _LOGGER.debug("Could not end the validation session: %s", err)
-
-
 def _client_cls(backend: str) -> type[MeterClient]:
     return BACKENDS[backend].client
 
@@ -139,7 +131,7 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
                 if then is not None:
                     await then(client)
             finally:
-                await _close(client)
+                await client.async_close()
         except AuthenticationError:
             return {"base": "invalid_auth"}, {}
         except CloudConnectionError:

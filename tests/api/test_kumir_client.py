@@ -106,6 +106,14 @@ async def test_session_lifecycle(kumir_sim: KumirSimulator, kumir_server: TestSe
         await client.async_get_meters()
         await client.async_close()
         assert kumir.requests[-1] == ("logout", "none", {"session": True})
+        # A failed goodbye raises nothing (unload and the config flow rely on it) and forgets the session.
+        await client.async_get_meters()
+        kumir.fail_next("http500", endpoint="logout")
+        await client.async_close()
+        assert kumir.requests[-1] == ("logout", "none", {"fault": "http500"})
+        sent = len(kumir.requests)
+        await client.async_close()
+        assert len(kumir.requests) == sent  # the session was forgotten: nothing more is sent
 
 
 async def test_history_series_and_discovery(kumir_sim: KumirSimulator, kumir_server: TestServer) -> None:

@@ -87,7 +87,7 @@ class MeterClient(ABC):
         return cls.default_timezone
 
     async def async_close(self) -> None:
-        """End the session with the cloud, if the backend keeps one (on unload)."""
+        """End the session with the cloud, if the backend keeps one (on unload); never raises."""
         return
 
     def value_info(self, meter: MeterData, key: str) -> ValueInfo:

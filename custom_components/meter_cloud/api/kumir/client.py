@@ -34,6 +34,7 @@ from ..errors import (
     CommandError,
     ConfigurationError,
     InvalidRequestError,
+    MeterCloudError,
     ResponseError,
 )
 from ..http import RawAnswer, check_status, post_raw
@@ -336,12 +337,14 @@ class KumirClient(MeterClient):
         return answer.body
 
     async def async_close(self) -> None:
-        """End the session (the spec asks for it, though it is not obligatory)."""
+        """End the session (the spec asks for it, though it is not obligatory); a failed goodbye changes nothing."""
         async with self._lock:
             if self._session_id is None:
                 return
             try:
                 await self._post("logout.php", b"")
+            except MeterCloudError as err:
+                _LOGGER.debug("Could not end the session with %s: %s", self._base, err)
             finally:
                 self._session_id = None
 
@@ -421,9 +424,7 @@ class KumirClient(MeterClient):
     async def async_discover(self) -> list[Node]:
         """The account's nodes, when an export without a node list names them (the total archive)."""
         now = self._now()
-        document = export_request(begin=now, end=now, archives=["total"], systems=self.systems, nodes=[])
-        body = await self._exchange(EXPORT_PATH, document, "xml_file_export")
-        rows = await self._parse(body)
+        rows = await self._export("total", now, now, nodes=[])
         found = {meter_id(row.node_code, row.serial): Node(row.node_code, row.serial, row.devtype) for row in rows}
         return list(found.values())
 
