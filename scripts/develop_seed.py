@@ -315,7 +315,7 @@ def _configured_domains(config: Path) -> set[str]:
     return {line.split(":", 1)[0].split()[0] for line in text.splitlines() if line[:1].isalpha() and ":" in line}
 
 
-def missing_requirements(config: Path, site: Path) -> list[str]:
+def missing_requirements(config: Path, site: Path, *, after_dependencies: bool = False) -> list[str]:
     """Requirements of the integrations Home Assistant will set up that are not installed.
 
     That is what configuration.yaml names, the integration's dependencies and what Home Assistant always sets up
@@ -323,6 +323,8 @@ def missing_requirements(config: Path, site: Path) -> list[str]:
     with their dependencies. The test pins leave these out; Home Assistant would pip-install them at start-up.
     Also the unmet dependencies of what is already in `site` (installed there without dependencies, so that
     nothing the test environment has is installed twice).
+    With `after_dependencies`, those count as dependencies too: an integration may import their code even when
+    they are not set up (analytics imports hassio's, which needs aiohasupervisor). The test pins have them.
     """
     bootstrap = importlib.import_module("homeassistant.bootstrap")
     requirement_cls = importlib.import_module("packaging.requirements").Requirement
@@ -341,6 +343,8 @@ def missing_requirements(config: Path, site: Path) -> list[str]:
             continue
         manifest = json.loads(manifest_path.read_text(encoding="utf-8"))
         todo |= set(manifest.get("dependencies", [])) - seen
+        if after_dependencies:
+            todo |= set(manifest.get("after_dependencies", [])) - seen
         requirements.update(manifest.get("requirements", []))
     for dist in metadata.distributions(path=[str(site)]):
         for text in dist.requires or ():
