@@ -44,6 +44,7 @@ async def test_create_entry(hass: HomeAssistant, entry_data: dict[str, Any], sim
     assert {k: data[k] for k in ACCOUNT_KEYS} == account(entry_data)
     assert data["backend"] == "goldcard"
     assert len(data[CONF_PUSH_ID]) >= 32
+    assert result["description"] == "push"
     assert f"/api/meter_cloud/push/{data[CONF_PUSH_ID]}/" in result["description_placeholders"]["push_url"]
     assert result["result"].unique_id == f"goldcard_{sim.company_code}_{sim.app_code}".lower()
     assert [number for number, _ in sim.requests] == ["1013"]
@@ -161,6 +162,8 @@ async def test_options(hass: HomeAssistant, setup_entry: MockConfigEntry) -> Non
     """Options set the intervals and show the push URL; the entry reloads with them."""
     result = await hass.config_entries.options.async_init(setup_entry.entry_id)
     assert result["type"] is FlowResultType.FORM
+    assert result["step_id"] == "init"
+    assert list(result["data_schema"].schema) == [CONF_SCAN_INTERVAL, "details_interval"]
     assert "/api/meter_cloud/push/" in result["description_placeholders"]["push_url"]
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], {CONF_SCAN_INTERVAL: 30, "details_interval": 120}

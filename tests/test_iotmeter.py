@@ -226,8 +226,8 @@ async def test_recharge_report_refusal_and_lost_answer(
     assert hass.states.get(status).state == "failed"
     assert "0xbb" in iot_entry.runtime_data.commands.get("IOT-2").message
 
-    iot_entry.runtime_data.client.request_timeout = 0.3
-    iot_sim.hang_seconds = 1.0
+    iot_entry.runtime_data.client.request_timeout = 1.0
+    iot_sim.hang_seconds = 3.0
     iot_sim.fail_next("timeout", endpoint="Add")
     data = {"device_id": device_id, "amount": 7, "reference": "IOT-3"}
     with pytest.raises(HomeAssistantError) as err:
@@ -441,3 +441,11 @@ async def test_diagnostics_hide_iot_secrets(
     for secret in (iot_sim.data_api_key, iot_sim.password, iot_sim.login_name, IOT_PUSH_ID):
         assert secret not in text
     assert "command_queue" in text
+
+
+async def test_options_show_push_url_without_details(hass: HomeAssistant, iot_entry: MockConfigEntry) -> None:
+    """A pushing backend without a details call: the push URL, and only the poll interval."""
+    result = await hass.config_entries.options.async_init(iot_entry.entry_id)
+    assert result["step_id"] == "init"
+    assert list(result["data_schema"].schema) == ["scan_interval"]
+    assert f"/api/meter_cloud/push/{iot_entry.data['push_id']}/" in result["description_placeholders"]["push_url"]

@@ -224,8 +224,9 @@ async def test_hostile_or_broken_answers_change_nothing(
     """Entity expansion, external entities, broken or oversized XML: the poll fails cleanly and recovers."""
     coordinator = kumir_entry.runtime_data
     coordinator.client.max_export_bytes = 2 * 1024 * 1024
-    coordinator.client.request_timeout = 0.5
-    kumir_sim.hang_seconds = 2
+    # Generous on purpose: a poll of the real exports must never time out on a busy machine; only the hang does.
+    coordinator.client.request_timeout = 3.0
+    kumir_sim.hang_seconds = 6
     kumir_sim.huge_bytes = 3 * 1024 * 1024
     before = dict(coordinator.data)
     kumir_sim.fail_next(mode, endpoint="export")
@@ -387,6 +388,9 @@ async def test_config_flow_discovers_nodes(
     chosen = [f"{M234}/{kumir_sim.nodes[M234].num}", f"{TV7}/{kumir_sim.nodes[TV7].num}"]
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {"nodes": chosen})
     assert result["title"] == "KUMIR-RESURS example"
+    # KUMIR-RESURS never pushes: the created message shows no push URL.
+    assert result["description"] is None
+    assert not result["description_placeholders"]
     assert result["data"]["nodes"] == f"{M234} {kumir_sim.nodes[M234].num} m234\n{TV7} {kumir_sim.nodes[TV7].num} tv7"
     assert result["data"]["backfill_days"] == 7
     # Validation sessions are closed again.
@@ -465,3 +469,15 @@ async def test_diagnostics_hide_credentials(
     assert kumir_entry.data["nodes"] not in text
     assert diagnostics["entry"]["data"]["login_password"] == "**REDACTED**"
     assert "s1_EAi" in text
+
+
+async def test_options_without_push_url_or_details(hass: HomeAssistant, kumir_entry: MockConfigEntry) -> None:
+    """The options form of a backend that never pushes and has no details: the poll interval only, no push URL."""
+    result = await hass.config_entries.options.async_init(kumir_entry.entry_id)
+    assert result["step_id"] == "polling"
+    assert list(result["data_schema"].schema) == ["scan_interval"]
+    assert not result["description_placeholders"]
+    result = await hass.config_entries.options.async_configure(result["flow_id"], {"scan_interval": 20})
+    await hass.async_block_till_done()
+    assert kumir_entry.options == {"scan_interval": 20}
+    assert kumir_entry.runtime_data.update_interval.total_seconds() == 20 * 60

@@ -10,6 +10,7 @@ from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.typing import ConfigType
 
 from .api import ConfigurationError
+from .compat import reload_on_options
 from .const import DOMAIN
 from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator, async_build_client
 from .push import MeterCloudPushView, async_check_push_reachable
@@ -41,12 +42,8 @@ async def async_setup_entry(hass: HomeAssistant, entry: MeterCloudConfigEntry) -
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     async_setup_history(hass, coordinator)
     async_check_push_reachable(hass, entry)
-    entry.async_on_unload(entry.add_update_listener(_async_reload))
+    reload_on_options(entry)
     return True
-
-
-async def _async_reload(hass: HomeAssistant, entry: MeterCloudConfigEntry) -> None:
-    await hass.config_entries.async_reload(entry.entry_id)
 
 
 async def async_unload_entry(hass: HomeAssistant, entry: MeterCloudConfigEntry) -> bool:

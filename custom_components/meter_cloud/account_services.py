@@ -41,6 +41,7 @@ async def _account_changed(coordinator: MeterCloudCoordinator) -> None:
         new_list = coordinator.client.meter_list()
         if new_list != entry.data.get(key):
             coordinator.hass.config_entries.async_update_entry(entry, data={**entry.data, key: new_list})
+            coordinator.hass.config_entries.async_schedule_reload(entry.entry_id)
             return
     await coordinator.async_refresh()
 

@@ -2,10 +2,40 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from homeassistant import config_entries
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
+
+# 2025.8 added OptionsFlowWithReload (the options flow reloads the entry itself) and from 2026.12 an
+# entry with an update listener breaks `async_update_reload_and_abort`. 2025.4 has neither: there the
+# entry reloads through an update listener that acts only on changed options (see reload_on_options).
+HAS_OPTIONS_FLOW_WITH_RELOAD = hasattr(config_entries, "OptionsFlowWithReload")
+if TYPE_CHECKING:
+
+    class ReloadingOptionsFlow(config_entries.OptionsFlow):
+        """OptionsFlowWithReload where it exists, else the plain OptionsFlow."""
+
+else:
+    ReloadingOptionsFlow = getattr(config_entries, "OptionsFlowWithReload", config_entries.OptionsFlow)
+
+
+def reload_on_options(entry: config_entries.ConfigEntry) -> None:
+    """Make a changed option reload the entry, exactly once, on versions without OptionsFlowWithReload.
+
+    Data changes (reconfigure, reauth, a new meter list) reload through `async_update_reload_and_abort`
+    or `async_schedule_reload`, so the listener ignores them.
+    """
+    if HAS_OPTIONS_FLOW_WITH_RELOAD:
+        return
+    options = dict(entry.options)
+
+    async def _options_changed(hass: HomeAssistant, updated: config_entries.ConfigEntry) -> None:
+        if dict(updated.options) != options:
+            hass.config_entries.async_schedule_reload(updated.entry_id)
+
+    entry.async_on_unload(entry.add_update_listener(_options_changed))
 
 
 def device_by_identifier(

@@ -8,7 +8,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import voluptuous as vol
-from homeassistant.config_entries import ConfigFlow, ConfigFlowResult, OptionsFlow
+from homeassistant.config_entries import ConfigFlow, ConfigFlowResult
 from homeassistant.core import callback
 from homeassistant.helpers.selector import (
     NumberSelector,
@@ -35,6 +35,7 @@ from .api import (
     MeterCloudError,
     ResponseError,
 )
+from .compat import ReloadingOptionsFlow
 from .const import (
     CONF_BACKEND,
     CONF_DETAILS_INTERVAL,
@@ -205,10 +206,15 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
 
     def _create(self, data: dict[str, Any]) -> ConfigFlowResult:
         assert self._backend is not None
+        client_cls = _client_cls(self._backend)
+        # Every entry gets a push id (a backend may learn to push later); only pushing backends show it.
         data[CONF_PUSH_ID] = secrets.token_urlsafe(24)
+        if not client_cls.push_paths:
+            return self.async_create_entry(title=client_cls.title(data), data=data)
         return self.async_create_entry(
-            title=_client_cls(self._backend).title(data),
+            title=client_cls.title(data),
             data=data,
+            description="push",
             description_placeholders={"push_url": push_url(self.hass, data[CONF_PUSH_ID])},
         )
 
@@ -287,29 +293,42 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
         )
 
 
-class MeterCloudOptionsFlow(OptionsFlow):
-    """Polling intervals; shows the push URL to give the vendor."""
+class MeterCloudOptionsFlow(ReloadingOptionsFlow):
+    """Polling intervals (a saved change reloads the entry once); shows the push URL to backends that push."""
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
-        """One form."""
+        """One form: `init` with the push URL, `polling` for a backend that never pushes."""
+        client_cls = _client_cls(self.config_entry.data[CONF_BACKEND])
+        if not client_cls.push_paths:
+            return await self.async_step_polling(user_input)
+        return self._form("init", client_cls, user_input)
+
+    async def async_step_polling(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
+        """The same form without a push URL."""
+        return self._form("polling", _client_cls(self.config_entry.data[CONF_BACKEND]), user_input)
+
+    def _form(self, step_id: str, client_cls: type[MeterClient], user_input: dict[str, Any] | None) -> ConfigFlowResult:
         if user_input is not None:
-            return self.async_create_entry(data={key: int(value) for key, value in user_input.items()})
+            return self.async_create_entry(
+                data={**self.config_entry.options, **{k: int(v) for k, v in user_input.items()}}
+            )
         options = self.config_entry.options
         minutes = NumberSelector(
             NumberSelectorConfig(min=MIN_SCAN_INTERVAL, max=1440, step=1, mode=NumberSelectorMode.BOX)
         )
-        schema = vol.Schema(
-            {
-                vol.Required(
-                    CONF_SCAN_INTERVAL, default=options.get(CONF_SCAN_INTERVAL, DEFAULT_SCAN_INTERVAL)
-                ): minutes,
+        fields: dict[vol.Marker, Any] = {
+            vol.Required(CONF_SCAN_INTERVAL, default=options.get(CONF_SCAN_INTERVAL, DEFAULT_SCAN_INTERVAL)): minutes
+        }
+        # Per-meter details exist only where the backend has a details call (the interval means nothing elsewhere).
+        if Capability.DETAILS in client_cls.capabilities:
+            fields[
                 vol.Required(
                     CONF_DETAILS_INTERVAL, default=options.get(CONF_DETAILS_INTERVAL, DEFAULT_DETAILS_INTERVAL)
-                ): minutes,
-            }
-        )
+                )
+            ] = minutes
+        placeholders = {}
+        if step_id == "init":
+            placeholders["push_url"] = push_url(self.hass, self.config_entry.data[CONF_PUSH_ID])
         return self.async_show_form(
-            step_id="init",
-            data_schema=schema,
-            description_placeholders={"push_url": push_url(self.hass, self.config_entry.data[CONF_PUSH_ID])},
+            step_id=step_id, data_schema=vol.Schema(fields), description_placeholders=placeholders
         )
