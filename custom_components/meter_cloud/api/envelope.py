@@ -19,13 +19,16 @@ import base64
 import binascii
 import hashlib
 import hmac
+import importlib
 import json
+import logging
 from dataclasses import dataclass
+from types import ModuleType
 from typing import Any
 
-from Crypto.Cipher import DES, DES3
-
 from .errors import ConfigurationError, ResponseError
+
+_LOGGER = logging.getLogger(__name__)
 
 MODES = ("cbc", "ecb")
 PADDINGS = ("pkcs7", "zero")
@@ -33,6 +36,19 @@ MACS = ("x919", "x919_zero", "hmac_sha256")
 ENCODINGS = ("base64", "hex")
 BLOCK = 8
 ZERO_IV = bytes(BLOCK)
+
+
+def _cipher_modules() -> tuple[ModuleType, ModuleType]:
+    """pycryptodome's DES and DES3, imported only for an entry that has an envelope key.
+
+    The envelope is optional: a missing or broken crypto library (seen: a `cffi` replaced under the
+    running process) must fail only the entries that use it, never the import of the integration.
+    """
+    try:
+        return importlib.import_module("Crypto.Cipher.DES"), importlib.import_module("Crypto.Cipher.DES3")
+    except Exception as err:  # ImportError, or whatever a broken native backend raises
+        _LOGGER.debug("pycryptodome cannot be imported: %r", err)
+        raise ConfigurationError(f"{type(err).__name__}: {err}", reason="crypto_unavailable") from err
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,17 +75,19 @@ class Envelope:
                 f"unknown mode {mode}, padding {padding}, MAC {mac} or encoding {encoding}",
                 reason="invalid_encryption_key",
             )
+        des3 = _cipher_modules()[1]
         try:
-            DES3.adjust_key_parity(key)
-            DES3.new(key, DES3.MODE_ECB)
+            des3.adjust_key_parity(key)
+            des3.new(key, des3.MODE_ECB)
         except ValueError as err:  # e.g. K1 == K2: 3DES would collapse to single DES
             raise ConfigurationError(str(err), reason="invalid_encryption_key") from err
         return cls(key, mode, padding, mac, encoding)
 
     def _cipher(self) -> Any:
+        des3 = _cipher_modules()[1]
         if self.mode == "cbc":
-            return DES3.new(self.key, DES3.MODE_CBC, iv=ZERO_IV)
-        return DES3.new(self.key, DES3.MODE_ECB)
+            return des3.new(self.key, des3.MODE_CBC, iv=ZERO_IV)
+        return des3.new(self.key, des3.MODE_ECB)
 
     def _pad(self, data: bytes) -> bytes:
         missing = BLOCK - len(data) % BLOCK
@@ -133,6 +151,8 @@ def retail_mac(k1: bytes, k2: bytes, data: bytes, *, zero_padding: bool = False)
         padded = data + bytes(-len(data) % BLOCK) if data else bytes(BLOCK)
     else:
         padded = data + b"\x80" + bytes((BLOCK - (len(data) + 1) % BLOCK) % BLOCK)
-    state = DES.new(k1, DES.MODE_CBC, iv=ZERO_IV).encrypt(padded)[-BLOCK:]
-    state = DES.new(k2, DES.MODE_ECB).decrypt(state)
-    return DES.new(k1, DES.MODE_ECB).encrypt(state)
+    des = _cipher_modules()[0]
+    state: bytes = des.new(k1, des.MODE_CBC, iv=ZERO_IV).encrypt(padded)[-BLOCK:]
+    state = des.new(k2, des.MODE_ECB).decrypt(state)
+    mac: bytes = des.new(k1, des.MODE_ECB).encrypt(state)
+    return mac
