@@ -6,7 +6,7 @@ import asyncio
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -34,6 +34,8 @@ if TYPE_CHECKING:
 POLL_WAIT = 2.0
 VALVE_KINDS = (CommandKind.VALVE_OPEN, CommandKind.VALVE_CLOSE)
 MONEY_KINDS = (CommandKind.RECHARGE, CommandKind.BALANCE_CREDIT, CommandKind.BALANCE_DEDUCT)
+# How long a confirmed valve move outweighs readings that carry no time of their own.
+UNDATED_READING_TRUST = timedelta(hours=1)
 VALVE_TARGET = {CommandKind.VALVE_OPEN: ValveState.OPEN, CommandKind.VALVE_CLOSE: ValveState.CLOSED}
 
 
@@ -70,6 +72,28 @@ class MeterActions:
             changed = bool(self.tracker.set_state(recharge.serial, CommandState.CONFIRMED)) or changed
         return changed
 
+    def latest_valve_commands(self) -> dict[str, TrackedCommand]:
+        """The newest valve command of each meter that had one."""
+        latest: dict[str, TrackedCommand] = {}
+        for command in self.tracker.all():
+            if command.kind in VALVE_KINDS:
+                latest.setdefault(command.meter_id, command)
+        return latest
+
+    def reconcile(self, meter: MeterData, latest: dict[str, TrackedCommand] | None = None) -> MeterData:
+        """A reading older than a confirmed valve move does not undo it (a cloud's table may lag its result)."""
+        command = (self.latest_valve_commands() if latest is None else latest).get(meter.meter_id)
+        if command is None or command.state is not CommandState.CONFIRMED:
+            return meter
+        target = VALVE_TARGET[command.kind]
+        if meter.valve in (target, None):
+            return meter
+        if meter.reading_time is not None:
+            stale = meter.reading_time <= command.updated
+        else:  # no time to compare: believe the confirmation only for a while
+            stale = dt_util.utcnow() - command.updated < UNDATED_READING_TRUST
+        return replace(meter, valve=target) if stale else meter
+
     def _find(self, result: CommandResult) -> TrackedCommand | None:
         found = self.tracker.get(result.serial) if result.serial else None
         if found is None and result.vendor_id:
@@ -90,14 +114,16 @@ class MeterActions:
         if command is None:
             return
         meter = (self._coordinator.data or {}).get(command.meter_id)
-        if command.kind in VALVE_KINDS and result.success and meter is not None:
-            self._coordinator.set_meter(replace(meter, valve=VALVE_TARGET[command.kind]))
-            return
         if command.kind in MONEY_KINDS:
             self._coordinator.refresh_details_soon(command.meter_id)
+        if command.kind in VALVE_KINDS and result.success and meter is not None:
+            # Shown at once; the re-read below then brings what the meter itself reports.
+            self._coordinator.set_meter(replace(meter, valve=VALVE_TARGET[command.kind]))
+        else:
+            self._coordinator.async_update_meter(command.meter_id)
         if state is CommandState.CONFIRMED:
+            # Balance and valve must agree with the confirmation now, not at the next poll.
             self._coordinator.refresh_meter_soon(command.meter_id)
-        self._coordinator.async_update_meter(command.meter_id)
 
     def pending_valve(self, meter_id: str) -> CommandKind | None:
         """The valve move under way for a meter, if any."""

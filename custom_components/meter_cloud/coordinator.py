@@ -129,7 +129,11 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
             raise UpdateFailed(
                 translation_domain=DOMAIN, translation_key="update_failed", translation_placeholders={"error": str(err)}
             ) from err
-        data = {meter_id: merge(self._details.get(meter_id), meter) for meter_id, meter in meters.items()}
+        valve_commands = self.actions.latest_valve_commands()
+        data = {
+            meter_id: self.actions.reconcile(merge(self._details.get(meter_id), meter), valve_commands)
+            for meter_id, meter in meters.items()
+        }
         await self._catch_up()
         self.requests_last_poll = self.client.request_count - sent_before
         for meter in data.values():
@@ -202,7 +206,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
             return
         current = (self.data or {}).get(meter_id)
         if fresh is not None and current is not None:
-            meter = merge(current, fresh)
+            meter = self.actions.reconcile(merge(current, fresh))
             self.actions.settle_from(meter)
             self.set_meter(meter)
 
@@ -262,7 +266,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
             return
         if current.reading_time and reading.reading_time and reading.reading_time < current.reading_time:
             return  # an older reading re-sent late must not roll the meter back
-        meter = merge(current, reading)
+        meter = self.actions.reconcile(merge(current, reading))
         self.actions.settle_from(meter)
         self.set_meter(meter)
 

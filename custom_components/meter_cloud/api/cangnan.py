@@ -202,6 +202,7 @@ class CangnanClient(MeterClient):
         self.pairs = parse_meter_list(str(self._config.get(CONF_METERS, "")), allow_empty=True)
         self.billing = self._config.get(CONF_BILLING, BILLING_METER)
         account = {
+            Capability.SINGLE_READ,
             Capability.VALVE,
             Capability.REGISTER_METER,
             Capability.DEREGISTER_METER,
@@ -319,6 +320,11 @@ class CangnanClient(MeterClient):
         for result in await asyncio.gather(*(run(batch) for batch in batches)):
             meters.update(result)
         return meters
+
+    async def async_get_meter(self, meter_id: str) -> MeterData | None:
+        """ReadCurrentData for one followed meter (after a command was accepted or confirmed)."""
+        pair = next((pair for pair in self.pairs if pair[1] == meter_id), None)
+        return None if pair is None else (await self._read([pair])).get(meter_id)
 
     async def _read(self, batch: list[tuple[str, str]]) -> dict[str, MeterData]:
         payload = {"Meters": [{"UserID": user, "MeterID": meter} for user, meter in batch]}

@@ -97,6 +97,7 @@ class GoldcardClient(MeterClient):
     capabilities: frozenset[Capability] = frozenset(
         {
             Capability.DETAILS,
+            Capability.SINGLE_READ,
             Capability.VALVE,
             Capability.RECHARGE,
             Capability.CANCEL_COMMAND,
@@ -208,9 +209,16 @@ class GoldcardClient(MeterClient):
 
     async def async_get_meters(self) -> dict[str, MeterData]:
         """1013 without meterNo: the latest reading of every meter in one request."""
+        return await self._readings("")
+
+    async def async_get_meter(self, meter_id: str) -> MeterData | None:
+        """1013 with meterNo: one meter's latest reading (after a command was confirmed)."""
+        return (await self._readings(meter_id)).get(meter_id)
+
+    async def _readings(self, meter_no: str) -> dict[str, MeterData]:
         message = await self._call(
             "api/v2/collect/meter/1013",
-            {"companyCode": self._company, "factorNo": self._factor, "meterNo": "", "readingDate": ""},
+            {"companyCode": self._company, "factorNo": self._factor, "meterNo": meter_no, "readingDate": ""},
         )
         if not isinstance(message, dict):
             raise ResponseError("1013 answer has no readingData")
