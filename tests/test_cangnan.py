@@ -221,8 +221,8 @@ async def test_recharge_confirmed_by_poll_and_idempotent(
     assert hass.states.get(status).state == "confirmed"
     assert meter.remain_money == before + 50
 
-    cn_entry.runtime_data.client.request_timeout = 0.3
-    cn_sim.hang_seconds = 1.0
+    cn_entry.runtime_data.client.request_timeout = 1.0
+    cn_sim.hang_seconds = 3.0
     cn_sim.fail_next("timeout", endpoint="recharge")
     data = {"device_id": dev, "amount": 20, "reference": "CN-ORDER-2"}
     with pytest.raises(HomeAssistantError) as err:

@@ -85,8 +85,8 @@ async def test_recharge_timeout_never_resent_blindly(
     """A lost answer leaves the recharge 'unknown'; an explicit retry reuses the serial and charges once."""
     meter_no, meter = next(iter(sim.meters.items()))
     before = meter.balance
-    setup_entry.runtime_data.client.request_timeout = 0.3
-    sim.hang_seconds = 1.0
+    setup_entry.runtime_data.client.request_timeout = 1.0
+    sim.hang_seconds = 3.0
     sim.fail_next("timeout", endpoint="1004")
     data = {"device_id": device(hass, setup_entry, meter_no), "amount": 20, "reference": "R-TIMEOUT"}
     with pytest.raises(HomeAssistantError) as err:

@@ -27,7 +27,7 @@ def auto_enable_custom_integrations() -> None:
 async def sim(socket_enabled: None) -> AsyncGenerator[GoldcardSimulator]:
     """Four meters (every valve state and a tiered price among them); commands wait for settle()."""
     simulator = GoldcardSimulator(meters=4, command_delay=3600, seed=7)
-    simulator.hang_seconds = 0.5
+    simulator.hang_seconds = 3.0
     yield simulator
     await simulator.close()
 

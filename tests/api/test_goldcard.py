@@ -218,7 +218,7 @@ async def test_recharge_retry_after_lost_answer(sim: GoldcardSimulator, client: 
     serial = client.recharge_serial("ORDER-9")
     now = datetime.now(TZ)
     sim.fail_next("timeout", endpoint="1004")
-    client.request_timeout = 0.1
+    client.request_timeout = 1.0
     with pytest.raises(CloudTimeoutError):
         await client.async_recharge(as_meter(meter), Decimal("20.5"), "ORDER-9", serial=serial, when=now)
     client.request_timeout = 5
@@ -509,7 +509,7 @@ async def test_unknown_meter_and_wrong_user(sim: GoldcardSimulator, client: Gold
 )
 async def test_failure_modes(sim: GoldcardSimulator, client: GoldcardClient, mode: str, error: type[Exception]) -> None:
     """Each injected failure maps to its error class exactly once; the next call works."""
-    client.request_timeout = 0.2
+    client.request_timeout = 1.0
     sim.fail_next(mode)
     with pytest.raises(error) as err:
         await client.async_get_meters()

@@ -158,7 +158,7 @@ CASINGS: dict[str, type[IotMeterSimulator]] = {
 def make_sim(cls: type[IotMeterSimulator] = IotMeterSimulator, **kwargs: Any) -> IotMeterSimulator:
     """Five meters (one valve closed, one nearly out of money) and two RTUs; commands wait for step()/settle()."""
     simulator = cls(**({"meters": 5, "rtus": 2, "command_delay": 3600, "seed": 7} | kwargs))
-    simulator.hang_seconds = 0.5
+    simulator.hang_seconds = 3.0
     return simulator
 
 
@@ -739,7 +739,7 @@ async def test_recharge_after_lost_answer(sim: IotMeterSimulator, client: IotMet
     meter = (await client.async_get_meters())[dev.comm_no]
     before = dev.remain_money
     await client.async_validate()  # the login is not what times out
-    client.request_timeout = 0.2
+    client.request_timeout = 1.0
     sim.fail_next("timeout", endpoint="Add")
     with pytest.raises(CloudTimeoutError) as err:
         await client.async_recharge(meter, Decimal(20), "LOST-1", serial="LOST-1", when=NOW)
@@ -1549,7 +1549,7 @@ async def test_failure_modes(
     unknown: bool,
 ) -> None:
     """Each injected failure of the data API maps to its class once; the next call works."""
-    reader.request_timeout = 0.2
+    reader.request_timeout = 1.0
     sim.fail_next(mode, endpoint="GetRealList2", code="数据库忙" if mode == "error" else None)
     with pytest.raises(MeterCloudError) as err:
         await reader.async_get_meters()
