@@ -27,7 +27,10 @@ TIME_FORMAT = "%Y%m%d%H%M%S"
 CLOCK_SKEW = timedelta(minutes=5)
 Q4 = Decimal("0.0001")
 ZERO = Decimal("0.0000")
-FAIL_MODES = frozenset({"timeout", "http500", "malformed", "error", "auth", "drop"})
+FAIL_MODES = frozenset({"timeout", "http500", "malformed", "error", "auth", "drop", "lost_502", "lost_garbled"})
+# Modes that strike after the request was carried out: only the answer is lost (a 502 from a proxy, a
+# garbled body, no answer in time, a dropped connection). Money sent into one of these has moved.
+LOST_ANSWER_MODES = frozenset({"timeout", "drop", "lost_502", "lost_garbled"})
 
 
 def q4(value: Decimal) -> Decimal:
