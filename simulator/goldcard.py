@@ -6,6 +6,7 @@ import asyncio
 import copy
 import json
 import logging
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
@@ -18,7 +19,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 from aiohttp import web
 
-from .common import TIME_FORMAT, ZERO, SimulatorBase, dumps, q4, reply, s4, sign, signature_ok
+from .common import TIME_FORMAT, ZERO, SimulatorBase, dumps, q4, read_body, reply, s4, sign, signature_ok
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -50,6 +51,13 @@ MESSAGES = {
     "9995": "服务未启动",
     "9999": "参数异常",
 }
+DUPLICATE_SERIAL = "流水号重复"  # the strict answer to a serialNo seen before (2.2 "流水号做唯一校验")
+BAD_RECHARGE_COUNT = "参数异常: 充值次数(rechargeCount)须为正整数"
+# What a reverse proxy in front of the DAS answers when the DAS's own answer is lost (fault mode lost_502).
+PROXY_502 = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
 # Each endpoint encodes the valve differently; 2001 has no "unknown".
 VALVE_1013 = {"open": "0", "closed": "1", "unknown": "2"}
 VALVE_1014 = {"open": "1", "closed": "2", "unknown": "3"}
@@ -132,11 +140,23 @@ class GoldcardSimulator(SimulatorBase):
         command_delay: float = 1.0,
         push_url: str | None = None,
         seed: int = 1,
+        strict: bool = False,
     ) -> None:
-        """Build the meters, the prices and the web app."""
+        """Build the meters, the prices and the web app.
+
+        `strict` turns on every check the document lets a real DAS make; each one is also its own
+        attribute (`unique_serials`, `check_recharge_count`) so a test can turn one off again.
+        """
         super().__init__(endpoints=ENDPOINTS, tz=tz, push_url=push_url, seed=seed)
         self.app_code, self.app_secret = app_code, app_secret
         self.company_code, self.factor_no, self.command_delay = company_code, factor_no, command_delay
+        # Strict: a serialNo seen before on any endpoint is refused with 9999 流水号重复 and nothing runs.
+        # Lenient: a repeated 1004 gets its first answer again; other endpoints refuse a serial only
+        # when it was used by a request that succeeded.
+        self.unique_serials = strict
+        # Strict: a recharge's rechargeCount must be a positive integer (else 9999 at once) and equal the
+        # meter's recharge count + 1 when it executes (else the command fails, excuteState 2).
+        self.check_recharge_count = strict
         # True fails every command; a set fails only those meters' commands.
         self.fail_commands: bool | set[str] = False
         self.commands: dict[str, dict[str, Any]] = {}
@@ -161,12 +181,22 @@ class GoldcardSimulator(SimulatorBase):
             self._seed_meter(index)
         self.app = self.make_app()
 
+    @property
+    def strict(self) -> bool:
+        """Whether every strict check is on; setting it turns them all on or off."""
+        return self.unique_serials and self.check_recharge_count
+
+    @strict.setter
+    def strict(self, value: bool) -> None:
+        self.unique_serials = self.check_recharge_count = value
+
     def make_app(self) -> web.Application:
         """Build the aiohttp application: vendor endpoints plus the /_sim/ control endpoints."""
         app = web.Application()
         for number, path in ENDPOINTS.items():
             app.router.add_post(f"/{path}", partial(self._serve, number))
         self.add_control_routes(app)
+        app.router.add_post("/_sim/external_recharge", self._sim_external_recharge)
         return app
 
     def _new_meter(self, meter_no: str, user_no: str, meter_type: str, price_code: str, **extra: Any) -> SimMeter:
@@ -204,7 +234,9 @@ class GoldcardSimulator(SimulatorBase):
         meter.sum_gas = sum((use.gas for use in meter.history.values()), ZERO)
         meter.sum_money = sum((use.amount for use in meter.history.values()), ZERO)
         meter.reading = meter.base_num + meter.sum_gas
-        # Two top-ups that leave a positive balance: one at installation, one mid-way.
+        # Two top-ups that leave a positive balance: one at installation, one mid-way. Other systems (the
+        # gas company's counter) made them, so every seeded meter starts at recharge_count 2 and our first
+        # 1004 recharge must say 3. A meter we register through 1001 is new: it starts at 0.
         first = Decimal(100 * (int(meter.sum_money) // 200 + 1))
         second = Decimal(100 * (int(meter.sum_money) // 100 + 1)) - first + Decimal(rng.choice((50, 100, 200)))
         start = datetime.combine(meter.set_up_time, time(9, 30), tzinfo=self.tz)
@@ -268,11 +300,17 @@ class GoldcardSimulator(SimulatorBase):
             answer = {"echoCode": "0000", "echoMsg": self._handle(number, request.headers, payload)}
         except DasError as err:
             answer = {"echoCode": err.code, "echoMsg": err.message}
-        # Timeout and drop strike after the work is done: the request got through, only the answer is lost.
+        # The lost-answer modes strike after the work is done: the request got through, only the answer
+        # is lost (no answer in time, a dropped connection, a proxy's 502, a body cut short).
         if mode == "timeout":
             await asyncio.sleep(self.hang_seconds)
         if mode == "drop" and request.transport is not None:
             request.transport.close()
+        if mode == "lost_502":
+            return web.Response(status=502, text=PROXY_502, content_type="text/html")
+        if mode == "lost_garbled":
+            text = dumps(answer)  # a JSON object: any proper prefix of it is not JSON
+            return web.Response(text=text[: len(text) // 2], content_type="application/json")
         return reply(answer)
 
     def _handle(self, number: str, headers: Mapping[str, str], payload: Any) -> dict[str, Any]:
@@ -281,7 +319,19 @@ class GoldcardSimulator(SimulatorBase):
         if not isinstance(payload, dict):
             raise DasError("9999", "请求报文不是合法的 JSON 对象")
         serial = str(payload.get("serialNo") or "").strip()
-        # 2.2: serial numbers are unique; a repeated 1004 is answered as before instead (see _command).
+        if self.unique_serials:
+            # 2.2 "流水号做唯一校验". A serial is used up once its request was accepted for processing: it
+            # passed the signature check (a forged or stale request proves nothing and must not burn the
+            # real sender's serial) and is a JSON object naming one. From then on it counts whatever
+            # happens next, a refusal by the handler (9999 用户不存在, a bad field) included, as a DAS
+            # logging every request by serial under a unique key would. Injected "auth", "error",
+            # "http500" and "malformed" faults answer before this point and use nothing up.
+            if serial in self._seen:
+                raise DasError("9999", DUPLICATE_SERIAL)
+            if serial:
+                self._seen.add(serial)
+            return self._handlers[number](payload)
+        # Lenient: a repeated 1004 is answered as before instead (see _command).
         if number != "1004" and serial in self._seen:
             raise DasError("9999", f"流水号 {serial} 重复")
         message = self._handlers[number](payload)
@@ -384,6 +434,8 @@ class GoldcardSimulator(SimulatorBase):
                 raise DasError("9999", "充值金额须大于 0, 充值流水号不能为空")
             when = self._parse(data.get("rechargeDate"), WALL_FORMAT, "rechargeDate").replace(tzinfo=self.tz)
             count = str(data.get("rechargeCount") or "")
+            if self.check_recharge_count:
+                count = str(self._recharge_count(data.get("rechargeCount")))
             detail = {"rechargeAmount": q4(amount), "rechargeCount": count, "rechargeDate": when}
             detail["rechargeStream"] = stream
         else:
@@ -397,6 +449,7 @@ class GoldcardSimulator(SimulatorBase):
             "state": "pending",
             "accepted": self._now(),
             "finished": None,
+            "reason": None,  # why it failed, when it did
         }
         self._tasks[serial] = asyncio.get_running_loop().create_task(self._run_later(serial))
         self._answers[serial] = self._ack(serial, meter.device_id)
@@ -407,7 +460,37 @@ class GoldcardSimulator(SimulatorBase):
         self._tasks.pop(serial, None)
         await self._finish(serial)
 
+    @staticmethod
+    def _recharge_count(value: Any) -> int:
+        """A rechargeCount as the strict DAS takes it: a positive integer, as a string ("3") or a number."""
+        text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+        if not re.fullmatch(r"[0-9]+", text) or int(text) < 1:
+            raise DasError("9999", BAD_RECHARGE_COUNT)
+        return int(text)
+
+    @classmethod
+    def _count_or_none(cls, value: Any) -> int | None:
+        try:
+            return cls._recharge_count(value)
+        except DasError:
+            return None  # accepted while the check was off: it cannot match
+
     async def _finish(self, serial: str) -> None:
+        """Execute a pending command, after the pending commands of its meter accepted before it."""
+        command = self.commands.get(serial)
+        if command is None or command["state"] != "pending":
+            return
+        # A meter carries out its commands in the order they were accepted, whatever their delays were.
+        for earlier, other in list(self.commands.items()):
+            if earlier == serial:
+                break
+            if other["meter_no"] == command["meter_no"] and other["state"] == "pending":
+                if (task := self._tasks.pop(earlier, None)) is not None:
+                    task.cancel()
+                await self._execute(earlier)
+        await self._execute(serial)
+
+    async def _execute(self, serial: str) -> None:
         command = self.commands[serial]
         if command["state"] != "pending":
             return
@@ -416,21 +499,47 @@ class GoldcardSimulator(SimulatorBase):
             isinstance(self.fail_commands, set) and command["meter_no"] in self.fail_commands
         )
         command["finished"], command["state"] = self._now(), "done"
-        if meter is None or meter.user_no != command["user_no"] or failing:
-            command["state"] = "failed"
+        if meter is None or meter.user_no != command["user_no"]:
+            command["state"], command["reason"] = "failed", "表具不存在"
+        elif failing:
+            command["state"], command["reason"] = "failed", "模拟执行失败(fail_commands)"
         elif command["param_no"] == "03":
             meter.valve = "open" if data["valveSet"] == "0" else "closed"
+        elif self.check_recharge_count and self._count_or_none(data["rechargeCount"]) != meter.recharge_count + 1:
+            # The meter refuses a top-up whose count is not the next one: money moves once, in order.
+            command["state"] = "failed"
+            command["reason"] = (
+                f"充值次数不符: 表已充值 {meter.recharge_count} 次, 应为 {meter.recharge_count + 1}, "
+                f"收到 {data['rechargeCount'] or '(空)'}"
+            )
         else:
-            amount, when = data["rechargeAmount"], data["rechargeDate"]
-            meter.balance, meter.sum_recharge = meter.balance + amount, meter.sum_recharge + amount
-            meter.last_recharge_amount, meter.last_recharge_date = amount, when
-            meter.recharge_count += 1
-            meter.recharges.append((when, amount))
+            self._apply_recharge(meter, data["rechargeAmount"], data["rechargeDate"])
         if self.push_url:
             try:
                 await self._post("2002", self.command_body(serial))
             except (aiohttp.ClientError, TimeoutError) as err:
                 _LOGGER.warning("2002 push for %s failed: %s", serial, err)
+
+    @staticmethod
+    def _apply_recharge(meter: SimMeter, amount: Decimal, when: datetime) -> None:
+        meter.balance, meter.sum_recharge = meter.balance + amount, meter.sum_recharge + amount
+        meter.last_recharge_amount, meter.last_recharge_date = amount, when
+        meter.recharge_count += 1
+        meter.recharges.append((when, amount))
+
+    def external_recharge(self, meter_no: str, amount: Decimal, when: datetime | None = None) -> SimMeter:
+        """Another system (the gas company's counter) tops a meter up, without any request from us.
+
+        The meter's recharge count goes up by one, so our next 1004 recharge must carry the new count + 1.
+        Raises KeyError for an unknown meter and ValueError for an amount that is not positive.
+        """
+        meter = self.meters[meter_no]
+        amount = Decimal(amount)
+        if not amount.is_finite() or amount <= 0:
+            raise ValueError(f"recharge amount must be positive, not {amount}")
+        when = when or self._now()
+        self._apply_recharge(meter, q4(amount), when if when.tzinfo else when.replace(tzinfo=self.tz))
+        return meter
 
     def _cancel(self, p: dict[str, Any]) -> dict[str, Any]:
         self._require(p, "serialNo userNo meterNo sendSerialNo companyCode")
@@ -687,6 +796,21 @@ class GoldcardSimulator(SimulatorBase):
         self.pushes.append((number, body, answer))
         return status, answer
 
+    async def _sim_external_recharge(self, request: web.Request) -> web.Response:
+        """POST /_sim/external_recharge {"meter_no", "amount", "when"?: "yyyy-mm-dd hh:mm:ss"}."""
+        data = await read_body(request)
+        meter_no = str(data.get("meter_no"))
+        if meter_no not in self.meters:
+            return reply({"error": f"unknown meter {meter_no!r}"}, status=404)
+        try:
+            when = datetime.strptime(str(data["when"]), WALL_FORMAT) if data.get("when") else None
+            meter = self.external_recharge(meter_no, Decimal(str(data.get("amount"))), when)
+        except (ArithmeticError, ValueError) as err:  # InvalidOperation is an ArithmeticError
+            return reply({"error": f"bad amount or when: {err}"}, status=400)
+        return reply(
+            {"ok": True, "meter_no": meter_no, "recharge_count": meter.recharge_count, "balance": s4(meter.balance)}
+        )
+
     def state(self) -> dict[str, Any]:
         """Return everything the simulator holds (the last 14 days of history per meter)."""
         meters = []
@@ -698,6 +822,7 @@ class GoldcardSimulator(SimulatorBase):
         return {
             "credentials": credentials,
             "push_url": self.push_url,
+            "strict": {"unique_serials": self.unique_serials, "check_recharge_count": self.check_recharge_count},
             "meters": meters,
             "commands": list(self.commands.values()),
             "prices": self.prices,
