@@ -106,6 +106,13 @@ EXT_FLAGS: dict[str, Any] = {
 }
 LADDER_KEYS = ("price1", "ladder1", "price2", "ladder2", "price3", "ladder3", "price4", "ladder4", "price5")
 ORDERABLE = frozenset({"meter_comm_no", "acquisition_time", "receive_time", "meter_define_no1", "meter_define_no3"})
+# remote_charge_return (4.5.3): success 0xaa charged, 0xbb refused. The spec lists no reasons; these are ours.
+CHARGE_OK, CHARGE_REFUSED = 0xAA, 0xBB
+REASON_TIMES, REASON_TOTAL, REASON_REFUSED = 1, 2, 3
+CHARGE_REASONS = {REASON_TIMES: "充值次数不连续", REASON_TOTAL: "累计充值金额不符", REASON_REFUSED: "表计拒绝充值"}
+CARD_SEED = Decimal(100)  # what a seeded meter got on its IC card; the rest came remotely, in steps of this
+# What a proxy in front of the platform answers when the platform itself did not (fault mode lost_502).
+BAD_GATEWAY = "<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>"
 
 
 def q3(value: Decimal) -> Decimal:
@@ -202,8 +209,13 @@ class IotMeterSimulator(SimulatorBase):
         command_delay: float = 1.0,
         push_url: str | None = None,
         seed: int = 1,
+        strict: bool = False,
     ) -> None:
-        """Build the devices, their 60 days of frozen history and the web app."""
+        """Build the devices, their 60 days of frozen history and the web app.
+
+        `strict` turns on every check a real platform and meter make that a lenient test double may skip;
+        each is also its own attribute (check_charge_sequence) so a test can turn one off again.
+        """
         super().__init__(endpoints=ENDPOINTS, tz=tz, push_url=push_url, seed=seed)
         self.company_no, self.data_api_key = company_no, data_api_key
         self.login_name, self.password = login_name, password
@@ -213,6 +225,10 @@ class IotMeterSimulator(SimulatorBase):
         self.timeout_commands: bool | set[str] = False
         self.send_fail_commands: bool | set[str] = False
         self.refuse_charges: bool | set[str] = False
+        # Strict: the meter takes a remote charge only as the next in its sequence (charge_times is its
+        # remote_charge_times + 1, total_value its remote_total_value + charge_value); otherwise 0xbb.
+        self.strict = strict
+        self.check_charge_sequence = strict
         self.devices: dict[str, SimDevice] = {}
         self.meters = self.devices  # what SimulatorBase ticks, pushes and checks /_sim/ requests against
         self.history: dict[str, list[dict[str, Any]]] = {}
@@ -220,6 +236,8 @@ class IotMeterSimulator(SimulatorBase):
         self.alarms: list[dict[str, Any]] = []
         self.events: list[dict[str, Any]] = []
         self.outbox: list[Push] = []
+        self.attempts: dict[int, int] = {}  # ctrl_id → how often it was started (Add, then each Retry)
+        self._reports: dict[int, Push] = {}  # ctrl_id → its last Report push, for resend_report()
         self._offset = timedelta()
         self._ids = random.Random(seed ^ 0x10E7)  # GUIDs apart, so asking for records never shifts the gas
         self._tokens: dict[str, datetime] = {}
@@ -260,7 +278,7 @@ class IotMeterSimulator(SimulatorBase):
         for name, path in ENDPOINTS.items():
             app.router.add_post(f"/{path}", partial(self._serve, name))
         self.add_control_routes(app)
-        for name in ("event", "advance", "settle", "step"):
+        for name in ("event", "advance", "settle", "step", "external_recharge", "resend_report"):
             app.router.add_post(f"/_sim/{name}", getattr(self, f"_sim_{name}"))
         return app
 
@@ -344,10 +362,14 @@ class IotMeterSimulator(SimulatorBase):
             total = q3(cost + Decimal(rng.randint(500, 1500)) / 100)
         else:
             total = Decimal((int(cost) // 100 + 2) * 100 + rng.choice((0, 50)))
-        card = min(Decimal(100), total)
+        # Recharged before by other systems: one IC card charge, then remote ones in steps of 100 (the last
+        # one the rest), so every meter has a card charge, remote charges and a remote total above zero.
+        card = CARD_SEED if total > CARD_SEED else q3(total / 2)
+        remote = total - card
+        times = max(1, math.ceil(remote / CARD_SEED))
         dev.charges = {"card_charge_times": 1, "card_charge_value": n3(card), "card_total_value": n3(card)}
-        dev.charges |= {"remote_charge_times": int(total > card), "remote_charge_value": n3(total - card)}
-        dev.charges["remote_total_value"] = n3(total - card)
+        dev.charges |= {"remote_charge_times": times, "remote_charge_value": n3(remote - CARD_SEED * (times - 1))}
+        dev.charges["remote_total_value"] = n3(remote)
         dev.remain_money, dev.total_buy_value = total, total
         dev.base_volume = Decimal(rng.randint(0, 50))
         dev.std_sum = dev.base_volume + q3(daily * rng.randint(200, 1500))
@@ -599,11 +621,17 @@ class IotMeterSimulator(SimulatorBase):
             answer = self._handlers[name](params, body)
         except IotError as err:
             answer = err.answer()
-        # Timeout and drop strike after the work is done: the request got through, only the answer is lost.
+        # The lost-answer modes (LOST_ANSWER_MODES) strike after the work is done: the request got through,
+        # only its answer is lost (no answer in time, a dropped connection, a proxy's 502, a garbled body).
         if mode == "timeout":
             await asyncio.sleep(self.hang_seconds)
         if mode == "drop" and request.transport is not None:
             request.transport.close()
+        if mode == "lost_502":
+            return web.Response(status=502, text=BAD_GATEWAY, content_type="text/html")
+        if mode == "lost_garbled":
+            text = dumps(answer)  # cut halfway: a strict prefix of a JSON object is never JSON
+            return web.Response(text=text[: len(text) // 2], content_type="application/json")
         return reply(answer)
 
     def _authorized(self, name: str, request: web.Request) -> bool:
@@ -813,6 +841,7 @@ class IotMeterSimulator(SimulatorBase):
             "sync_msg": "",
         }
         self.commands[ctrl_id] = command
+        self.attempts[ctrl_id] = 1
         self._start(ctrl_id)
         return command
 
@@ -857,7 +886,9 @@ class IotMeterSimulator(SimulatorBase):
         if deadline <= now:  # a fresh deadline as long as the first, else it would time out at once
             span = deadline - created if deadline > created else DEFAULT_TIMEOUT
             command["ctrl_timeout"] = self._fmt(now + span)
+        # ctrl_time stays the task's generation time (4.1): the retry is the same task, run again.
         command |= {"ctrl_state": 0, "ctrl_state_msg": STATE_MSG[0], "ctrl_feedback_msg": "", "return_data": "{}"}
+        self.attempts[command["ctrl_id"]] = self.attempts.get(command["ctrl_id"], 1) + 1
         self._start(command["ctrl_id"])
         return command
 
@@ -984,8 +1015,8 @@ class IotMeterSimulator(SimulatorBase):
         command |= {"ctrl_state": state, "ctrl_state_msg": STATE_MSG[state], "ctrl_feedback_msg": feedback}
         if result is not None:
             command["return_data"] = json.dumps(result, ensure_ascii=False)
-        if self.push_url:
-            self._queue(PUSH_PATHS["report"], self.report_body(command["ctrl_id"]))
+        if self.push_url:  # every end of every attempt is reported, a retried task's too
+            self._reports[command["ctrl_id"]] = self._queue(PUSH_PATHS["report"], self.report_body(command["ctrl_id"]))
 
     def _succeed(self, command: dict[str, Any]) -> None:
         """The meter answered: apply the command's effect and fill return_data."""
@@ -1027,20 +1058,63 @@ class IotMeterSimulator(SimulatorBase):
             dev.remain_money = d("remain_value")
             result = {"remain_value": n3(dev.remain_money)}
         elif kind == "remotecharge":
-            result = {"success": 0xAA, "reason": 0, "calc_type": flags["calc_type"]}
-            if self._hits(self.refuse_charges, dev.comm_no):  # the task succeeds, the meter says no
-                result |= {"success": 0xBB, "reason": 3}
-            else:
-                value = d("charge_value")
-                dev.remain_money, dev.total_buy_value = dev.remain_money + value, d("total_value")
-                times = int(data["charge_times"]) or dev.charges["remote_charge_times"] + 1
-                dev.charges |= {"remote_charge_times": times, "remote_charge_value": n3(value)}
-                dev.charges["remote_total_value"] = n3(Decimal(str(dev.charges["remote_total_value"])) + value)
-                self.add_event(dev.comm_no, 103, data={"ctrl_id": ctrl_id, "charge_value": n3(value)})
-            result["remain"] = n3(dev.remain_money)
+            result = self._remote_charge(dev, data, ctrl_id)
         elif kind == "getchargestate":
             result = dict(dev.charges)
         self._finish(command, 3, "", result)
+
+    def _remote_charge(self, dev: SimDevice, data: dict[str, Any], ctrl_id: int) -> dict[str, Any]:
+        """remote_charge_param in, remote_charge_return out; a refusal (0xbb) moves no money."""
+        result = {"success": CHARGE_OK, "reason": 0, "calc_type": dev.flags["calc_type"]}
+        value, total = (q3(Decimal(str(data[key]))) for key in ("charge_value", "total_value"))
+        if reason := self._charge_refusal(dev, data):  # the task succeeds, the meter says no
+            result |= {"success": CHARGE_REFUSED, "reason": reason}
+        elif self.check_charge_sequence:  # the next in the sequence, checked: its count and total are right
+            self._charge(dev, value, int(data["charge_times"]), total)
+        else:  # lenient: any count (0 means the next) and any total are taken as sent
+            times = int(data["charge_times"]) or dev.charges["remote_charge_times"] + 1
+            self._charge(dev, value, times, Decimal(str(dev.charges["remote_total_value"])) + value)
+            dev.total_buy_value = total
+        if result["success"] == CHARGE_OK:
+            self.add_event(dev.comm_no, 103, data={"ctrl_id": ctrl_id, "charge_value": n3(value)})
+        return result | {"remain": n3(dev.remain_money)}
+
+    def _charge_refusal(self, dev: SimDevice, data: dict[str, Any]) -> int:
+        """Why the meter refuses this remote_charge_param (a CHARGE_REASONS code), or 0 when it takes it."""
+        if self._hits(self.refuse_charges, dev.comm_no):
+            return REASON_REFUSED
+        if not self.check_charge_sequence:
+            return 0
+        if int(data["charge_times"]) != int(dev.charges["remote_charge_times"]) + 1:
+            return REASON_TIMES
+        expected = q3(Decimal(str(dev.charges["remote_total_value"])) + q3(Decimal(str(data["charge_value"]))))
+        return REASON_TOTAL if q3(Decimal(str(data["total_value"]))) != expected else 0
+
+    @staticmethod
+    def _charge(dev: SimDevice, value: Decimal, times: int, remote_total: Decimal) -> None:
+        """A remote charge the meter took: its counters (remote_charge_state), its money and what was bought."""
+        dev.remain_money, dev.total_buy_value = dev.remain_money + value, dev.total_buy_value + value
+        dev.charges |= {"remote_charge_times": times, "remote_charge_value": n3(value)}
+        dev.charges["remote_total_value"] = n3(remote_total)
+
+    def external_recharge(self, comm_no: str, amount: Decimal | float | str) -> dict[str, Any]:
+        """Another system charged the meter remotely (no request of ours): the next count, totals, money.
+
+        Return the meter's remote_charge_state afterwards. The meter logs it as event 103, as it does ours.
+        """
+        dev = self._device(comm_no, METER)
+        try:
+            value = Decimal(str(amount))
+        except ArithmeticError:
+            raise ValueError(f"amount is not a number: {amount!r}") from None
+        if not value.is_finite() or (value := q3(value)) <= 0:
+            raise ValueError(f"amount must be above zero, not {amount!r}")
+        if not dev.flags["open_state"]:
+            raise ValueError(f"meter {comm_no!r} has no account opened")
+        times = int(dev.charges["remote_charge_times"]) + 1
+        self._charge(dev, value, times, Decimal(str(dev.charges["remote_total_value"])) + value)
+        self.add_event(comm_no, 103, data={"charge_value": n3(value), "charge_times": times})
+        return dict(dev.charges)
 
     async def step(self) -> None:
         """Move every unfinished command on by one state now, then restart their timers."""
@@ -1101,15 +1175,16 @@ class IotMeterSimulator(SimulatorBase):
         self.outbox.append(push)
         return push
 
-    def _queue(self, path: str, body: Any) -> None:
+    def _queue(self, path: str, body: Any) -> Push:
         """Push in the background; without a running loop the push waits for resend_pending()."""
         push = self._new_push(path, body)
         try:
             task = asyncio.get_running_loop().create_task(self._deliver(push))
         except RuntimeError:
-            return
+            return push
         self._push_tasks.add(task)
         task.add_done_callback(self._push_tasks.discard)
+        return push
 
     async def _deliver(self, push: Push) -> tuple[int, Any]:
         """POST a push with our data API headers; status 0 when it never got an answer."""
@@ -1141,6 +1216,14 @@ class IotMeterSimulator(SimulatorBase):
     async def push_again(self, index: int = -1) -> tuple[int, Any]:
         """Send the identical body of outbox[index] once more (a platform re-send)."""
         return await self._deliver(self.outbox[index])
+
+    async def resend_report(self, ctrl_id: int) -> tuple[int, Any]:
+        """POST the task's last Report once more, byte for byte (the platform re-delivering it); the answer."""
+        await self.drain()  # the first delivery goes first, as on the platform
+        push = self._reports.get(int(ctrl_id))
+        if push is None:
+            raise ValueError(f"no Report was pushed for ctrl_id {ctrl_id!r}")
+        return await self._deliver(push)
 
     async def push_twice(self, comm_no: str) -> list[tuple[int, Any]]:
         """Push a device's reading, then the identical body again; return both answers."""
@@ -1202,6 +1285,27 @@ class IotMeterSimulator(SimulatorBase):
         await self.step()
         return reply({"ok": True, "commands": list(self.commands.values())})
 
+    async def _sim_external_recharge(self, request: web.Request) -> web.Response:
+        data = await read_body(request)
+        comm_no = str(data.get("comm_no") or data.get("meter_comm_no") or data.get("meter_no"))
+        if getattr(self.devices.get(comm_no), "device_type", None) != METER:
+            return reply({"error": f"unknown meter {comm_no!r}"}, status=404)
+        try:
+            charges = self.external_recharge(comm_no, str(data.get("amount")))
+        except ValueError as err:
+            return reply({"error": str(err)}, status=400)
+        dev = self.devices[comm_no]
+        money = {"remain_money": n3(dev.remain_money), "total_buy_value": n3(dev.total_buy_value)}
+        return reply({"ok": True, "remote_charge_state": charges} | money)
+
+    async def _sim_resend_report(self, request: web.Request) -> web.Response:
+        raw = (await read_body(request)).get("ctrl_id")
+        ctrl_id = int(raw) if isinstance(raw, int) or (isinstance(raw, str) and raw.isdigit()) else -1
+        if ctrl_id not in self._reports:
+            return reply({"error": f"no Report was pushed for ctrl_id {raw!r}"}, status=404)
+        status, answer = await self.resend_report(ctrl_id)
+        return reply({"status": status, "answer": answer})
+
     def state(self) -> dict[str, Any]:
         """Return everything the simulator holds (the last 14 frozen records per device)."""
         credentials = {"company_no": self.company_no, "data_api_key": self.data_api_key}
@@ -1214,8 +1318,11 @@ class IotMeterSimulator(SimulatorBase):
             "devices": [self._record(dev) | {"sim": asdict(dev)} for dev in self.devices.values()],
             "history": {comm_no: records[-14:] for comm_no, records in self.history.items()},
             "commands": list(self.commands.values()),
+            "attempts": dict(self.attempts),
             "alarms": self.alarms,
             "events": self.events,
             "outbox": [asdict(push) for push in self.outbox[-50:]],
-            "settings": settings | {"refuse_charges": self.refuse_charges, "command_delay": self.command_delay},
+            "settings": settings
+            | {"refuse_charges": self.refuse_charges, "command_delay": self.command_delay}
+            | {"strict": self.strict, "check_charge_sequence": self.check_charge_sequence},
         }
