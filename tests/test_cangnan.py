@@ -132,7 +132,7 @@ async def test_values_equal_simulator(hass: HomeAssistant, cn_entry: MockConfigE
 async def test_system_billing_has_no_money(
     hass: HomeAssistant, cn_sim: CangnanSimulator, cn_server: TestServer
 ) -> None:
-    """System-side billing: no balance sensors, and money actions say 'not supported'."""
+    """System-side billing: no balance sensors, and money actions say why they do not apply."""
     cn_sim.billing_mode = "system"
     data = cangnan_data(cn_sim, cn_server)
     entry = MockConfigEntry(domain=DOMAIN, data=data, unique_id="cangnan-system")
@@ -145,7 +145,7 @@ async def test_system_billing_has_no_money(
     assert value(hass, meter.meter_id, "reading") == meter.reading
     with pytest.raises(ServiceValidationError) as err:
         await call(hass, "recharge", {"device_id": device(hass, entry, meter.meter_id), "amount": 5})
-    assert err.value.translation_key == "not_supported"
+    assert err.value.translation_key == "system_billing"
 
 
 async def test_batches_and_bad_pair_isolation(
@@ -227,8 +227,9 @@ async def test_recharge_confirmed_by_poll_and_idempotent(
     data = {"device_id": dev, "amount": 20, "reference": "CN-ORDER-2"}
     with pytest.raises(HomeAssistantError) as err:
         await call(hass, "recharge", data)
-    assert err.value.translation_key == "timeout"
-    assert (await call(hass, "recharge", data))["state"] == "pending"  # 80002033: it was accepted already
+    assert err.value.translation_key == "money_outcome_unknown"
+    # 80002033 for a TradeNo this entry sent before: it was received, pending.
+    assert (await call(hass, "recharge", data))["state"] == "pending"
     assert [p["TradeNo"] for p in sent(cn_sim, "recharge")][-2:] == ["CN-ORDER-2", "CN-ORDER-2"]
     await cn_sim.settle()
     assert meter.remain_money == before + 70

@@ -116,7 +116,7 @@ async def test_read_only_entry(hass: HomeAssistant, iot_sim: IotMeterSimulator, 
     for service, extra in (("recharge", {"amount": 5}), ("read_price", {}), ("list_commands", {})):
         with pytest.raises(ServiceValidationError) as err:
             await call(hass, service, {"device_id": dev(hass, entry, meter), **extra})
-        assert err.value.translation_key == "not_supported"
+        assert err.value.translation_key == "read_only_entry"
 
 
 # --- readings ---------------------------------------------------------------------------------
@@ -193,50 +193,60 @@ async def test_valve_through_the_queue(
     assert hass.states.get(valve).state == "closed"
 
 
-async def test_recharge_report_refusal_and_lost_answer(
+async def settle(hass: HomeAssistant, sim: IotMeterSimulator) -> None:
+    """Let the simulator finish every command and Home Assistant act on the reports (twice: a report can queue more)."""
+    for _ in range(2):
+        await sim.settle()
+        await hass.async_block_till_done(wait_background_tasks=True)
+        await sim.drain()
+        await hass.async_block_till_done(wait_background_tasks=True)
+
+
+async def test_recharge_reads_the_counters_first_then_numbers_on(
     hass: HomeAssistant, iot_push: TestClient, iot_entry: MockConfigEntry, iot_sim: IotMeterSimulator
 ) -> None:
-    """remotecharge carries value, total and count; the Report push confirms; 0xbb is a failure; no double Add."""
+    """First recharge: getchargestate, then remotecharge with the meter's count + 1 and total; later ones follow on;
+    a 0xbb refusal makes the next one read the counters again."""
     meter = meters(iot_sim)[0]
     d = iot_sim.devices[meter]
-    before, total = d.remain_money, d.total_buy_value
+    before = d.remain_money
+    times, total = int(d.charges["remote_charge_times"]), Decimal(str(d.charges["remote_total_value"]))
+    assert times >= 1  # recharged remotely before, by the gas company's own system
     device_id = dev(hass, iot_entry, meter)
     response = await call(hass, "recharge", {"device_id": device_id, "amount": 50, "reference": "IOT-1"})
-    assert response["state"] == "pending"
+    assert response["state"] == "preparing"
+    await hass.async_block_till_done(wait_background_tasks=True)
+    reading = last_command(iot_sim)
+    assert (reading["ctrl_type"], reading["ctrl_define_no"]) == ("iotmeterv1.prepay.getchargestate", "IOT-1-cs")
+    await settle(hass, iot_sim)
     command = last_command(iot_sim)
     assert command["ctrl_define_no"] == "IOT-1"
     assert json.loads(command["ctrl_data"]) == {
         "charge_value": 50.0,
         "total_value": float(total + 50),
-        "charge_times": 1,
+        "charge_times": times + 1,
     }
-    await iot_sim.settle()
-    await hass.async_block_till_done()
-    await iot_sim.drain()
-    await hass.async_block_till_done()
+    await settle(hass, iot_sim)
     status = eid(hass, meter, "recharge_status")
     assert hass.states.get(status).state == "confirmed"
     assert d.remain_money == before + 50
 
+    # Known counters: the next recharge goes at once, numbered after the first.
+    response = await call(hass, "recharge", {"device_id": device_id, "amount": 5, "reference": "IOT-2"})
+    assert response["state"] == "pending"
+    assert json.loads(last_command(iot_sim)["ctrl_data"])["charge_times"] == times + 2
     iot_sim.refuse_charges = True
-    await call(hass, "recharge", {"device_id": device_id, "amount": 5, "reference": "IOT-2"})
-    await iot_sim.settle()
-    await iot_sim.drain()
-    await hass.async_block_till_done()
+    await settle(hass, iot_sim)
     assert hass.states.get(status).state == "failed"
     assert "0xbb" in iot_entry.runtime_data.commands.get("IOT-2").message
-
-    iot_entry.runtime_data.client.request_timeout = 1.0
-    iot_sim.hang_seconds = 3.0
-    iot_sim.fail_next("timeout", endpoint="Add")
-    data = {"device_id": device_id, "amount": 7, "reference": "IOT-3"}
-    with pytest.raises(HomeAssistantError) as err:
-        await call(hass, "recharge", data)
-    assert err.value.translation_key == "timeout"
-    adds = len(sent(iot_sim, "Add"))
-    assert (await call(hass, "recharge", data))["state"] == "pending"
-    assert len(sent(iot_sim, "Add")) == adds  # found in the queue by its reference, not added again
-    assert [c["ctrl_define_no"] for c in iot_sim.commands.values()].count("IOT-3") == 1
+    iot_sim.refuse_charges = False
+    # The meter refused our numbers: they are read again before the next recharge.
+    response = await call(hass, "recharge", {"device_id": device_id, "amount": 7, "reference": "IOT-3"})
+    assert response["state"] == "preparing"
+    await settle(hass, iot_sim)
+    await settle(hass, iot_sim)
+    assert hass.states.get(status).state == "confirmed"
+    assert d.remain_money == before + 57
 
 
 async def test_timeout_cancel_retry(

@@ -334,14 +334,14 @@ async def test_import_errors(hass: HomeAssistant, kumir_entry: MockConfigEntry, 
 async def test_valve_recharge_price_not_supported(
     hass: HomeAssistant, kumir_entry: MockConfigEntry, kumir_sim: KumirSimulator
 ) -> None:
-    """Services that do not apply to KUMIR-RESURS say so, and no valve entity exists."""
+    """Services that do not apply to KUMIR-RESURS say why, and no valve entity exists."""
     device = _device(hass, kumir_entry, kumir_sim, M234)
     for service, extra in (("recharge", {"amount": 10}), ("set_price", {"price_1": 1})):
         with pytest.raises(ServiceValidationError) as err:
             await hass.services.async_call(
                 DOMAIN, service, {"device_id": device.id, **extra}, blocking=True, return_response=True
             )
-        assert err.value.translation_key == "not_supported"
+        assert err.value.translation_key == "no_prepaid_balance"
     assert not [
         e for e in er.async_entries_for_config_entry(er.async_get(hass), kumir_entry.entry_id) if e.domain == "valve"
     ]

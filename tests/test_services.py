@@ -91,7 +91,7 @@ async def test_recharge_timeout_never_resent_blindly(
     data = {"device_id": device(hass, setup_entry, meter_no), "amount": 20, "reference": "R-TIMEOUT"}
     with pytest.raises(HomeAssistantError) as err:
         await call(hass, "recharge", data)
-    assert err.value.translation_key == "timeout"
+    assert err.value.translation_key == "money_outcome_unknown"
     await hass.async_block_till_done()
     assert hass.states.get(entity_id(hass, meter_no, "recharge_status")).state == "unknown"
     assert len(sent(sim, "1004")) == 1
@@ -352,7 +352,7 @@ async def test_recharge_garbled_answer_is_unknown(
     data = {"device_id": device(hass, setup_entry, meter_no), "amount": 7, "reference": "R-GARBLED"}
     with pytest.raises(HomeAssistantError) as err:
         await call(hass, "recharge", data)
-    assert err.value.translation_key == "invalid_response"
+    assert err.value.translation_key == "money_outcome_unknown"
     assert hass.states.get(entity_id(hass, meter_no, "recharge_status")).state == "unknown"
     assert (await call(hass, "recharge", data))["state"] == "pending"
     first, second = sent(sim, "1004")

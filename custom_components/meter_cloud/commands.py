@@ -1,7 +1,13 @@
-"""Remote commands in flight: valve moves and recharges, persisted so money is never sent twice."""
+"""The command ledger: every remote command and what became of it, persisted so money is never sent twice.
+
+States change only through lifecycle events (lifecycle.py); the ledger applies them and tells a listener
+about every command that enters a state users are told about.
+"""
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime
 from decimal import Decimal
@@ -13,10 +19,15 @@ from homeassistant.util import dt as dt_util
 
 from .api import CommandKind, CommandState
 from .const import COMMAND_EXPIRY, DOMAIN
+from .lifecycle import ANNOUNCED, FORGET, Event, decide, step
+
+_LOGGER = logging.getLogger(__name__)
 
 STORAGE_VERSION = 1
 # Final records kept per entry, newest first, for the service responses and diagnostics.
 KEEP_FINAL = 200
+FINAL = frozenset({CommandState.CONFIRMED, CommandState.FAILED, CommandState.CANCELLED})
+_DECIMALS = ("amount", "baseline", "total")
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,11 +43,22 @@ class TrackedCommand:
     reference: str | None = None
     amount: Decimal | None = None
     message: str | None = None
-    # For a recharge: the meter's cumulative recharge when it was sent (a poll can confirm it).
+    # For a recharge: the meter's cumulative recharge when it was first sent (a poll can confirm it).
     baseline: Decimal | None = None
     # The cloud's own id of the command (a queue id), and what the command returned.
     vendor_id: str | None = None
     result: dict[str, Any] | None = None
+    # How often this entry sent the serial; a resend reuses serial and payload.
+    attempts: int = 1
+    # The vendor's code of the last refusal or failure, and our translation key for it when it has one.
+    code: str | None = None
+    reason: str | None = None
+    # A recharge's sequence number as the meter counts them (Goldcard rechargeCount, IoT charge_times) and
+    # the cumulative total sent with it (IoT total_value): chosen once, resent unchanged.
+    counter: int | None = None
+    total: Decimal | None = None
+    # A command waiting (PREPARING) for another one to finish first: that one's serial.
+    waits_for: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form, for storage and service responses."""
@@ -45,27 +67,36 @@ class TrackedCommand:
         data["state"] = self.state.value
         data["created"] = self.created.isoformat()
         data["updated"] = self.updated.isoformat()
-        data["amount"] = None if self.amount is None else str(self.amount)
-        data["baseline"] = None if self.baseline is None else str(self.baseline)
+        for key in _DECIMALS:
+            data[key] = None if data[key] is None else str(data[key])
         return data
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> TrackedCommand:
-        """Inverse of as_dict."""
-        return cls(
-            serial=data["serial"],
-            meter_id=data["meter_id"],
-            kind=CommandKind(data["kind"]),
-            state=CommandState(data["state"]),
-            created=datetime.fromisoformat(data["created"]),
-            updated=datetime.fromisoformat(data["updated"]),
-            reference=data.get("reference"),
-            amount=None if data.get("amount") is None else Decimal(data["amount"]),
-            message=data.get("message"),
-            baseline=None if data.get("baseline") is None else Decimal(data["baseline"]),
-            vendor_id=data.get("vendor_id"),
-            result=data.get("result"),
-        )
+        """Inverse of as_dict (records written before a field existed get its default)."""
+        known = {name: data[name] for name in cls.__dataclass_fields__ if name in data}
+        known["kind"] = CommandKind(data["kind"])
+        known["state"] = CommandState(data["state"])
+        known["created"] = datetime.fromisoformat(data["created"])
+        known["updated"] = datetime.fromisoformat(data["updated"])
+        for key in _DECIMALS:
+            known[key] = None if known.get(key) is None else Decimal(known[key])
+        return cls(**known)
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A command's move: the record after it, the state before, and how it moved."""
+
+    command: TrackedCommand
+    previous: CommandState | None
+    # A success that replaced an earlier failed or cancelled verdict.
+    overrides: bool = False
+    # The record was dropped: the command never left.
+    forgotten: bool = False
+
+
+type Listener = Callable[[Change], None]
 
 
 class CommandTracker:
@@ -77,13 +108,17 @@ class CommandTracker:
         self._commands: dict[str, TrackedCommand] = {}
         # Other small state of the entry that must survive restarts (e.g. where alarm catch-up stopped).
         self.meta: dict[str, Any] = {}
+        # Told of every command that enters a state users hear about (confirmed, failed, cancelled, unknown).
+        self.listener: Listener | None = None
 
     async def async_load(self) -> None:
-        """Read what was persisted."""
+        """Read what was persisted; a command Home Assistant stopped in the middle of sending is unknown."""
         stored = await self._store.async_load() or {}
         self.meta = dict(stored.get("meta", {}))
         for item in stored.get("commands", []):
             command = TrackedCommand.from_dict(item)
+            if command.state is CommandState.SENDING:
+                command = replace(command, state=CommandState.UNKNOWN, message="stopped before the cloud answered")
             self._commands[command.serial] = command
 
     async def async_remove(self) -> None:
@@ -91,14 +126,14 @@ class CommandTracker:
         await self._store.async_remove()
 
     def _save(self) -> None:
-        final = [c for c in self._commands.values() if c.state is not CommandState.PENDING]
+        final = [c for c in self._commands.values() if c.state in FINAL]
         final.sort(key=lambda c: c.updated, reverse=True)
         for stale in final[KEEP_FINAL:]:
             del self._commands[stale.serial]
         self._store.async_delay_save(self._data, 1)
 
     async def async_flush(self) -> None:
-        """Write now: a recharge must be on disk before it goes on the wire."""
+        """Write now: a money command must be on disk before it goes on the wire."""
         await self._store.async_save(self._data())
 
     def _data(self) -> dict[str, Any]:
@@ -116,60 +151,103 @@ class CommandTracker:
         """Every command, newest first."""
         return sorted(self._commands.values(), key=lambda c: c.created, reverse=True)
 
-    def put(self, command: TrackedCommand) -> TrackedCommand:
-        """Add or replace a command."""
+    def update(self, command: TrackedCommand) -> TrackedCommand:
+        """Store fields of a command that are not its state (a queue id, its counters)."""
+        assert self._commands.get(command.serial, command).state is command.state
         self._commands[command.serial] = command
         self._save()
         return command
-
-    def drop(self, serial: str) -> None:
-        """Forget a command that never left."""
-        if self._commands.pop(serial, None) is not None:
-            self._save()
 
     def by_vendor_id(self, vendor_id: str) -> TrackedCommand | None:
         """The command the cloud knows by this id."""
         return next((c for c in self._commands.values() if c.vendor_id == vendor_id), None)
 
-    def set_state(
+    def start(self, command: TrackedCommand, event: Event) -> Change:
+        """A new command (SEND or PREPARE), or a resend (SEND) of one whose fate is unknown."""
+        known = self._commands.get(command.serial)
+        if known is None:
+            target = step(None, event)
+            assert target is not None
+            new = replace(command, state=CommandState(target.state), attempts=1 if event is Event.SEND else 0)
+            self._commands[new.serial] = new
+            self._save()
+            return Change(new, None)
+        change = self.apply(known.serial, event, attempts=known.attempts + (event is Event.SEND))
+        assert change is not None, f"{event} is not allowed in {known.state}"
+        return change
+
+    def apply(
         self,
         serial: str,
-        state: CommandState,
+        event: Event,
         message: str | None = None,
         *,
+        code: str | None = None,
+        reason: str | None = None,
         result: dict[str, Any] | None = None,
-        reopen: bool = False,
-    ) -> TrackedCommand | None:
-        """Move a command to `state`; a final state is left only when the command is retried (`reopen`)."""
+        vendor_id: str | None = None,
+        attempts: int | None = None,
+    ) -> Change | None:
+        """Apply a lifecycle event to a command; None when it changes nothing (unknown serial, no transition)."""
         command = self._commands.get(serial)
-        final = (CommandState.CONFIRMED, CommandState.FAILED, CommandState.CANCELLED)
-        if command is None or (command.state in final and not reopen):
+        if command is None:
             return None
+        tries = command.attempts if attempts is None else attempts
+        event = decide(event, attempts=tries)
+        target = step(command.state, event)
+        if target is None:
+            _LOGGER.debug("Command %s: %s changes nothing in state %s", serial, event, command.state)
+            return None
+        previous = command.state
+        if target.state == FORGET:
+            del self._commands[serial]
+            self._save()
+            return Change(command, previous, forgotten=True)
         updated = replace(
             command,
-            state=state,
+            state=CommandState(target.state),
             updated=dt_util.utcnow(),
+            attempts=tries,
             message=message or command.message,
+            code=code or command.code,
+            reason=reason if reason is not None else command.reason,
             result=result if result is not None else command.result,
+            vendor_id=vendor_id or command.vendor_id,
         )
-        return self.put(updated)
+        self._commands[serial] = updated
+        self._save()
+        change = Change(updated, previous, target.overrides)
+        announce = updated.state in ANNOUNCED and (updated.state is not previous or target.overrides)
+        if announce and self.listener is not None:
+            self.listener(change)
+        return change
 
     def pending(self, meter_id: str, kinds: tuple[CommandKind, ...]) -> TrackedCommand | None:
-        """The newest pending command of these kinds for a meter."""
+        """The newest command of these kinds for a meter that the cloud has and has not finished."""
         for command in self.all():
             if command.meter_id == meter_id and command.kind in kinds and command.state is CommandState.PENDING:
                 return command
         return None
 
-    def latest(self, meter_id: str, kind: CommandKind) -> TrackedCommand | None:
-        """The newest command of a kind for a meter."""
-        return next((c for c in self.all() if c.meter_id == meter_id and c.kind is kind), None)
+    def of_meter(
+        self, meter_id: str, kinds: tuple[CommandKind, ...], states: frozenset[CommandState]
+    ) -> list[TrackedCommand]:
+        """A meter's commands of these kinds in these states, oldest first."""
+        found = [c for c in self._commands.values() if c.meter_id == meter_id and c.kind in kinds and c.state in states]
+        return sorted(found, key=lambda c: c.created)
+
+    def latest(self, meter_id: str, kinds: CommandKind | tuple[CommandKind, ...]) -> TrackedCommand | None:
+        """The newest command of a kind (or kinds) for a meter."""
+        wanted = kinds if isinstance(kinds, tuple) else (kinds,)
+        return next((c for c in self.all() if c.meter_id == meter_id and c.kind in wanted), None)
 
     def expire(self, now: datetime) -> bool:
-        """Pending commands with no result after COMMAND_EXPIRY become unknown."""
+        """Commands with no result after COMMAND_EXPIRY: pending ones become unknown, preparing ones failed."""
         changed = False
         for command in list(self._commands.values()):
-            if command.state is CommandState.PENDING and now - command.created > COMMAND_EXPIRY:
-                self.set_state(command.serial, CommandState.UNKNOWN, "no result from the cloud")
-                changed = True
+            if now - command.updated > COMMAND_EXPIRY:
+                waiting = command.state is CommandState.PREPARING
+                if command.state is CommandState.PENDING or waiting:
+                    text = "nothing was sent: its preparation did not finish" if waiting else "no result from the cloud"
+                    changed = bool(self.apply(command.serial, Event.EXPIRED, text)) or changed
         return changed

@@ -27,3 +27,5 @@ MAX_PUSH_BYTES: Final = 64 * 1024
 PUSH_SERIAL_MEMORY: Final = 4096
 
 EVENT_ALARM: Final = "meter_cloud_alarm"
+# Fired when a remote command is confirmed, fails, is cancelled or ends with an unknown outcome.
+EVENT_COMMAND_RESULT: Final = "meter_cloud_command_result"

@@ -13,7 +13,7 @@ from typing import Any
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant, callback
-from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryError
+from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryError, HomeAssistantError
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.dispatcher import async_dispatcher_send
@@ -27,13 +27,15 @@ from .api import (
     AuthenticationError,
     Capability,
     CommandError,
+    CommandKind,
+    CommandState,
     ConfigurationError,
     MeterClient,
     MeterCloudError,
     MeterData,
     PushResult,
 )
-from .commands import CommandTracker
+from .commands import Change, CommandTracker
 from .compat import detach_device, device_by_identifier
 from .const import (
     CONF_BACKEND,
@@ -44,6 +46,7 @@ from .const import (
     DETAILS_CONCURRENCY,
     DOMAIN,
     EVENT_ALARM,
+    EVENT_COMMAND_RESULT,
     PUSH_SERIAL_MEMORY,
 )
 from .errors import to_ha_error
@@ -51,6 +54,16 @@ from .errors import to_ha_error
 _LOGGER = logging.getLogger(__name__)
 # Alarm catch-up re-reads a little before where it stopped: records can arrive late; keys de-duplicate.
 ALARM_OVERLAP = timedelta(minutes=10)
+# Commands whose failure is worth a warning in the log (a valve that did not move, money that did not arrive).
+WATCHED_KINDS = frozenset(
+    {
+        CommandKind.VALVE_OPEN,
+        CommandKind.VALVE_CLOSE,
+        CommandKind.RECHARGE,
+        CommandKind.BALANCE_CREDIT,
+        CommandKind.BALANCE_DEDUCT,
+    }
+)
 
 type MeterCloudConfigEntry = ConfigEntry[MeterCloudCoordinator]
 
@@ -101,6 +114,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         )
         self.client = client
         self.commands = CommandTracker(hass, entry.entry_id)
+        self.commands.listener = self._announce
         self.actions = MeterActions(self, self.commands)
         self._details: dict[str, MeterData] = {}
         self._details_due: dict[str, float] = {}
@@ -248,15 +262,63 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         return False
 
     @callback
-    def async_apply_push(self, push: PushResult) -> None:
-        """Apply an authenticated, de-duplicated push."""
-        if push.reading is not None:
+    def async_apply_push(self, push: PushResult, *, replay: bool = False) -> None:
+        """Apply an authenticated push; a replayed one's reading and alarm are not applied twice.
+
+        Command results are always applied: the lifecycle ignores a repeat of a settled result, and a
+        retried command's new result may be word for word its first one (IoT Report).
+        """
+        if push.reading is not None and not replay:
             self._apply_reading(push.reading)
         for result in (push.command, *push.commands):
             if result is not None:
                 self.actions.apply_result(result)
-        if push.alarm is not None:
+        if push.alarm is not None and not replay:
             self.async_handle_alarm(push.alarm)
+
+    @callback
+    def _announce(self, change: Change) -> None:
+        """A command reached a state users hear of: a bus event for automations, a log line when it went wrong."""
+        command = change.command
+        device = device_by_identifier(
+            self.hass, (DOMAIN, self.device_key(command.meter_id)), self.config_entry.entry_id
+        )
+        self.hass.bus.async_fire(
+            EVENT_COMMAND_RESULT,
+            {
+                "config_entry_id": self.config_entry.entry_id,
+                "device_id": device.id if device else None,
+                "meter_id": command.meter_id,
+                "command": command.kind.value,
+                "state": command.state.value,
+                "previous_state": change.previous.value if change.previous else None,
+                "reference": command.reference,
+                "serial": command.serial,
+                "amount": None if command.amount is None else str(command.amount),
+                "code": command.code,
+                "reason": command.reason,
+                "message": command.message,
+            },
+        )
+        what = command.kind.value.replace("_", " ")
+        if change.overrides:
+            _LOGGER.warning(
+                "%s %s of meter %s was %s, but the cloud now reports it carried out: confirmed (%s)",
+                what,
+                command.reference or command.serial,
+                command.meter_id,
+                change.previous,
+                command.message,
+            )
+        elif command.state in (CommandState.FAILED, CommandState.UNKNOWN) and command.kind in WATCHED_KINDS:
+            _LOGGER.warning(
+                "%s %s of meter %s %s: %s",
+                what.capitalize(),
+                command.reference or command.serial,
+                command.meter_id,
+                "failed" if command.state is CommandState.FAILED else "has an unknown outcome",
+                command.message or command.code or "no reason given",
+            )
 
     def _apply_reading(self, reading: MeterData) -> None:
         current = (self.data or {}).get(reading.meter_id)
@@ -310,7 +372,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         """The device identifier of a meter (stable, from the vendor's meter number)."""
         return f"{self.client.backend}_{meter_id}"
 
-    def error_for(self, err: MeterCloudError) -> Exception:
+    def error_for(self, err: MeterCloudError) -> HomeAssistantError:
         """Translate a client error; refused credentials also start reauthentication."""
         if isinstance(err, AuthenticationError):
             self.config_entry.async_start_reauth(self.hass)

@@ -80,10 +80,10 @@ class MeterCloudPushView(HomeAssistantView):
         except PushError as err:
             _LOGGER.debug("Push to %s rejected: %s", path, err.reason)
             return _answer(err.response, err.status)
-        if coordinator.is_replay(push.serial):
-            _LOGGER.debug("Push %s already applied; acknowledging again", push.serial)
-        else:
-            coordinator.async_apply_push(push)
+        replay = coordinator.is_replay(push.serial)
+        if replay:
+            _LOGGER.debug("Push %s seen before; acknowledging again", push.serial)
+        coordinator.async_apply_push(push, replay=replay)
         return _answer(push.response)
 
 

@@ -33,7 +33,7 @@ async def _queue(
     call: ServiceCall, capability: Capability, kind: CommandKind, params: dict[str, Any], *, wait: bool
 ) -> ServiceResponse:
     coordinator, meter_id = resolve(call.hass, call.data[ATTR_DEVICE_ID])
-    require(coordinator, capability)
+    require(coordinator, capability, meter_id)
     command = await coordinator.actions.async_queue(meter_id, kind, params, call.data.get("reference"))
     seconds = call.data.get("wait", DEFAULT_WAIT if wait else 0)
     if seconds:

@@ -304,8 +304,16 @@ class RechargeStatusSensor(MeterCloudEntity, SensorEntity):
 
     @property
     def extra_state_attributes(self) -> dict[str, Any] | None:
-        """Reference, amount and serial of the latest recharge."""
+        """Reference, amount, serial, the cloud's message and code, and when the latest recharge last moved."""
         command = self.coordinator.commands.latest(self.meter_id, CommandKind.RECHARGE)
         if command is None:
             return None
-        return {"reference": command.reference, "amount": str(command.amount), "serial": command.serial}
+        return {
+            "reference": command.reference,
+            "amount": str(command.amount),
+            "serial": command.serial,
+            "message": command.message,
+            "code": command.code,
+            "time": command.updated.isoformat(),
+            "counter": command.counter,
+        }

@@ -85,10 +85,12 @@ def resolve(hass: HomeAssistant, device_id: str) -> tuple[MeterCloudCoordinator,
     raise invalid("unknown_device", device_id=device_id)
 
 
-def require(coordinator: MeterCloudCoordinator, capability: Capability) -> None:
-    """Refuse clearly when the backend cannot do it."""
-    if not coordinator.client.supports(capability):
-        raise invalid("not_supported")
+def require(coordinator: MeterCloudCoordinator, capability: Capability, meter_id: str | None = None) -> None:
+    """Refuse clearly, with the reason, when the backend (or this one device) cannot do it."""
+    meter = (coordinator.data or {}).get(meter_id) if meter_id is not None else None
+    client = coordinator.client
+    if not client.supports(capability) or (meter is not None and not client.supports_for(capability, meter)):
+        raise invalid(client.unsupported_reason(capability, meter))
 
 
 def admin(handler: Handler) -> Handler:

@@ -47,7 +47,7 @@ def _usage_response(record: DailyUsage) -> dict[str, Any]:
 
 async def _money(call: ServiceCall, capability: Capability, kind: CommandKind) -> ServiceResponse:
     coordinator, meter_id = resolve(call.hass, call.data[ATTR_DEVICE_ID])
-    require(coordinator, capability)
+    require(coordinator, capability, meter_id)
     amount: Decimal = call.data["amount"]
     places = coordinator.client.money_places
     if amount <= 0 or -amount.as_tuple().exponent > places:  # type: ignore[operator]
@@ -70,7 +70,7 @@ async def _adjust_balance(call: ServiceCall) -> ServiceResponse:
 @admin
 async def _cancel_command(call: ServiceCall) -> ServiceResponse:
     coordinator, meter_id = resolve(call.hass, call.data[ATTR_DEVICE_ID])
-    require(coordinator, Capability.CANCEL_COMMAND)
+    require(coordinator, Capability.CANCEL_COMMAND, meter_id)
     return command_response(await coordinator.actions.async_cancel(meter_id, call.data.get("serial")))
 
 

@@ -8,6 +8,7 @@ from homeassistant.components.valve import ValveDeviceClass, ValveEntity, ValveE
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
+from .actions import VALVE_KINDS
 from .api import Capability, CommandKind, ValveState
 from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator
 from .entity import MeterCloudEntity, add_meter_entities
@@ -50,6 +51,20 @@ class MeterValve(MeterCloudEntity, ValveEntity):
         if valve is ValveState.OPEN:
             return False
         return None
+
+    @property
+    def extra_state_attributes(self) -> dict[str, Any] | None:
+        """The last valve command: what, its state, the cloud's message and when, so a refusal is never silent."""
+        command = self.coordinator.commands.latest(self.meter_id, VALVE_KINDS)
+        if command is None:
+            return None
+        return {
+            "last_command": command.kind.value,
+            "last_command_state": command.state.value,
+            "last_command_message": command.message,
+            "last_command_time": command.updated.isoformat(),
+            "last_command_serial": command.serial,
+        }
 
     @property
     def is_opening(self) -> bool:

@@ -33,6 +33,7 @@ from custom_components.meter_cloud.api import (
     CommandRef,
     ConfigurationError,
     CustomerInfo,
+    DuplicateSerialError,
     InvalidRequestError,
     MeterCloudError,
     MeterData,
@@ -761,7 +762,7 @@ async def test_recharge(sim: CangnanSimulator, client: CangnanClient) -> None:
 
 
 async def test_recharge_retry_after_lost_answer(sim: CangnanSimulator, client: CangnanClient, wire: Wire) -> None:
-    """The first attempt is done but its answer lost; the retry with the same TradeNo is 80002033, not an error."""
+    """The first attempt is done but its answer lost; the resend with the same TradeNo is 80002033, reported as such."""
     meter = nth(sim, 0)
     before = meter.remain_money
     now = datetime.now(TZ)
@@ -772,22 +773,25 @@ async def test_recharge_retry_after_lost_answer(sim: CangnanSimulator, client: C
     assert err.value.outcome_unknown is True
     assert "ORDER-9" in sim.trades
     client.request_timeout = 5
-    receipt = await client.async_recharge(as_meter(meter), Decimal("20.5"), "ORDER-9", serial="ORDER-9", when=now)
-    assert receipt.serial == "ORDER-9"
+    # Whether that is our own earlier send (received: pending) or another terminal's trade, only the ledger knows.
+    with pytest.raises(DuplicateSerialError) as duplicate:
+        await client.async_recharge(as_meter(meter), Decimal("20.5"), "ORDER-9", serial="ORDER-9", when=now)
+    assert duplicate.value.code == "80002033"
     assert [json.loads(raw).get("returnCode") for raw in wire.answers].count("80002033") == 1
     await sim.settle()
     assert meter.remain_money == before + Decimal("20.5")
     assert [payload["TradeNo"] for payload in calls(sim, "recharge")] == ["ORDER-9", "ORDER-9"]
 
 
-async def test_already_accepted_serial_on_adjustment(sim: CangnanSimulator, client: CangnanClient) -> None:
-    """80002036 (serial exists) on a money command means accepted before: no exception, a receipt."""
+async def test_existing_serial_on_adjustment(sim: CangnanSimulator, client: CangnanClient) -> None:
+    """80002036 (serial exists) on a money command is a duplicate too; other refusals keep their own reason."""
     meter = nth(sim, 0)
     sim.fail_next("error", code="80002036", endpoint="remainOption")
-    receipt = await client.async_adjust_balance(
-        as_meter(meter), Decimal(5), "ADJ-0", credit=True, serial="ADJ-0", when=datetime.now(TZ)
-    )
-    assert receipt == CommandReceipt(serial="ADJ-0", meter_id=meter.meter_id)
+    with pytest.raises(DuplicateSerialError) as duplicate:
+        await client.async_adjust_balance(
+            as_meter(meter), Decimal(5), "ADJ-0", credit=True, serial="ADJ-0", when=datetime.now(TZ)
+        )
+    assert (duplicate.value.code, duplicate.value.reason) == ("80002036", "duplicate_serial")
     sim.fail_next("error", code="80002030", endpoint="recharge")
     with pytest.raises(CommandError) as err:
         await client.async_recharge(as_meter(meter), Decimal(5), "R-0", serial="R-0", when=datetime.now(TZ))

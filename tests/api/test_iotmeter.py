@@ -31,6 +31,7 @@ from custom_components.meter_cloud.api import (
     CommandKind,
     CommandRef,
     CommandResult,
+    DuplicateSerialError,
     InvalidRequestError,
     IotMeterClient,
     MeterCloudError,
@@ -243,6 +244,13 @@ def rtu_nos(sim: IotMeterSimulator) -> list[str]:
 def open_meter(sim: IotMeterSimulator) -> SimDevice:
     """The first meter whose valve is open."""
     return next(dev for dev in sim.devices.values() if dev.device_type == 1 and dev.flags["valve_open"])
+
+
+def following(dev: SimDevice, amount: Decimal, after: int = 0) -> dict[str, Any]:
+    """The numbers the meter expects on its next remote charge (`after` more queued before it)."""
+    times = int(dev.charges["remote_charge_times"])
+    total = Decimal(str(dev.charges["remote_total_value"]))
+    return {"counter": times + 1 + after, "total": total + amount}
 
 
 def wall(text: str) -> datetime:
@@ -703,65 +711,78 @@ async def test_set_valve(sim: IotMeterSimulator, client: IotMeterClient) -> None
 
 
 async def test_recharge_is_idempotent_by_reference(sim: IotMeterSimulator, client: IotMeterClient) -> None:
-    """remotecharge carries this charge, the new total and the count; the same serial is found, not added again."""
+    """remotecharge carries the charge and the counters it is given; the same reference is found, not added again."""
     dev = open_meter(sim)
     meter = (await client.async_get_meters())[dev.comm_no]
     before, total = dev.remain_money, dev.total_buy_value
     assert meter.total_recharge == q3(total)
     serial = client.recharge_serial("ORDER-1")
     assert serial == "ORDER-1"
-    one = await client.async_recharge(meter, Decimal("50.5"), "ORDER-1", serial=serial, when=NOW)
+    numbers = following(dev, Decimal("50.5"))
+    one = await client.async_recharge(meter, Decimal("50.5"), "ORDER-1", serial=serial, when=NOW, **numbers)
     queued = command(sim, "ORDER-1")
     assert one.vendor_id == str(queued["ctrl_id"])
     assert queued["ctrl_type"] == "iotmeterv1.prepay.remotecharge"
     assert json.loads(queued["ctrl_data"]) == {
         "charge_value": 50.5,
-        "total_value": float(q3(total) + Decimal("50.5")),
-        "charge_times": 1,
+        "total_value": float(numbers["total"]),
+        "charge_times": numbers["counter"],
     }
-    two = await client.async_recharge(meter, Decimal("50.5"), "ORDER-1", serial=serial, when=NOW)
-    assert (two.serial, two.vendor_id, two.accepted_at) == ("ORDER-1", one.vendor_id, None)
+    # The queue already has this reference: the client says so (with the task's id); the ledger decides.
+    with pytest.raises(DuplicateSerialError) as err:
+        await client.async_recharge(meter, Decimal("50.5"), "ORDER-1", serial=serial, when=NOW, **numbers)
+    assert err.value.vendor_id == one.vendor_id
     assert names(sim).count("Add") == 1
     assert sent(sim, "GetList").count({"ctrl_define_no": "ORDER-1", "target_comm_no": dev.comm_no}) == 2
     await sim.settle()
-    assert (dev.remain_money, dev.total_buy_value) == (before + Decimal("50.5"), total + Decimal("50.5"))
-    await client.async_recharge(meter, Decimal("50.5"), "ORDER-1", serial=serial, when=NOW)
+    remote_total = Decimal(str(dev.charges["remote_total_value"]))
+    assert (dev.remain_money, remote_total) == (before + Decimal("50.5"), numbers["total"])
+    assert dev.total_buy_value > total
+    with pytest.raises(DuplicateSerialError):
+        await client.async_recharge(meter, Decimal("50.5"), "ORDER-1", serial=serial, when=NOW, **numbers)
     await sim.settle()
     assert dev.remain_money == before + Decimal("50.5")
-    # A known count goes on by one.
-    await client.async_recharge(replace(meter, recharge_count=4), Decimal(1), "ORDER-2", serial="ORDER-2", when=NOW)
-    assert json.loads(command(sim, "ORDER-2")["ctrl_data"])["charge_times"] == 5
+    # Without the meter's counters nothing is sent.
+    with pytest.raises(InvalidRequestError):
+        await client.async_recharge(meter, Decimal(1), "ORDER-2", serial="ORDER-2", when=NOW)
+    assert names(sim).count("Add") == 1
 
 
 async def test_recharge_after_lost_answer(sim: IotMeterSimulator, client: IotMeterClient) -> None:
-    """Add went through but its answer was lost: the retry finds the command by ctrl_define_no."""
+    """Add went through but its answer was lost: the resend finds the task by ctrl_define_no and adds nothing."""
     dev = open_meter(sim)
     meter = (await client.async_get_meters())[dev.comm_no]
     before = dev.remain_money
+    numbers = following(dev, Decimal(20))
     await client.async_validate()  # the login is not what times out
     client.request_timeout = 1.0
     sim.fail_next("timeout", endpoint="Add")
     with pytest.raises(CloudTimeoutError) as err:
-        await client.async_recharge(meter, Decimal(20), "LOST-1", serial="LOST-1", when=NOW)
+        await client.async_recharge(meter, Decimal(20), "LOST-1", serial="LOST-1", when=NOW, **numbers)
     assert err.value.outcome_unknown is True
     client.request_timeout = 5
-    receipt = await client.async_recharge(meter, Decimal(20), "LOST-1", serial="LOST-1", when=NOW)
-    assert receipt.vendor_id == str(command(sim, "LOST-1")["ctrl_id"])
+    with pytest.raises(DuplicateSerialError) as duplicate:
+        await client.async_recharge(meter, Decimal(20), "LOST-1", serial="LOST-1", when=NOW, **numbers)
+    assert duplicate.value.vendor_id == str(command(sim, "LOST-1")["ctrl_id"])
     assert names(sim).count("Add") == 1
     await sim.settle()
     assert dev.remain_money == before + 20
 
 
 async def test_back_to_back_recharges_keep_the_total(sim: IotMeterSimulator, client: IotMeterClient) -> None:
-    """Two charges queued before the meter answered the first: the cumulative total counts both."""
+    """Two charges queued before the meter answered the first, numbered n+1 and n+2: both arrive."""
     dev = open_meter(sim)
     meter = (await client.async_get_meters())[dev.comm_no]
     total, before = dev.total_buy_value, dev.remain_money
-    await client.async_recharge(meter, Decimal(50), "PAIR-1", serial="PAIR-1", when=NOW)
-    await client.async_recharge(meter, Decimal(30), "PAIR-2", serial="PAIR-2", when=NOW)
+    first = following(dev, Decimal(50))
+    second = {"counter": first["counter"] + 1, "total": first["total"] + 30}
+    await client.async_recharge(meter, Decimal(50), "PAIR-1", serial="PAIR-1", when=NOW, **first)
+    await client.async_recharge(meter, Decimal(30), "PAIR-2", serial="PAIR-2", when=NOW, **second)
     await sim.settle()
     assert dev.remain_money == before + 80
-    assert dev.total_buy_value == total + 80
+    assert Decimal(str(dev.charges["remote_total_value"])) == second["total"]
+    assert dev.total_buy_value > total
+    assert dev.charges["remote_charge_times"] == second["counter"]
 
 
 async def test_set_price_tiered(sim: IotMeterSimulator, client: IotMeterClient) -> None:
@@ -967,7 +988,7 @@ async def test_rtu_takes_no_commands(sim: IotMeterSimulator, client: IotMeterCli
     rtu = (await client.async_get_meters())[rtu_nos(sim)[0]]
     calls: list[Callable[[], Awaitable[Any]]] = [
         lambda: client.async_set_valve(rtu, False, "R-1"),
-        lambda: client.async_recharge(rtu, Decimal(5), "R-2", serial="R-2", when=NOW),
+        lambda: client.async_recharge(rtu, Decimal(5), "R-2", serial="R-2", when=NOW, counter=1, total=Decimal(5)),
         lambda: client.async_command(rtu, CommandKind.READ_PRICE, {}, serial="R-3"),
         lambda: client.async_command(rtu, CommandKind.SET_REMAINING, {"amount": Decimal(1)}, serial="R-4"),
     ]
@@ -1013,8 +1034,17 @@ async def test_recharge_results(sim: IotMeterSimulator, client: IotMeterClient) 
     first, second = (sim.devices[no] for no in meter_nos(sim)[:2])
     sim.refuse_charges = {second.comm_no}
     before = (first.remain_money, second.remain_money)
-    ok = await client.async_recharge(MeterData(meter_id=first.comm_no), Decimal(10), "C-OK", serial="C-OK", when=NOW)
-    no = await client.async_recharge(MeterData(meter_id=second.comm_no), Decimal(10), "C-NO", serial="C-NO", when=NOW)
+    ok = await client.async_recharge(
+        MeterData(meter_id=first.comm_no), Decimal(10), "C-OK", serial="C-OK", when=NOW, **following(first, Decimal(10))
+    )
+    no = await client.async_recharge(
+        MeterData(meter_id=second.comm_no),
+        Decimal(10),
+        "C-NO",
+        serial="C-NO",
+        when=NOW,
+        **following(second, Decimal(10)),
+    )
     await sim.settle()
     done, refused = await client.async_command_states(
         [ref("C-OK", CommandKind.RECHARGE, ok.vendor_id), ref("C-NO", CommandKind.RECHARGE, no.vendor_id)]
@@ -1387,7 +1417,9 @@ async def test_parse_report_push(sim: IotMeterSimulator, client: IotMeterClient)
     one, two = (sim.devices[no] for no in meter_nos(sim)[:2])
     sim.refuse_charges = {two.comm_no}
     valve = await client.async_set_valve(MeterData(meter_id=one.comm_no), False, "REP-1")
-    charge = await client.async_recharge(MeterData(meter_id=two.comm_no), Decimal(5), "REP-2", serial="REP-2", when=NOW)
+    charge = await client.async_recharge(
+        MeterData(meter_id=two.comm_no), Decimal(5), "REP-2", serial="REP-2", when=NOW, **following(two, Decimal(5))
+    )
     await sim.settle()
     ids = [int(valve.vendor_id or 0), int(charge.vendor_id or 0)]
     body = sim.report_body(ids[0]) + sim.report_body(ids[1])
@@ -1629,7 +1661,7 @@ async def test_odd_but_readable_shapes(sim: IotMeterSimulator, client: IotMeterC
     assert (got.reading, got.balance) == (q3(dev.std_sum), q3(dev.remain_money))
 
     receipt = await client.async_recharge(
-        MeterData(meter_id=dev.comm_no), Decimal(5), "ODD-1", serial="ODD-1", when=NOW
+        MeterData(meter_id=dev.comm_no), Decimal(5), "ODD-1", serial="ODD-1", when=NOW, **following(dev, Decimal(5))
     )
     await sim.settle()
     [item] = sim.report_body(int(receipt.vendor_id or 0))

@@ -19,6 +19,7 @@ from .models import (
     Alarm,
     AlarmType,
     Capability,
+    ChargeCounters,
     CommandKind,
     CommandReceipt,
     CommandRef,
@@ -75,6 +76,8 @@ class MeterClient(ABC):
     currency: ClassVar[str] = "CNY"
     # MeterData fields this backend can fill (entities exist only for these); per instance too.
     fields: frozenset[str] = frozenset()
+    # Recharges carry the meter's sequence number (and cumulative total): see async_charge_counters().
+    uses_charge_counters: ClassVar[bool] = False
     # Backends with no "all meters" call follow a list kept in the entry under this key.
     meter_list_key: ClassVar[str | None] = None
 
@@ -137,10 +140,38 @@ class MeterClient(ABC):
         raise UnsupportedError(Capability.VALVE)
 
     async def async_recharge(
-        self, meter: MeterData, amount: Decimal, reference: str, *, serial: str, when: datetime
+        self,
+        meter: MeterData,
+        amount: Decimal,
+        reference: str,
+        *,
+        serial: str,
+        when: datetime,
+        counter: int | None = None,
+        total: Decimal | None = None,
     ) -> CommandReceipt:
-        """Add money to a prepaid meter; `serial` is reused verbatim on any retry."""
+        """Add money to a prepaid meter; serial, time and counters are reused verbatim on any resend.
+
+        Backends that count recharges (`uses_charge_counters`) get the sequence number and cumulative
+        total this recharge must carry (see charges.py); the others get None.
+        """
         raise UnsupportedError(Capability.RECHARGE)
+
+    async def async_charge_counters(self, meter: MeterData) -> ChargeCounters | None:
+        """The meter's recharge counters read now, where one request can (None: they must be queued for)."""
+        return None
+
+    def charge_counters_of(self, result: CommandResult) -> ChargeCounters | None:
+        """The counters a finished charge-state command reported (backends that have one)."""
+        return None
+
+    def supports_for(self, capability: Capability, meter: MeterData) -> bool:
+        """Whether this one device can do `capability` (an account can hold devices that cannot)."""
+        return self.supports(capability)
+
+    def unsupported_reason(self, capability: Capability, meter: MeterData | None) -> str:
+        """Why this account or device cannot do `capability`: a translation key of exceptions."""
+        return "not_supported"
 
     async def async_cancel_command(self, meter: MeterData, command: CommandRef) -> None:
         """Cancel a command that has not reached the meter yet."""

@@ -18,6 +18,7 @@ from .errors import (
     CloudConnectionError,
     CommandError,
     ConfigurationError,
+    DuplicateSerialError,
     InvalidRequestError,
     MeterCloudError,
     PushError,
@@ -136,9 +137,13 @@ ERRORS: dict[str, tuple[type[MeterCloudError], str]] = {
 }
 # A batch fails as a whole when one of its pairs is wrong: these codes make us split it to find which.
 PAIR_CODES = frozenset({"80002011", "80002013", "80002017"})
-# A money command whose trade number the platform already has was accepted before: a safe retry.
-ALREADY_ACCEPTED = frozenset({"80002033", "80002036"})
+# The platform already has this trade or serial number: ours resent (its answer was lost) or another
+# terminal's. Only the command ledger knows which (lifecycle.py).
+DUPLICATE_CODES = frozenset({"80002033", "80002036"})
 
+MONEY_CAPABILITIES = frozenset(
+    {Capability.RECHARGE, Capability.CANCEL_COMMAND, Capability.SET_PRICE, Capability.ADJUST_BALANCE}
+)
 METER_FIELDS = frozenset({"reading", "reading_time", "valve", "temperature", "pressure", "total_gas"})
 MONEY_FIELDS = frozenset({"balance", "price", "total_money", "total_recharge"})
 PAIR = re.compile(r"^\s*([^\s:;,/]+)\s*[:/]\s*([^\s:;,/]+)\s*$")
@@ -211,7 +216,7 @@ class CangnanClient(MeterClient):
             Capability.MODIFY_CUSTOMER,
             Capability.PUSH,
         }
-        money_ops = {Capability.RECHARGE, Capability.CANCEL_COMMAND, Capability.SET_PRICE, Capability.ADJUST_BALANCE}
+        money_ops = MONEY_CAPABILITIES
         # System-side billing: the CIS (us) bills and the platform keeps no money; meter-side: the meter bills.
         if self.billing == BILLING_SYSTEM:
             self.capabilities = frozenset(account)
@@ -232,6 +237,12 @@ class CangnanClient(MeterClient):
             else None
         )
         self.unknown_meters: set[str] = set()
+
+    def unsupported_reason(self, capability: Capability, meter: MeterData | None) -> str:
+        """System-side billing keeps no money on the platform."""
+        if self.billing == BILLING_SYSTEM and capability in MONEY_CAPABILITIES:
+            return "system_billing"
+        return super().unsupported_reason(capability, meter)
 
     @classmethod
     def unique_id(cls, config: Mapping[str, Any]) -> str:
@@ -383,15 +394,23 @@ class CangnanClient(MeterClient):
         try:
             await self._call(path, payload)
         except CommandError as err:
-            if err.code not in ALREADY_ACCEPTED:
-                raise
-            _LOGGER.debug("Trade %s was already accepted; not charged again", serial)
+            if err.code in DUPLICATE_CODES:
+                raise DuplicateSerialError(str(err), code=err.code) from err
+            raise
         return CommandReceipt(serial=serial, meter_id=meter.meter_id)
 
     async def async_recharge(
-        self, meter: MeterData, amount: Decimal, reference: str, *, serial: str, when: datetime
+        self,
+        meter: MeterData,
+        amount: Decimal,
+        reference: str,
+        *,
+        serial: str,
+        when: datetime,
+        counter: int | None = None,
+        total: Decimal | None = None,
     ) -> CommandReceipt:
-        """fee/recharge with TradeNo = the reference."""
+        """fee/recharge with TradeNo = the reference (the platform keeps no recharge counter of ours)."""
         payload = {
             **self._pair(meter),
             "TradeNo": serial,

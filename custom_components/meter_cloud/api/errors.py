@@ -73,6 +73,20 @@ class CommandError(MeterCloudError):
     reason = "command_failed"
 
 
+class DuplicateSerialError(CommandError):
+    """The cloud already has a command with this serial / trade number and did nothing now.
+
+    Whether that means "received before" or "used by another system" only the command ledger knows.
+    `vendor_id` is the cloud's id of the command it has, when it says.
+    """
+
+    reason = "duplicate_serial"
+
+    def __init__(self, message: str = "", *, code: str | None = None, vendor_id: str | None = None) -> None:
+        super().__init__(message, code=code)
+        self.vendor_id = vendor_id
+
+
 class InvalidRequestError(MeterCloudError):
     """The request is wrong before it is sent (a missing or malformed field); nothing went out."""
 

@@ -73,12 +73,18 @@ class CommandKind(StrEnum):
 
 
 class CommandState(StrEnum):
-    """Lifecycle of a remote command."""
+    """Lifecycle of a remote command (the transitions are in lifecycle.py)."""
 
+    # Waiting for something it needs before it can be sent (IoT: the meter's recharge counters).
+    PREPARING = "preparing"
+    # On disk, on its way to the cloud; the cloud's answer has not come yet.
+    SENDING = "sending"
+    # The cloud has it; its result has not come yet.
     PENDING = "pending"
     CONFIRMED = "confirmed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Sent, but the answer was lost or no result came in time: it may or may not have been carried out.
     UNKNOWN = "unknown"
 
 
@@ -228,6 +234,18 @@ class CommandResult:
     message: str | None = None
     data: Mapping[str, Any] | None = None
     cancelled: bool = False
+    # The vendor's code for a failure (an IoT task state, 0xbb).
+    code: str | None = None
+    # The meter refused a recharge's sequence numbers (IoT 0xbb): what we believe of its counters is wrong.
+    counters_refused: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ChargeCounters:
+    """How a prepaid meter counts the recharges it has had: number and cumulative total (all systems')."""
+
+    times: int
+    total: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,8 @@ from ..base import MeterClient
 from ..errors import (
     AuthenticationError,
     CommandError,
+    DuplicateSerialError,
+    InvalidRequestError,
     MeterCloudError,
     PushError,
     ResponseError,
@@ -28,6 +30,7 @@ from ..models import (
     Alarm,
     AlarmType,
     Capability,
+    ChargeCounters,
     CommandKind,
     CommandReceipt,
     CommandRef,
@@ -38,7 +41,7 @@ from ..models import (
     PriceSchedule,
     PushResult,
 )
-from ..parse import as_int, as_str
+from ..parse import as_decimal, as_int, as_str
 from .control import ctrl_record, ladder, open_account_data, parse_expiration, result_of
 from .records import alarm_from_record, history_point, lower_keys, meter_from_record, record_key
 
@@ -125,6 +128,7 @@ class IotMeterClient(MeterClient):
     default_timezone: ClassVar[str] = "Asia/Shanghai"
     manufacturer: ClassVar[str] = "IoT meter platform"
     currency: ClassVar[str] = "CNY"
+    uses_charge_counters: ClassVar[bool] = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Control features only with a control URL, a login name and a password."""
@@ -133,8 +137,6 @@ class IotMeterClient(MeterClient):
         reading = {Capability.PUSH, Capability.HISTORY, Capability.ALARM_HISTORY, Capability.SINGLE_READ}
         self.has_control = all(as_str(self._config.get(key)) for key in (CONF_CONTROL_URL, CONF_LOGIN, CONF_PASSWORD))
         self.capabilities = frozenset(reading | (CONTROL if self.has_control else set()))
-        self._queued_charges: dict[str, dict[str, Decimal]] = {}
-        self._charged_total: dict[str, Decimal] = {}
         self._token: str | None = None
         self._token_expires: datetime | None = None
         self._login_lock = asyncio.Lock()
@@ -152,6 +154,18 @@ class IotMeterClient(MeterClient):
     def fields_for(self, meter: MeterData) -> frozenset[str]:
         """RTUs report doors, mains and fences, not volumes or money."""
         return RTU_FIELDS if meter.kind == "rtu" else METER_FIELDS
+
+    def supports_for(self, capability: Capability, meter: MeterData) -> bool:
+        """An RTU takes no meter commands."""
+        return self.supports(capability) and not (meter.kind == "rtu" and capability in CONTROL)
+
+    def unsupported_reason(self, capability: Capability, meter: MeterData | None) -> str:
+        """Read-only entries (no control login) and RTUs say so."""
+        if capability in CONTROL and not self.has_control:
+            return "read_only_entry"
+        if meter is not None and meter.kind == "rtu" and capability in CONTROL:
+            return "rtu_no_commands"
+        return super().unsupported_reason(capability, meter)
 
     # --- transport ----------------------------------------------------------------------------
 
@@ -305,7 +319,7 @@ class IotMeterClient(MeterClient):
     # --- commands -----------------------------------------------------------------------------
 
     async def _queue(self, meter: MeterData, kind: CommandKind, data: Mapping[str, Any], serial: str) -> CommandReceipt:
-        """Add a command, unless one with this reference is queued already (a retry after a lost answer)."""
+        """Add a command, unless the queue has one with this reference already (ours resent, or another's)."""
         if meter.kind == "rtu":
             raise UnsupportedError("RTUs take no meter commands")
         existing = await self._pages(
@@ -313,8 +327,7 @@ class IotMeterClient(MeterClient):
         )
         if existing:
             ctrl_id = as_str(lower_keys(existing[0]).get("ctrl_id"))
-            _LOGGER.debug("Command %s is queued already as %s; not added again", serial, ctrl_id)
-            return CommandReceipt(serial=serial, meter_id=meter.meter_id, vendor_id=ctrl_id)
+            raise DuplicateSerialError(f"the queue has {serial} already as task {ctrl_id}", vendor_id=ctrl_id)
         now = self._now()
         body = ctrl_record(kind, meter.meter_id, data, reference=serial, now=now, timeout=now + COMMAND_TIMEOUT)
         envelope = await self._control("api/Conf/CtrlData/Add", body)
@@ -333,29 +346,34 @@ class IotMeterClient(MeterClient):
         return await self._queue(meter, kind, {}, serial)
 
     async def async_recharge(
-        self, meter: MeterData, amount: Decimal, reference: str, *, serial: str, when: datetime
+        self,
+        meter: MeterData,
+        amount: Decimal,
+        reference: str,
+        *,
+        serial: str,
+        when: datetime,
+        counter: int | None = None,
+        total: Decimal | None = None,
     ) -> CommandReceipt:
-        """prepay.remotecharge: this charge, the new total and the count, as the meter keeps them."""
-        # The meter's cumulative total must also count charges still in the queue, which the last
-        # reading's total_buy_value does not hold yet.
-        queued = self._queued_charges.setdefault(meter.meter_id, {})
-        reported = meter.total_recharge or Decimal(0)
-        total = max(reported, self._charged_total.get(meter.meter_id, reported)) + amount
-        count = (meter.recharge_count or 0) + 1
-        data = {"charge_value": float(amount), "total_value": float(total), "charge_times": count}
-        receipt = await self._queue(meter, CommandKind.RECHARGE, data, serial)
-        if receipt.vendor_id is not None and receipt.vendor_id not in queued:
-            queued[receipt.vendor_id] = amount
-            self._charged_total[meter.meter_id] = total
-        return receipt
+        """prepay.remotecharge: this charge, and the meter's remote charge count and total after it.
 
-    def _charge_settled(self, result: CommandResult) -> None:
-        """A final remote charge leaves the queue; a failed one no longer counts in the next total."""
-        if result.kind != CommandKind.RECHARGE.value or result.success is None or result.vendor_id is None:
-            return
-        amount = self._queued_charges.get(result.meter_id, {}).pop(result.vendor_id, None)
-        if amount is not None and result.success is False and result.meter_id in self._charged_total:
-            self._charged_total[result.meter_id] -= amount
+        The meter refuses (0xbb) numbers that do not follow on from its own remote_charge_state.
+        """
+        if counter is None or total is None:
+            raise InvalidRequestError(
+                "a remote charge needs the meter's charge count and total", reason="invalid_request"
+            )
+        data = {"charge_value": float(amount), "total_value": float(total), "charge_times": counter}
+        return await self._queue(meter, CommandKind.RECHARGE, data, serial)
+
+    def charge_counters_of(self, result: CommandResult) -> ChargeCounters | None:
+        """remote_charge_state of a finished getchargestate: the meter's remote count and total."""
+        data = result.data or {}
+        times = as_int(data.get("remote_charge_times"))
+        if result.kind != CommandKind.CHARGE_STATE.value or not result.success or times is None:
+            return None
+        return ChargeCounters(times=times, total=as_decimal(data.get("remote_total_value"), 3) or Decimal(0))
 
     async def async_set_price(self, meters: list[MeterData], schedule: PriceSchedule) -> dict[str, Any]:
         """prepay.setprice for each meter, in one AddMulti request."""
@@ -446,8 +464,6 @@ class IotMeterClient(MeterClient):
             data = envelope.get("data")
             if isinstance(data, dict) and (result := result_of(data)) is not None:
                 results.append(result)
-        for result in results:
-            self._charge_settled(result)
         return results
 
     async def async_list_commands(self, meter: MeterData) -> list[dict[str, Any]]:
@@ -516,8 +532,6 @@ class IotMeterClient(MeterClient):
     def _report(self, data: Any) -> PushResult:
         items = data if isinstance(data, list) else [data]
         results = tuple(r for item in items if isinstance(item, dict) and (r := result_of(item)) is not None)
-        for result in results:
-            self._charge_settled(result)
         if not results:
             raise _reject("no ctrl_id/ctrl_state in the report", 400, reason="malformed")
         answer = [

@@ -115,19 +115,20 @@ def result_of(raw: Mapping[str, Any]) -> CommandResult | None:
     note = as_str(row.get("ctrl_feedback_msg")) or as_str(row.get("ctrl_state_msg"))
     message = f"{state} {note}" if note else str(state)
     success: bool | None
+    code: str | None = None
     if state in UNDER_WAY:
         success = None
     elif state == SUCCESS:
         success = True
         # A remote charge the platform delivered can still be refused by the meter (0xbb).
         if kind is CommandKind.RECHARGE and as_int(data.get("success")) == CHARGE_REFUSED:
-            success = False
+            success, code = False, "0xbb"
             message = f"meter refused the charge (0xbb, reason {data.get('reason')})"
         elif kind is CommandKind.OPEN_ACCOUNT and as_int(data.get("success")) == OPEN_REFUSED:
-            success = False
+            success, code = False, "open_refused"
             message = f"meter refused to open the account (reason {data.get('reason')}: {data.get('reason_msg')})"
     else:
-        success = False
+        success, code = False, str(state)
     return CommandResult(
         meter_id=as_str(row.get("meter_comm_no")) or as_str(row.get("target_comm_no")) or "",
         serial=as_str(row.get("ctrl_define_no")) or "",
@@ -137,6 +138,8 @@ def result_of(raw: Mapping[str, Any]) -> CommandResult | None:
         message=message,
         data=data or None,
         cancelled=state == CANCELLED,
+        code=code,
+        counters_refused=code == "0xbb",
     )
 
 

@@ -439,6 +439,14 @@ class KumirClient(MeterClient):
 
     # --- what the values mean -----------------------------------------------------------------
 
+    def unsupported_reason(self, capability: Capability, meter: MeterData | None) -> str:
+        """Heat, electricity and gas-corrector nodes have neither a prepaid balance nor a remote valve."""
+        if capability is Capability.VALVE:
+            return "no_valve"
+        if capability in (Capability.RECHARGE, Capability.ADJUST_BALANCE, Capability.SET_PRICE):
+            return "no_prepaid_balance"
+        return super().unsupported_reason(capability, meter)
+
     def value_info(self, meter: MeterData, key: str) -> ValueInfo:
         """Unit, classes and defaults of one value, from the parameter table and the tariff rules."""
         system, param = split_key(key)
