@@ -12,7 +12,7 @@ import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
-from datetime import datetime, tzinfo
+from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from functools import partial
 from typing import Any
@@ -22,7 +22,20 @@ from aiohttp import web
 from Crypto.Cipher import DES, DES3
 from Crypto.Util.Padding import pad, unpad
 
-from .common import TIME_FORMAT, ZERO, SimulatorBase, dumps, q4, read_body, reply, s4, sign, signature_ok
+from .common import (
+    LOST_ANSWER_MODES,
+    TIME_FORMAT,
+    ZERO,
+    Fault,
+    SimulatorBase,
+    dumps,
+    q4,
+    read_body,
+    reply,
+    s4,
+    sign,
+    signature_ok,
+)
 
 WALL_FORMAT = "%Y-%m-%d %H:%M:%S"
 DEFAULT_TZ = ZoneInfo("Asia/Shanghai")
@@ -98,6 +111,14 @@ QUIRKY_KEYS = {"RemainMoney": "remainMoney", "Price": "price"}
 # Garbage as the spec's own samples are: unquoted keys, a typographic quote.
 MALFORMED = '{ReturnCode:"0",ReturnMessage:"接口功能执行成功"}'
 MALFORMED_READING = '{"ReturnCode":"0","ReturnMessage":"接口功能执行成功",ReadingData:[{"Temperature”:32.2}]}'
+# What a reverse proxy in front of the platform answers when the platform's own answer never reached it.
+PROXY_502 = (
+    "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n"
+    "<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n"
+)
+# Trades other CIS terminals (a counter, an app, a bank) made on the platform, seeded as each meter's history.
+FOREIGN_PREFIX = "T-OTHER-"
+TRADE_KINDS = ("recharge", "credit", "deduct")
 SEED_PRICES: dict[str, dict[str, Any]] = {
     "5020": {"price_mode": "100", "prices": ["2.5000"], "levels": [], "month_count": 0},
     "5021": {"price_mode": "101", "prices": ["1.2000", "1.8000", "3.0000"], "levels": [2000, 5000], "month_count": 12},
@@ -228,7 +249,21 @@ class SimMeter:
 
 
 class CangnanSimulator(SimulatorBase):
-    """An aiohttp app answering like the CNMCSP platform for N meters, billed by the meter or by the CIS."""
+    """An aiohttp app answering like the CNMCSP platform for N meters, billed by the meter or by the CIS.
+
+    `strict=True` turns on everything the document lets a real platform do that a client must survive; each
+    such behaviour is also a public attribute a test may switch off on its own:
+
+    - `foreign_trade_nos`: TradeNo is one namespace shared by fee/recharge, fee/remainOption and the trades of
+      other CIS terminals (each meter's seeded history, `foreign_trade()`, POST /_sim/foreign_trade). A request
+      of ours with a TradeNo any of them used is refused 80002033 交易流水号已存在 and changes nothing, so
+      80002033 does not prove that *our* earlier attempt went through. Off (the default), only our own
+      recharge and remainOption TradeNos are taken: they always share one namespace, strict or not.
+
+    Always on, strict or not: lost answers (fault modes timeout, drop, lost_502, lost_garbled) strike after the
+    work is done; a valve command reads 10 (moving) from acceptance until it runs, then 01/00, or 11 when
+    `fail_valves` is True or holds the meter's MeterID.
+    """
 
     def __init__(
         self,
@@ -243,16 +278,21 @@ class CangnanSimulator(SimulatorBase):
         push_url: str | None = None,
         seed: int = 1,
         envelope: CangnanEnvelope | None = None,
+        strict: bool = False,
     ) -> None:
-        """Build the meters, the prices and the web app."""
+        """Build the meters, the prices and the web app; `strict` as the class describes."""
         if billing_mode not in ("meter", "system"):
             raise ValueError("billing_mode is 'meter' or 'system'")
         super().__init__(endpoints=ENDPOINTS, tz=tz, push_url=push_url, seed=seed)
         self.app_token, self.app_secret, self.data_from = app_token, app_secret, data_from
         self.billing_mode, self.command_delay, self.envelope = billing_mode, command_delay, envelope
-        self.fail_valves = False  # True: valve commands end "11" (abnormal)
+        self.strict = strict
+        self.foreign_trade_nos = strict  # other terminals' TradeNos are taken too (see the class)
+        # True: every valve command ends "11" (abnormal); a set: only those of these MeterIDs.
+        self.fail_valves: bool | set[str] = False
         self.meters: dict[str, SimMeter] = {}
-        self.trades: dict[str, dict[str, Any]] = {}
+        self.trades: dict[str, dict[str, Any]] = {}  # ours: fee/recharge and fee/remainOption, by TradeNo
+        self.foreign_trades: dict[str, dict[str, Any]] = {}  # other terminals', by TradeNo: done, never cancelled
         self.valve_commands: dict[str, dict[str, Any]] = {}  # by UserID: the latest command only
         self.prices: dict[str, dict[str, Any]] = {
             pid: {"price_id": pid, "version": "1", "ini_date": "", **price} for pid, price in SEED_PRICES.items()
@@ -277,6 +317,7 @@ class CangnanSimulator(SimulatorBase):
         for name, path in ENDPOINTS.items():
             app.router.add_post(f"/{API_ROOT}/{path}", partial(self._serve, name))
         self.add_control_routes(app)
+        app.router.add_post("/_sim/foreign_trade", self._sim_foreign_trade)
         return app
 
     def _seed_meter(self) -> None:
@@ -310,6 +351,13 @@ class CangnanSimulator(SimulatorBase):
             meter.total_buy_money = q4(Decimal(int(meter.total_used_money) // 100 * 100 + 100) + spare)
             meter.remain_money = meter.total_buy_money - meter.total_used_money
         self.meters[meter.meter_id] = meter
+        if self.billed_by_meter:
+            # The money was bought at other terminals: an opening purchase long ago and a top-up of 100 lately,
+            # adding up to TotalBuyMoney. (When the CIS bills, the platform holds no money and no trades.)
+            now = self._now()
+            for days, amount in ((90, meter.total_buy_money - 100), (10, Decimal(100))):
+                when = now - timedelta(days=days)
+                self._record_foreign(self._next_foreign_no(), meter, q4(amount), "recharge", when, move=False)
 
     def _apply_price(self, meter: SimMeter, price: Mapping[str, Any]) -> None:
         meter.price_id, meter.price_mode = price["price_id"], price["price_mode"]
@@ -396,11 +444,23 @@ class CangnanSimulator(SimulatorBase):
         self.requests.append((name, payload if isinstance(payload, dict) else {}))
         fault = self.faults.take(name)
         mode = fault.mode if fault else None
+        # http500 and malformed strike before the work: nothing was done.
         if mode == "http500":
             return web.Response(status=500, text="Internal Server Error")
         if mode == "malformed":
             body = MALFORMED_READING if name == "ReadCurrentData" else MALFORMED
             return web.Response(text=body, content_type="application/json")
+        response = self._respond(name, request, plain, payload, fault)
+        if mode in LOST_ANSWER_MODES:
+            # The request got through and was carried out (or refused); only its answer is lost on the way back.
+            return await self._lose(mode, request, response)
+        return response
+
+    def _respond(
+        self, name: str, request: web.Request, plain: bytes | None, payload: Any, fault: Fault | None
+    ) -> web.Response:
+        """Check the headers and the envelope, do the work, answer (sealed when there is an envelope)."""
+        mode = fault.mode if fault else None
         if mode == "auth" or not signature_ok(request.headers, self.app_token, self.app_secret, self._now(), self.tz):
             return self._answer(AUTH_FAILED, status=401)
         if plain is None:
@@ -412,12 +472,21 @@ class CangnanSimulator(SimulatorBase):
             answer = self._handle(name, payload)
         except CangnanError as err:
             answer = err.answer()
-        # Timeout and drop strike after the work is done: the request got through, only the answer is lost.
+        return self._answer(answer)
+
+    async def _lose(self, mode: str, request: web.Request, response: web.Response) -> web.Response:
+        """Lose an answer whose work is done: hang, drop the connection, a proxy's 502, or a body cut short."""
         if mode == "timeout":
             await asyncio.sleep(self.hang_seconds)
-        if mode == "drop" and request.transport is not None:
+        elif mode == "drop" and request.transport is not None:
             request.transport.close()
-        return self._answer(answer)
+        elif mode == "lost_502":
+            return web.Response(status=502, text=PROXY_502, content_type="text/html")
+        elif mode == "lost_garbled":
+            # Cut in half: never JSON, and with an envelope never a sealed answer either.
+            body = response.body if isinstance(response.body, bytes) else b""
+            return web.Response(status=200, body=body[: len(body) // 2], content_type="application/json")
+        return response
 
     def _handle(self, name: str, payload: Any) -> dict[str, Any]:
         if not isinstance(payload, dict):
@@ -670,8 +739,8 @@ class CangnanSimulator(SimulatorBase):
         trade_no = self._str(p, "TradeNo")
         when = self._time(p, time_key)
         amount = self._num(p, amount_key)
-        if trade_no in self.trades:
-            raise CangnanError("80002033")  # and the first one is not applied again
+        if trade_no in self.trades or (self.foreign_trade_nos and trade_no in self.foreign_trades):
+            raise CangnanError("80002033")  # and nothing happens: the trade that has the number is not applied again
         if amount <= 0:
             raise CangnanError("80002003")
         trade: dict[str, Any] = {"trade_no": trade_no, "kind": kind, "user_id": meter.user_id}
@@ -688,13 +757,67 @@ class CangnanSimulator(SimulatorBase):
         if meter is None:
             trade["state"] = "failed"
             return
-        trade["state"], amount = "done", trade["amount"]
-        if trade["kind"] == "recharge":
+        trade["state"] = "done"
+        self._move_money(meter, trade["kind"], trade["amount"])
+
+    @staticmethod
+    def _move_money(meter: SimMeter, kind: str, amount: Decimal) -> None:
+        if kind == "recharge":
             meter.total_buy_money, meter.remain_money = meter.total_buy_money + amount, meter.remain_money + amount
-        elif trade["kind"] == "credit":
+        elif kind == "credit":
             meter.remain_money += amount
         else:
             meter.remain_money -= amount
+
+    def foreign_trade(
+        self,
+        trade_no: str,
+        meter_id: str | None = None,
+        amount: Decimal = Decimal("100.0000"),
+        *,
+        kind: str = "recharge",
+        when: datetime | None = None,
+    ) -> dict[str, Any]:
+        """Record a trade another CIS terminal made on the platform with `trade_no`; return its record.
+
+        With `meter_id` (and the meter billing) the money moves at once, as the other terminal's trade has already
+        reached the meter: a recharge adds to TotalBuyMoney and RemainMoney, a credit ("1000") to RemainMoney, a
+        deduct ("2000") takes from it. Without a meter, or when the CIS bills, only the TradeNo is taken. Whether
+        a later request of ours with this TradeNo is refused 80002033 is `foreign_trade_nos` (strict).
+        Raises ValueError for an empty or already used TradeNo, an unknown kind or an amount that is not a positive
+        4-decimal number, and KeyError for an unknown meter.
+        """
+        number = str(trade_no).strip()
+        if not number:
+            raise ValueError("trade_no is empty")
+        if number in self.trades or number in self.foreign_trades:
+            raise ValueError(f"TradeNo {number!r} already exists")  # the platform would refuse the other terminal
+        if kind not in TRADE_KINDS:
+            raise ValueError(f"kind is one of {TRADE_KINDS}")
+        try:
+            money = Decimal(str(amount).strip())
+        except InvalidOperation:
+            raise ValueError(f"amount {amount!r} is not a number") from None
+        if not money.is_finite() or money <= 0 or money != q4(money) or money >= 10**12:
+            raise ValueError(f"amount {amount!r} is not a positive NUMBER(16,4)")
+        meter = None if meter_id is None else self.meters.get(str(meter_id).strip())
+        if meter_id is not None and meter is None:
+            raise KeyError(meter_id)
+        return self._record_foreign(number, meter, q4(money), kind, when or self._now(), move=True)
+
+    def _next_foreign_no(self) -> str:
+        return f"{FOREIGN_PREFIX}{len(self.foreign_trades) + 1:04d}"
+
+    def _record_foreign(
+        self, trade_no: str, meter: SimMeter | None, amount: Decimal, kind: str, when: datetime, *, move: bool
+    ) -> dict[str, Any]:
+        trade: dict[str, Any] = {"trade_no": trade_no, "kind": kind, "terminal": "other", "amount": amount}
+        trade |= {"user_id": meter.user_id if meter else None, "meter_id": meter.meter_id if meter else None}
+        trade |= {"time": when.astimezone(self.tz).strftime(WALL_FORMAT), "state": "done"}
+        self.foreign_trades[trade_no] = trade
+        if move and meter is not None and self.billed_by_meter:
+            self._move_money(meter, kind, amount)
+        return trade
 
     def _do_recharge(self, p: dict[str, Any]) -> None:
         if not self.billed_by_meter:
@@ -747,7 +870,7 @@ class CangnanSimulator(SimulatorBase):
         code = "" if isinstance(control, bool) else str(control).strip()
         if code not in CONTROLS:
             raise CangnanError("80002003")
-        meter.valve = VALVE_MOVING
+        meter.valve = VALVE_MOVING  # what ReadCurrentData reports until the meter has acted (or failed: "11")
         command: dict[str, Any] = {"user_id": meter.user_id, "meter_id": meter.meter_id, "control": code}
         command |= {"state": "pending", "accepted": self._now(), "finished": None, "task": f"valve:{meter.user_id}"}
         self.valve_commands[meter.user_id] = command
@@ -761,8 +884,9 @@ class CangnanSimulator(SimulatorBase):
         if meter is None:
             command["state"] = "failed"
             return
-        command["state"] = "failed" if self.fail_valves else "done"
-        meter.valve = VALVE_ABNORMAL if self.fail_valves else CONTROLS[command["control"]]
+        failing = self.fail_valves is True or (isinstance(self.fail_valves, set) and meter.meter_id in self.fail_valves)
+        command["state"] = "failed" if failing else "done"
+        meter.valve = VALVE_ABNORMAL if failing else CONTROLS[command["control"]]
 
     # --- pushes (chapter 6) -----------------------------------------------------------------------
 
@@ -834,6 +958,28 @@ class CangnanSimulator(SimulatorBase):
 
     # --- /_sim/ -----------------------------------------------------------------------------------
 
+    async def _sim_foreign_trade(self, request: web.Request) -> web.Response:
+        """{"trade_no", "meter_id"?, "amount"? (default 100), "kind"? (recharge|credit|deduct)}: see foreign_trade."""
+        data = await read_body(request)
+        trade_no, meter_id = data.get("trade_no"), data.get("meter_id")
+        if not isinstance(trade_no, (str, int)) or isinstance(trade_no, bool) or not str(trade_no).strip():
+            return reply({"error": "trade_no is required"}, status=400)
+        number = str(trade_no).strip()
+        if number in self.trades or number in self.foreign_trades:
+            return reply({"error": f"TradeNo {number!r} already exists"}, status=409)
+        try:
+            trade = self.foreign_trade(
+                number,
+                None if meter_id in (None, "") else str(meter_id),
+                data.get("amount", Decimal("100.0000")),
+                kind=str(data.get("kind", "recharge")),
+            )
+        except KeyError:
+            return reply({"error": f"unknown meter {meter_id!r}"}, status=404)
+        except ValueError as err:
+            return reply({"error": str(err)}, status=400)
+        return reply({"ok": True, "trade": trade})
+
     async def _sim_alarm(self, request: web.Request) -> web.Response:
         data = await read_body(request)
         meter_id, kind = str(data.get("meter_id") or data.get("meter_no")), str(data.get("alarm_type", "02"))
@@ -853,7 +999,10 @@ class CangnanSimulator(SimulatorBase):
             "push_url": self.push_url,
             "meters": [asdict(meter) for meter in self.meters.values()],
             "trades": list(self.trades.values()),
+            "foreign_trades": list(self.foreign_trades.values()),
             "valve_commands": list(self.valve_commands.values()),
             "prices": self.prices,
-            "fail_valves": self.fail_valves,
+            "fail_valves": sorted(self.fail_valves) if isinstance(self.fail_valves, set) else self.fail_valves,
+            "strict": self.strict,
+            "foreign_trade_nos": self.foreign_trade_nos,
         }
