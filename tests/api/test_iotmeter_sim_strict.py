@@ -207,9 +207,10 @@ def test_every_meter_starts_with_recharge_history(seed: int) -> None:
         assert dev.remain_money <= dev.total_buy_value
 
 
-def test_strict_is_off_by_default() -> None:
-    """The default stays lenient; strict turns the charge sequence check on, as its own attribute."""
-    assert (make_sim().strict, make_sim().check_charge_sequence) == (False, False)
+def test_strict_switches_the_charge_check() -> None:
+    """strict turns the charge sequence check on, as its own attribute; strict=False leaves it off."""
+    lenient = make_sim(strict=False)
+    assert (lenient.strict, lenient.check_charge_sequence) == (False, False)
     strict = make_sim(strict=True)
     assert (strict.strict, strict.check_charge_sequence) == (True, True)
     assert {"strict": True, "check_charge_sequence": True}.items() <= strict.state()["settings"].items()
@@ -348,9 +349,10 @@ async def test_getchargestate_returns_the_counters(start: Start) -> None:
 
 
 async def test_lenient_takes_any_counters(start: Start) -> None:
-    """strict=False (and strict with the check off): count 0 means the next, any total is taken as sent."""
-    for kwargs in ({}, {"strict": True}):
-        platform = await start(**kwargs)
+    """strict=False (and strict with the check switched off): count 0 is the next, any total is taken as sent."""
+    for strict in (False, True):
+        platform = await start(strict=strict)
+        assert platform.sim.check_charge_sequence is strict
         platform.sim.check_charge_sequence = False
         dev = meters(platform.sim)[0]
         (n, total), (remain, _bought) = counters(dev), money(dev)
