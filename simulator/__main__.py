@@ -21,32 +21,57 @@ from .kumir import KINDS as KUMIR_KINDS
 from .kumir import KumirSimulator
 
 
+def _gas_cloud(
+    vendors: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    about: str,
+    *,
+    port: int,
+    pushes: str,
+    delay: str,
+) -> argparse.ArgumentParser:
+    """A sub-command with what the three gas clouds share: address, meters, pushes, ticking, commands, strictness."""
+    cloud = vendors.add_parser(name, help=about)
+    cloud.add_argument("--host", default="127.0.0.1")
+    cloud.add_argument("--port", type=int, default=port)
+    cloud.add_argument("--meters", type=int, default=10)
+    cloud.add_argument("--push-url", help=pushes)
+    cloud.add_argument("--tick-seconds", type=float, default=60.0, help="tick every N seconds; 0 turns it off")
+    cloud.add_argument("--tick-minutes", type=float, default=15.0, help="simulated minutes of use per tick")
+    cloud.add_argument("--command-delay", type=float, default=5.0, help=delay)
+    cloud.add_argument("--seed", type=int, default=1)
+    cloud.add_argument(
+        "--lenient",
+        action="store_true",
+        help="forgive what a strict server refuses (repeated serials, recharge numbers that do not follow on)",
+    )
+    return cloud
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m simulator", description=__doc__)
     vendors = parser.add_subparsers(dest="vendor", required=True)
-    goldcard = vendors.add_parser("goldcard", help="Goldcard (金卡) DAS, endpoints 1001-1015, pushes 2001-2003")
-    goldcard.add_argument("--host", default="127.0.0.1")
-    goldcard.add_argument("--port", type=int, default=8901)
-    goldcard.add_argument("--meters", type=int, default=10)
-    goldcard.add_argument("--push-url", help="where to send 2001/2002/2003 (our webhook base URL)")
-    goldcard.add_argument("--tick-seconds", type=float, default=60.0, help="tick every N seconds; 0 turns it off")
-    goldcard.add_argument("--tick-minutes", type=float, default=15.0, help="simulated minutes of use per tick")
-    goldcard.add_argument("--command-delay", type=float, default=5.0, help="seconds before a 1004 command acts")
-    goldcard.add_argument("--seed", type=int, default=1)
+    goldcard = _gas_cloud(
+        vendors,
+        "goldcard",
+        "Goldcard (金卡) DAS, endpoints 1001-1015, pushes 2001-2003",
+        port=8901,
+        pushes="where to send 2001/2002/2003 (our webhook base URL)",
+        delay="seconds before a 1004 command acts",
+    )
     goldcard.add_argument("--app-code", default="SIMAPP01")
     goldcard.add_argument("--app-secret", default="sim-secret")
     goldcard.add_argument("--company-code", default="10001058")
     goldcard.add_argument("--factor-no", default="0011")
-    cangnan = vendors.add_parser("cangnan", help="Cangnan (苍南) CNMCSP, /rest/Standard/..., pushes of chapter 6")
-    cangnan.add_argument("--host", default="127.0.0.1")
-    cangnan.add_argument("--port", type=int, default=8902)
-    cangnan.add_argument("--meters", type=int, default=10)
+    cangnan = _gas_cloud(
+        vendors,
+        "cangnan",
+        "Cangnan (苍南) CNMCSP, /rest/Standard/..., pushes of chapter 6",
+        port=8902,
+        pushes="our webhook base URL: readings go to <url>/reading, alarms to <url>/alarm",
+        delay="seconds before a recharge or valve acts",
+    )
     cangnan.add_argument("--billing-mode", choices=("meter", "system"), default="meter")
-    cangnan.add_argument("--push-url", help="our webhook base URL: readings go to <url>/reading, alarms to <url>/alarm")
-    cangnan.add_argument("--tick-seconds", type=float, default=60.0, help="tick every N seconds; 0 turns it off")
-    cangnan.add_argument("--tick-minutes", type=float, default=15.0, help="simulated minutes of use per tick")
-    cangnan.add_argument("--command-delay", type=float, default=5.0, help="seconds before a recharge or valve acts")
-    cangnan.add_argument("--seed", type=int, default=1)
     cangnan.add_argument("--app-token", default="SIMTOKEN01")
     cangnan.add_argument("--app-secret", default="sim-secret")
     cangnan.add_argument("--data-from", default="苍南仪表集团")
@@ -55,17 +80,16 @@ def _parser() -> argparse.ArgumentParser:
     cangnan.add_argument("--encryption-padding", choices=("pkcs7", "zero"), default="pkcs7")
     cangnan.add_argument("--encryption-mac", choices=("x919", "hmac_sha256"), default="x919")
     cangnan.add_argument("--encryption-encoding", choices=("base64", "hex"), default="base64")
-    iot = vendors.add_parser("iotmeter", help="IoT meter data platform: data API, iotmeterv1 control API, pushes")
-    iot.add_argument("--host", default="127.0.0.1")
-    iot.add_argument("--port", type=int, default=8903)
-    iot.add_argument("--meters", type=int, default=10)
+    iot = _gas_cloud(
+        vendors,
+        "iotmeter",
+        "IoT meter data platform: data API, iotmeterv1 control API, pushes",
+        port=8903,
+        pushes="our base URL: readings, alarms, events and command reports go under it",
+        delay="seconds between a command's states",
+    )
     iot.add_argument("--rtus", type=int, default=2)
-    iot.add_argument("--push-url", help="our base URL: readings, alarms, events and command reports go under it")
-    iot.add_argument("--tick-seconds", type=float, default=60.0, help="tick every N seconds; 0 turns it off")
-    iot.add_argument("--tick-minutes", type=float, default=15.0, help="simulated minutes of use per tick")
-    iot.add_argument("--command-delay", type=float, default=5.0, help="seconds between a command's states")
     iot.add_argument("--token-ttl", type=float, default=3600.0, help="seconds a login token lives")
-    iot.add_argument("--seed", type=int, default=1)
     iot.add_argument("--company-no", default="1001")
     iot.add_argument("--data-api-key", default="496d1bac094f11e79d9c0a0027000010")
     iot.add_argument("--login-name", default="admin")
@@ -112,6 +136,7 @@ async def _serve(sim: SimulatorBase, app: web.Application, args: argparse.Namesp
 
 async def _run_goldcard(args: argparse.Namespace) -> None:
     sim = GoldcardSimulator(
+        strict=not args.lenient,
         app_code=args.app_code,
         app_secret=args.app_secret,
         company_code=args.company_code,
@@ -147,6 +172,7 @@ async def _run_cangnan(args: argparse.Namespace) -> None:
         except ValueError as err:
             raise SystemExit(f"--encryption-key: {err}") from None
     sim = CangnanSimulator(
+        strict=not args.lenient,
         app_token=args.app_token,
         app_secret=args.app_secret,
         data_from=args.data_from,
@@ -183,6 +209,7 @@ async def _run_cangnan(args: argparse.Namespace) -> None:
 
 async def _run_iotmeter(args: argparse.Namespace) -> None:
     sim = IotMeterSimulator(
+        strict=not args.lenient,
         company_no=args.company_no,
         data_api_key=args.data_api_key,
         login_name=args.login_name,

@@ -278,7 +278,7 @@ class CangnanSimulator(SimulatorBase):
         push_url: str | None = None,
         seed: int = 1,
         envelope: CangnanEnvelope | None = None,
-        strict: bool = False,
+        strict: bool = True,
     ) -> None:
         """Build the meters, the prices and the web app; `strict` as the class describes."""
         if billing_mode not in ("meter", "system"):

@@ -140,7 +140,7 @@ class GoldcardSimulator(SimulatorBase):
         command_delay: float = 1.0,
         push_url: str | None = None,
         seed: int = 1,
-        strict: bool = False,
+        strict: bool = True,
     ) -> None:
         """Build the meters, the prices and the web app.
 

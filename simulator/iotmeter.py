@@ -209,7 +209,7 @@ class IotMeterSimulator(SimulatorBase):
         command_delay: float = 1.0,
         push_url: str | None = None,
         seed: int = 1,
-        strict: bool = False,
+        strict: bool = True,
     ) -> None:
         """Build the devices, their 60 days of frozen history and the web app.
 
@@ -1071,10 +1071,9 @@ class IotMeterSimulator(SimulatorBase):
             result |= {"success": CHARGE_REFUSED, "reason": reason}
         elif self.check_charge_sequence:  # the next in the sequence, checked: its count and total are right
             self._charge(dev, value, int(data["charge_times"]), total)
-        else:  # lenient: any count (0 means the next) and any total are taken as sent
+        else:  # lenient: any count (0 means the next) and any total are taken
             times = int(data["charge_times"]) or dev.charges["remote_charge_times"] + 1
             self._charge(dev, value, times, Decimal(str(dev.charges["remote_total_value"])) + value)
-            dev.total_buy_value = total
         if result["success"] == CHARGE_OK:
             self.add_event(dev.comm_no, 103, data={"ctrl_id": ctrl_id, "charge_value": n3(value)})
         return result | {"remain": n3(dev.remain_money)}

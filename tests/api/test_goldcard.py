@@ -23,6 +23,7 @@ from custom_components.meter_cloud.api import (
     CommandRef,
     ConfigurationError,
     CustomerInfo,
+    DuplicateSerialError,
     GoldcardClient,
     MeterData,
     MeterRegistration,
@@ -182,26 +183,31 @@ async def test_set_valve_acts_after_the_delay(sim: GoldcardSimulator, client: Go
 
 
 async def test_recharge_same_serial_applies_once(sim: GoldcardSimulator, client: GoldcardClient) -> None:
-    """A retried recharge reuses its serial; the second answer is the first one and money arrives once."""
+    """A resent recharge reuses its serial; the DAS refuses the repeat (2.2), which the client reports as such."""
     meter = first(sim)
     before, count = meter.balance, meter.recharge_count
+    assert count >= 1  # recharged before, by the gas company's own system
     serial = client.recharge_serial("ORDER-1")
     assert serial == client.recharge_serial("ORDER-1") != client.recharge_serial("ORDER-2")
     when = datetime(2026, 3, 1, 9, 15, 30, tzinfo=TZ)
-    one = await client.async_recharge(as_meter(meter), Decimal("50"), "ORDER-1", serial=serial, when=when)
-    await asyncio.sleep(1.1)  # rdateTime has one-second resolution: a fresh answer would differ
-    two = await client.async_recharge(as_meter(meter), Decimal("50"), "ORDER-1", serial=serial, when=when)
-    assert one == two
-    await sim.settle()
-    await client.async_recharge(as_meter(meter), Decimal("50"), "ORDER-1", serial=serial, when=when)
+    counters = await client.async_charge_counters(as_meter(meter))
+    assert (counters.times, counters.total) == (count, meter.sum_recharge)
+    await client.async_recharge(
+        as_meter(meter), Decimal("50"), "ORDER-1", serial=serial, when=when, counter=counters.times + 1
+    )
+    with pytest.raises(DuplicateSerialError) as err:
+        await client.async_recharge(
+            as_meter(meter), Decimal("50"), "ORDER-1", serial=serial, when=when, counter=counters.times + 1
+        )
+    assert (err.value.code, err.value.reason) == ("9999", "duplicate_serial")
     await sim.settle()
     assert meter.balance == before + 50
     assert meter.recharge_count == count + 1
-    assert len(calls(sim, "1004")) == 3
+    assert len(calls(sim, "1004")) == 2
     data = calls(sim, "1004")[0]["paramContext"]["data"]
     assert data == {
         "rechargeAmount": "50.00",
-        "rechargeCount": "1",
+        "rechargeCount": str(count + 1),
         "rechargeDate": "2026-03-01 09:15:30",
         "rechargeStream": "ORDER-1",
     }
@@ -209,20 +215,46 @@ async def test_recharge_same_serial_applies_once(sim: GoldcardSimulator, client:
     assert details.balance == before + 50
     assert details.last_recharge_amount == 50
     assert details.last_recharge_time == when
+    assert details.recharge_count == count + 1
+
+
+async def test_lenient_das_answers_a_repeat_as_before(sim: GoldcardSimulator, client: GoldcardClient) -> None:
+    """A DAS that answers a repeated serial with its first answer: a receipt again, and still one charge."""
+    sim.unique_serials = False
+    meter = first(sim)
+    before, count = meter.balance, meter.recharge_count
+    serial = client.recharge_serial("ORDER-L")
+    when = datetime(2026, 3, 1, 9, 15, 30, tzinfo=TZ)
+    one = await client.async_recharge(
+        as_meter(meter), Decimal(5), "ORDER-L", serial=serial, when=when, counter=count + 1
+    )
+    await asyncio.sleep(1.1)  # rdateTime has one-second resolution: a fresh answer would differ
+    two = await client.async_recharge(
+        as_meter(meter), Decimal(5), "ORDER-L", serial=serial, when=when, counter=count + 1
+    )
+    assert one == two
+    await sim.settle()
+    assert (meter.balance, meter.recharge_count) == (before + 5, count + 1)
 
 
 async def test_recharge_retry_after_lost_answer(sim: GoldcardSimulator, client: GoldcardClient) -> None:
-    """The first attempt is processed but its answer never comes; the retry does not pay twice."""
+    """The first attempt is processed but its answer never comes; the resend is refused as a repeat: paid once."""
     meter = first(sim)
     before = meter.balance
     serial = client.recharge_serial("ORDER-9")
     now = datetime.now(TZ)
     sim.fail_next("timeout", endpoint="1004")
     client.request_timeout = 1.0
+    counter = meter.recharge_count + 1
     with pytest.raises(CloudTimeoutError):
-        await client.async_recharge(as_meter(meter), Decimal("20.5"), "ORDER-9", serial=serial, when=now)
+        await client.async_recharge(
+            as_meter(meter), Decimal("20.5"), "ORDER-9", serial=serial, when=now, counter=counter
+        )
     client.request_timeout = 5
-    await client.async_recharge(as_meter(meter), Decimal("20.5"), "ORDER-9", serial=serial, when=now)
+    with pytest.raises(DuplicateSerialError):
+        await client.async_recharge(
+            as_meter(meter), Decimal("20.5"), "ORDER-9", serial=serial, when=now, counter=counter
+        )
     await sim.settle()
     assert meter.balance == before + Decimal("20.5")
 
@@ -717,7 +749,8 @@ async def test_simulator_checks_requests(sim: GoldcardSimulator, sim_server: Tes
         for headers, payload in (
             ({}, body),
             (sign(sim.app_code, sim.app_secret, stale), body),
-            (sign(sim.app_code, sim.app_secret, fresh), body),  # companyCode missing
+            # companyCode missing (its serial is spent all the same: the DAS checked it)
+            (sign(sim.app_code, sim.app_secret, fresh), body | {"serialNo": "4" * 32}),
             (sign(sim.app_code, sim.app_secret, fresh), body | {"companyCode": sim.company_code}),
             (sign(sim.app_code, sim.app_secret, fresh), body | {"companyCode": sim.company_code}),  # same serial
         ):

@@ -126,8 +126,8 @@ REFUSED = {"echoCode": "9999", "echoMsg": DUPLICATE_SERIAL}
 
 
 async def test_strict_switch_and_attributes(socket_enabled: None) -> None:
-    """strict=True turns every check on; each is its own attribute; the default stays lenient."""
-    lenient, strict = GoldcardSimulator(meters=1), GoldcardSimulator(meters=1, strict=True)
+    """strict (the default) turns every check on; each is its own attribute; strict=False is lenient."""
+    lenient, strict = GoldcardSimulator(meters=1, strict=False), GoldcardSimulator(meters=1)
     assert (lenient.strict, lenient.unique_serials, lenient.check_recharge_count) == (False, False, False)
     assert (strict.strict, strict.unique_serials, strict.check_recharge_count) == (True, True, True)
     assert strict.state()["strict"] == {"unique_serials": True, "check_recharge_count": True}
