@@ -373,3 +373,21 @@ async def test_service_descriptions_load(hass: HomeAssistant, setup_entry: MockC
     for name, description in descriptions.items():
         assert description["fields"], name
     assert "price_1" in descriptions["set_price"]["fields"]
+
+
+async def test_money_actions_offer_only_prepaid_devices(hass: HomeAssistant, setup_entry: MockConfigEntry) -> None:
+    """The device pickers of money and prepaid actions ask for a device with a prepaid balance, as HA's selector
+    validates them; the other device actions still take any meter."""
+    from homeassistant.helpers import selector
+    from homeassistant.helpers.service import async_get_all_descriptions
+
+    descriptions = (await async_get_all_descriptions(hass))[DOMAIN]
+    prepaid = ("recharge", "adjust_balance", "set_price", "read_price", "get_charge_state")
+    prepaid += ("set_remaining_balance", "open_account")
+    for name in prepaid:
+        # As this Home Assistant validates (and normalises) the selector.
+        validated = selector.selector(descriptions[name]["fields"]["device_id"]["selector"]).config
+        assert validated["entity"] == [{"integration": DOMAIN, "domain": ["sensor"], "device_class": ["monetary"]}], (
+            name
+        )
+    assert "entity" not in descriptions["cancel_command"]["fields"]["device_id"]["selector"]["device"]
