@@ -193,3 +193,24 @@ async def test_a_re_sent_report_changes_nothing(
     await hass.async_block_till_done()
     assert (status, answer["State"]) == (200, "success")
     assert outcomes(events, serial) == ["confirmed"]
+
+
+async def test_counters_that_cannot_be_read_fail_the_parked_recharge(
+    hass: HomeAssistant, iot_push: TestClient, iot_entry: MockConfigEntry, iot_sim: IotMeterSimulator
+) -> None:
+    """The charge-state read fails (task state 4): the recharge waiting for it fails, nothing was sent for it."""
+    dev = first_meter(iot_sim)
+    before = dev.remain_money
+    iot_sim.fail_commands = {dev.comm_no}
+    events = async_capture_events(hass, EVENT_COMMAND_RESULT)
+    target = device(hass, iot_entry, BACKEND, dev.comm_no)
+    assert (await act(hass, "recharge", {"device_id": target, "amount": 9, "reference": "IOT-BLIND"}))[
+        "state"
+    ] == "preparing"
+    await settle(hass, iot_sim)
+    command = iot_entry.runtime_data.commands.get("IOT-BLIND")
+    assert command.state.value == "failed"
+    assert "counters could not be read" in command.message
+    assert outcomes(events, "IOT-BLIND") == ["failed"]
+    assert charges(iot_sim, dev.comm_no) == []
+    assert dev.remain_money == before

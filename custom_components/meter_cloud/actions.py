@@ -291,7 +291,7 @@ class MeterActions:
                 command = self.tracker.get(serial)
                 if command is not None and command.state is CommandState.UNKNOWN:
                     continue
-                self._release_prepared(meter.meter_id, serial, None, str(err))
+                self._release_prepared(meter.meter_id, serial, failure=str(err))
             return
         _LOGGER.warning("Reading the recharge counters of %s: no answer; its recharges wait", meter.meter_id)
 
@@ -299,9 +299,12 @@ class MeterActions:
         counters = self._client.charge_counters_of(result) if command.state is CommandState.CONFIRMED else None
         if counters is not None and meter is not None:
             self.counters.learn(meter, counters)
-        self._release_prepared(command.meter_id, command.serial, counters, command.message)
+            self._release_prepared(command.meter_id, command.serial)
+        else:
+            self._release_prepared(command.meter_id, command.serial, failure=command.message or command.state)
 
-    def _release_prepared(self, meter_id: str, serial: str, counters: Any, message: str | None) -> None:
+    def _release_prepared(self, meter_id: str, serial: str, *, failure: str | None = None) -> None:
+        """Send the recharges parked behind charge-state read `serial`, or fail them (nothing of theirs was sent)."""
         waiting = [
             c
             for c in self.tracker.of_meter(meter_id, (CommandKind.RECHARGE,), frozenset({CommandState.PREPARING}))
@@ -309,10 +312,10 @@ class MeterActions:
         ]
         if not waiting:
             return
-        if counters is None:
+        if failure is not None:
             for command in waiting:
                 self.tracker.apply(
-                    command.serial, Event.REFUSED, f"the meter's recharge counters could not be read: {message}"
+                    command.serial, Event.REFUSED, f"the meter's recharge counters could not be read: {failure}"
                 )
             self._coordinator.async_update_meter(meter_id)
             return
