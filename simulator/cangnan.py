@@ -290,6 +290,8 @@ class CangnanSimulator(SimulatorBase):
         self.foreign_trade_nos = strict  # other terminals' TradeNos are taken too (see the class)
         # True: every valve command ends "11" (abnormal); a set: only those of these MeterIDs.
         self.fail_valves: bool | set[str] = False
+        # MeterID → for how many more polls its pair is refused 80002013 (refuse_pair()).
+        self.refused_pairs: dict[str, int] = {}
         self.meters: dict[str, SimMeter] = {}
         self.trades: dict[str, dict[str, Any]] = {}  # ours: fee/recharge and fee/remainOption, by TradeNo
         self.foreign_trades: dict[str, dict[str, Any]] = {}  # other terminals', by TradeNo: done, never cancelled
@@ -318,6 +320,7 @@ class CangnanSimulator(SimulatorBase):
             app.router.add_post(f"/{API_ROOT}/{path}", partial(self._serve, name))
         self.add_control_routes(app)
         app.router.add_post("/_sim/foreign_trade", self._sim_foreign_trade)
+        app.router.add_post("/_sim/refuse_pair", self._sim_refuse_pair)
         return app
 
     def _seed_meter(self) -> None:
@@ -612,6 +615,14 @@ class CangnanSimulator(SimulatorBase):
         if name == "ReadCurrentData" and len(pairs) > MAX_METERS:
             raise CangnanError("80002003")
         meters = [self._meter(pair) for pair in pairs]
+        if name == "ReadCurrentData":
+            for meter in meters:
+                if self.refused_pairs.get(meter.meter_id, 0) > 0:
+                    # As if the platform did not know the pair for a while (a migration, a glitch). A poll
+                    # isolates a refused pair by splitting its batch; its one-pair request ends one poll.
+                    if len(meters) == 1:
+                        self.refused_pairs[meter.meter_id] -= 1
+                    raise CangnanError("80002013")
         return [self._usable(meter, name) for meter in meters]
 
     def _by_user(self, user_id: str) -> SimMeter | None:
@@ -768,6 +779,15 @@ class CangnanSimulator(SimulatorBase):
             meter.remain_money += amount
         else:
             meter.remain_money -= amount
+
+    def refuse_pair(self, meter_id: str, polls: int = 1) -> None:
+        """Refuse this meter's pair with 80002013, though it exists, for the next `polls` polls.
+
+        Every ReadCurrentData naming it is refused; a poll ends with the one-pair request that isolates it.
+        """
+        if meter_id not in self.meters:
+            raise KeyError(meter_id)
+        self.refused_pairs[meter_id] = polls
 
     def foreign_trade(
         self,
@@ -979,6 +999,17 @@ class CangnanSimulator(SimulatorBase):
         except ValueError as err:
             return reply({"error": str(err)}, status=400)
         return reply({"ok": True, "trade": trade})
+
+    async def _sim_refuse_pair(self, request: web.Request) -> web.Response:
+        """{"meter_id", "polls"? (default 1)}: see refuse_pair."""
+        data = await read_body(request)
+        try:
+            self.refuse_pair(str(data.get("meter_id")), int(data.get("polls", 1)))
+        except KeyError:
+            return reply({"error": f"unknown meter {data.get('meter_id')!r}"}, status=404)
+        except (TypeError, ValueError) as err:
+            return reply({"error": str(err)}, status=400)
+        return reply({"ok": True, "refused_pairs": self.refused_pairs})
 
     async def _sim_alarm(self, request: web.Request) -> web.Response:
         data = await read_body(request)

@@ -91,18 +91,34 @@ async def test_scheduled_poll(hass: HomeAssistant, setup_entry: MockConfigEntry,
 async def test_vanished_meter_removed(
     hass: HomeAssistant, setup_entry: MockConfigEntry, sim: GoldcardSimulator, hass_ws_client: Any
 ) -> None:
-    """A meter the cloud stops listing loses its device; a listed one cannot be removed by hand."""
+    """A meter absent from one poll is unavailable but keeps its device (and the user's name for it); absent
+    from three polls in a row, the device goes; a listed one cannot be removed by hand."""
     assert await async_setup_component(hass, "config", {})
     gone, kept = list(sim.meters)[:2]
     kept_device = device_by_identifier(hass, (DOMAIN, f"goldcard_{kept}"), setup_entry.entry_id)
-    del sim.meters[gone]
+    gone_device = device_by_identifier(hass, (DOMAIN, f"goldcard_{gone}"), setup_entry.entry_id)
+    registry = dr.async_get(hass)
+    registry.async_update_device(gone_device.id, name_by_user="Kitchen")
+    away = sim.meters.pop(gone)
+    for _ in range(2):  # one bad poll, then another: still the user's device
+        await setup_entry.runtime_data.async_refresh()
+        await hass.async_block_till_done()
+        assert hass.states.get(entity_id(hass, gone, "reading")).state == "unavailable"
+        assert registry.async_get(gone_device.id).name_by_user == "Kitchen"
+    sim.meters[gone] = away  # back after two polls: nothing lost
     await setup_entry.runtime_data.async_refresh()
     await hass.async_block_till_done()
+    assert hass.states.get(entity_id(hass, gone, "reading")).state != "unavailable"
+    del sim.meters[gone]
+    for _ in range(3):
+        await setup_entry.runtime_data.async_refresh()
+        await hass.async_block_till_done()
     assert device_by_identifier(hass, (DOMAIN, f"goldcard_{gone}"), setup_entry.entry_id) is None
     listed = dict(sim.meters)
-    sim.meters.clear()  # a glitch: the cloud lists nothing at all
-    await setup_entry.runtime_data.async_refresh()
-    await hass.async_block_till_done()
+    sim.meters.clear()  # a glitch: the cloud lists nothing at all, however often
+    for _ in range(4):
+        await setup_entry.runtime_data.async_refresh()
+        await hass.async_block_till_done()
     assert device_by_identifier(hass, (DOMAIN, f"goldcard_{kept}"), setup_entry.entry_id) is not None
     sim.meters.update(listed)
     await setup_entry.runtime_data.async_refresh()
@@ -143,19 +159,3 @@ async def test_command_expiry(
     await setup_entry.runtime_data.async_refresh()
     await hass.async_block_till_done()
     assert hass.states.get(eid).state == "open"
-
-
-async def test_repair_issue_without_external_url(
-    hass: HomeAssistant, setup_entry: MockConfigEntry, sim: GoldcardSimulator
-) -> None:
-    """No external URL: a repair issue carries the push URL; setting one and reloading clears it."""
-    from homeassistant.helpers import issue_registry as ir
-
-    issue_id = f"no_external_url_{setup_entry.entry_id}"
-    issue = ir.async_get(hass).async_get_issue(DOMAIN, issue_id)
-    assert issue is not None
-    assert "/api/meter_cloud/push/" in issue.translation_placeholders["push_url"]
-    await hass.config.async_update(external_url="https://example.duckdns.org")
-    assert await hass.config_entries.async_reload(setup_entry.entry_id)
-    await hass.async_block_till_done()
-    assert ir.async_get(hass).async_get_issue(DOMAIN, issue_id) is None

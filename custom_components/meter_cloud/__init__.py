@@ -13,7 +13,7 @@ from .api import ConfigurationError
 from .compat import reload_on_options
 from .const import DOMAIN
 from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator, async_build_client
-from .push import MeterCloudPushView, async_check_push_reachable
+from .push import MeterCloudPushView
 from .services import async_setup_services
 from .statistics import async_setup_history
 
@@ -41,7 +41,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: MeterCloudConfigEntry) -
     entry.runtime_data = coordinator
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     async_setup_history(hass, coordinator)
-    async_check_push_reachable(hass, entry)
+    coordinator.health.async_start()
     reload_on_options(entry)
     return True
 

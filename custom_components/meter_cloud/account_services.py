@@ -115,6 +115,7 @@ async def _deregister_meter(call: ServiceCall) -> ServiceResponse:
     result = await run(
         coordinator, coordinator.client.async_deregister_meter(meter, reading, call.data.get("reason", ""))
     )
+    coordinator.presence.forget(meter_id)  # closed through Home Assistant: no need to wait for the evidence
     await _account_changed(coordinator)
     return result
 
@@ -137,6 +138,7 @@ async def _replace_meter(call: ServiceCall) -> ServiceResponse:
         transfer_amount=call.data.get("transfer_amount"),
     )
     result = await run(coordinator, coordinator.client.async_replace_meter(meter, replacement))
+    coordinator.presence.forget(meter_id)
     await _account_changed(coordinator)
     return result
 

@@ -47,7 +47,7 @@ from .const import (
     MIN_SCAN_INTERVAL,
 )
 from .coordinator import MeterCloudConfigEntry, async_build_client
-from .push import push_url
+from .health import push_url
 
 _LOGGER = logging.getLogger(__name__)
 

@@ -14,7 +14,6 @@ from typing import Any
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryError, HomeAssistantError
-from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
@@ -36,7 +35,7 @@ from .api import (
     PushResult,
 )
 from .commands import Change, CommandTracker
-from .compat import detach_device, device_by_identifier
+from .compat import device_by_identifier
 from .const import (
     CONF_BACKEND,
     CONF_DETAILS_INTERVAL,
@@ -50,10 +49,14 @@ from .const import (
     PUSH_SERIAL_MEMORY,
 )
 from .errors import to_ha_error
+from .health import PushHealth
+from .presence import Presence
 
 _LOGGER = logging.getLogger(__name__)
 # Alarm catch-up re-reads a little before where it stopped: records can arrive late; keys de-duplicate.
 ALARM_OVERLAP = timedelta(minutes=10)
+# Alarms kept per meter whose device does not exist yet.
+ORPHAN_ALARMS_KEPT = 20
 # Commands whose failure is worth a warning in the log (a valve that did not move, money that did not arrive).
 WATCHED_KINDS = frozenset(
     {
@@ -116,6 +119,11 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         self.commands = CommandTracker(hass, entry.entry_id)
         self.commands.listener = self._announce
         self.actions = MeterActions(self, self.commands)
+        self.presence = Presence(self)
+        self.health = PushHealth(self)
+        # Alarms of meters whose device does not exist yet, handed to the meter's event entity when it appears.
+        self._orphan_alarms: dict[str, list[Alarm]] = {}
+        self._discovery_requested = 0.0
         self._details: dict[str, MeterData] = {}
         self._details_due: dict[str, float] = {}
         self._details_every = 60 * entry.options.get(CONF_DETAILS_INTERVAL, DEFAULT_DETAILS_INTERVAL)
@@ -153,7 +161,10 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         for meter in data.values():
             self.actions.settle_from(meter)
         self.commands.expire(dt_util.utcnow())
-        self._remove_vanished(data)
+        self.presence.after_poll(data)
+        for meter_id in set(self._orphan_alarms) - set(data):
+            _LOGGER.debug("Alarms for meter %s dropped: the account does not list it", meter_id)
+            del self._orphan_alarms[meter_id]
         return data
 
     async def _catch_up(self) -> None:
@@ -227,20 +238,6 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
     def refresh_details_soon(self, meter_id: str) -> None:
         """Make the next poll fetch this meter's details (after a recharge, say)."""
         self._details_due.pop(meter_id, None)
-
-    @callback
-    def _remove_vanished(self, data: dict[str, MeterData]) -> None:
-        """Detach devices of meters the cloud no longer lists."""
-        if not data:
-            # An account never loses every meter at once: an empty list is a cloud glitch, and
-            # removing devices would throw away the user's entity settings.
-            return
-        registry = dr.async_get(self.hass)
-        known = {self.device_key(meter_id) for meter_id in data}
-        for device in dr.async_entries_for_config_entry(registry, self.config_entry.entry_id):
-            ids = {ident for domain, ident in device.identifiers if domain == DOMAIN}
-            if ids and not ids & known:
-                detach_device(self.hass, device, self.config_entry.entry_id)
 
     def meter(self, meter_id: str) -> MeterData:
         """A known meter or a translated error."""
@@ -323,8 +320,13 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
     def _apply_reading(self, reading: MeterData) -> None:
         current = (self.data or {}).get(reading.meter_id)
         if current is None:
-            _LOGGER.debug("Reading pushed for unknown meter %s; polling to discover it", reading.meter_id)
-            self.hass.async_create_task(self.async_request_refresh())
+            if not self._may_be_ours(reading.meter_id):
+                return
+            if self.client.followed() is not None:
+                # A listed meter the last poll missed: the push is evidence it is back.
+                self.set_meter(self.actions.reconcile(reading))
+                return
+            self._discover_soon(reading.meter_id)
             return
         if current.reading_time and reading.reading_time and reading.reading_time < current.reading_time:
             return  # an older reading re-sent late must not roll the meter back
@@ -349,16 +351,47 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         """Fire an alarm once, however often it is pushed or fetched."""
         if alarm.key is not None and self.is_replay(f"alarm:{alarm.key}"):
             return
-        self._apply_alarm(alarm)
+        self.apply_alarm(alarm)
 
-    def _apply_alarm(self, alarm: Alarm) -> None:
+    def _may_be_ours(self, meter_id: str) -> bool:
+        """Whether a push about a meter this entry does not show may concern it (a listed or a new meter)."""
+        followed = self.client.followed()
+        if followed is not None and meter_id not in followed:
+            # Chapter 6 pushes every meter of the company; a list-following entry cannot discover by polling.
+            _LOGGER.debug("Push for meter %s, which this entry does not follow: acknowledged and dropped", meter_id)
+            return False
+        return True
+
+    def _discover_soon(self, meter_id: str) -> None:
+        """Poll to discover a new meter, at most once per scan interval however many pushes ask."""
+        now = time.monotonic()
+        interval = (self.update_interval or timedelta(minutes=DEFAULT_SCAN_INTERVAL)).total_seconds()
+        if now - self._discovery_requested < interval:
+            return
+        self._discovery_requested = now
+        _LOGGER.debug("Push for unknown meter %s; polling to discover it", meter_id)
+        self.config_entry.async_create_background_task(self.hass, self.async_refresh(), f"{DOMAIN} discover")
+
+    def take_orphan_alarms(self, meter_id: str) -> list[Alarm]:
+        """Alarms that came before the meter's device existed (for its alarm entity, once added)."""
+        return self._orphan_alarms.pop(meter_id, [])
+
+    def apply_alarm(self, alarm: Alarm) -> None:
+        """Fire an alarm (already de-duplicated) on the meter's entity and the bus, once its device exists."""
         device = device_by_identifier(self.hass, (DOMAIN, self.device_key(alarm.meter_id)), self.config_entry.entry_id)
+        if device is None:
+            # An automation must never get an alarm it cannot act on (a valve.close_valve on no device).
+            if self._may_be_ours(alarm.meter_id):
+                held = self._orphan_alarms.setdefault(alarm.meter_id, [])
+                held[:] = [*held, alarm][-ORPHAN_ALARMS_KEPT:]
+                self._discover_soon(alarm.meter_id)
+            return
         async_dispatcher_send(self.hass, alarm_signal(self.config_entry.entry_id, alarm.meter_id), alarm)
         self.hass.bus.async_fire(
             EVENT_ALARM,
             {
                 "config_entry_id": self.config_entry.entry_id,
-                "device_id": device.id if device else None,
+                "device_id": device.id,
                 "meter_id": alarm.meter_id,
                 "type": alarm.type.value,
                 "priority": alarm.priority.value,

@@ -10,7 +10,7 @@ from homeassistant.core import HomeAssistant
 
 from .const import CONF_PUSH_ID
 from .coordinator import MeterCloudConfigEntry
-from .push import push_url
+from .health import push_url
 
 TO_REDACT = {
     "app_secret",

@@ -38,6 +38,9 @@ class MeterAlarm(MeterCloudEntity, EventEntity):
         await super().async_added_to_hass()
         signal = alarm_signal(self.coordinator.config_entry.entry_id, self.meter_id)
         self.async_on_remove(async_dispatcher_connect(self.hass, signal, self._handle_alarm))
+        # Alarms that came before this meter had a device (a meter new to the account) are fired now.
+        for alarm in self.coordinator.take_orphan_alarms(self.meter_id):
+            self.coordinator.apply_alarm(alarm)
 
     @callback
     def _handle_alarm(self, alarm: Alarm) -> None:

@@ -267,6 +267,14 @@ class MeterClient(ABC):
         """The followed meters in their stored form (backends with a `meter_list_key`)."""
         raise UnsupportedError("meter list")
 
+    def followed(self) -> frozenset[str] | None:
+        """The meter ids the entry follows by its list; None when it follows whatever the account lists."""
+        return None
+
+    def stop_following(self, meter_id: str) -> None:
+        """Take a meter off the entry's list (meter_list() then gives the list to store)."""
+        raise UnsupportedError("meter list")
+
     @classmethod
     def format_meter_list(cls, meters: Sequence[Any]) -> str:
         """Discovered meters (async_discover) in the stored form of `meter_list_key`."""
@@ -275,6 +283,15 @@ class MeterClient(ABC):
     def recharge_serial(self, reference: str) -> str:
         """The request serial of a money command: derived from its reference, so retries reuse it."""
         raise UnsupportedError(Capability.RECHARGE)
+
+    @classmethod
+    def refusal_envelope(cls, message: str) -> dict[str, object]:
+        """A refused push answered in the vendor's own envelope (its fields for code and message)."""
+        return {"error": message}
+
+    def push_refusal(self, message: str) -> dict[str, object] | bytes:
+        """This account's refusal of a push (a backend may seal it)."""
+        return self.refusal_envelope(message)
 
     def parse_push(self, path: str, headers: Mapping[str, str], body: bytes, now: datetime) -> PushResult:
         """Authenticate and parse a push the cloud sent to `path`; raise PushError if rejected."""

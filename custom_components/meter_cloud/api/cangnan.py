@@ -529,7 +529,7 @@ class CangnanClient(MeterClient):
     async def async_deregister_meter(self, meter: MeterData, reading: Decimal, reason: str) -> dict[str, Any]:
         """meterDelete: close the account and remove the meter (the API takes no reading or reason)."""
         await self._call("meter/meterDelete", self._pair(meter))
-        self.pairs = [pair for pair in self.pairs if pair[1] != meter.meter_id]
+        self.stop_following(meter.meter_id)
         return {"meter_id": meter.meter_id}
 
     async def async_suspend_meter(self, meter: MeterData, suspend: bool) -> dict[str, Any]:
@@ -559,6 +559,14 @@ class CangnanClient(MeterClient):
         self.pairs = [(user, new_id if m == meter.meter_id else m) for user, m in self.pairs]
         return {"meter_id": new_id, "old_meter_id": meter.meter_id, "user_no": meter.user_no}
 
+    def followed(self) -> frozenset[str]:
+        """The MeterIDs of the entry's pairs (the platform has no call that lists the account)."""
+        return frozenset(meter for _user, meter in self.pairs)
+
+    def stop_following(self, meter_id: str) -> None:
+        """Drop the meter's pair from the list."""
+        self.pairs = [pair for pair in self.pairs if pair[1] != meter_id]
+
     def meter_list(self) -> str:
         """The followed meters after register/deregister/replace, in the stored form."""
         return format_meter_list(self.pairs)
@@ -568,6 +576,15 @@ class CangnanClient(MeterClient):
     def _answer(self, code: str, message: str) -> bytes:
         body = json.dumps({"ReturnCode": code, "ReturnMessage": message}, ensure_ascii=False).encode()
         return self.envelope.seal(body) if self.envelope is not None else body
+
+    @classmethod
+    def refusal_envelope(cls, message: str) -> dict[str, object]:
+        """ReturnCode 80002001 (the request cannot be taken) with the reason."""
+        return {"ReturnCode": "80002001", "ReturnMessage": message}
+
+    def push_refusal(self, message: str) -> bytes:
+        """The refusal, sealed when the account uses the envelope."""
+        return self._answer("80002001", message)
 
     def _reject(self, message: str, status: int, code: str, reason: str) -> PushError:
         return PushError(message, status=status, response=self._answer(code, message), reason=reason)

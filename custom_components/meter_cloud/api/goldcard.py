@@ -441,6 +441,11 @@ class GoldcardClient(MeterClient):
         msg = await self._call("api/collect/meter/1009", payload)
         return {"meter_id": replacement.new_meter_no, "old_meter_id": meter.meter_id, "device_id": _device_id(msg)}
 
+    @classmethod
+    def refusal_envelope(cls, message: str) -> dict[str, object]:
+        """echoCode 9999 with the reason as echoMsg, as the DAS answers a bad request."""
+        return {"echoCode": "9999", "echoMsg": message}
+
     def parse_push(self, path: str, headers: Mapping[str, str], body: bytes, now: datetime) -> PushResult:
         """Authenticate and parse 2001/2002/2003."""
         path = path.strip("/")

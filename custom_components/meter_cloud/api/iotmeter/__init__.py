@@ -521,6 +521,11 @@ class IotMeterClient(MeterClient):
             # Frozen records (data_type 1) are history, not the meter's present state.
             reading = meter if as_int(row.get("data_type")) != 1 else None
             guid = base64.b64encode(hashlib.md5(serial.encode()).digest()).decode()
+    @classmethod
+    def refusal_envelope(cls, message: str) -> dict[str, object]:
+        """The platform's own envelope: State failed with the reason."""
+        return {"Data": None, "State": "failed", "Message": message}
+
             return PushResult(serial=serial, response=_ok(guid), reading=reading)
         alarm = alarm_from_record(data, self._tz, event=path == PUSH_EVENT)
         if alarm is None or alarm.key is None:
@@ -547,9 +552,7 @@ def _ok(data: Any) -> dict[str, Any]:
 
 
 def _reject(message: str, status: int, *, reason: str = "unknown_path") -> PushError:
-    return PushError(
-        message, status=status, response={"Data": None, "State": "failed", "Message": message}, reason=reason
-    )
+    return PushError(message, status=status, response=IotMeterClient.refusal_envelope(message), reason=reason)
 
 
 __all__ = ["IotMeterClient", "MeterCloudError"]
