@@ -306,7 +306,7 @@ async def test_external_recharge_over_sim_route(start: Start) -> None:
     platform = await start(strict=True)
     dev = meters(platform.sim)[0]
     rtu = next(d for d in platform.sim.devices.values() if d.device_type == 2)
-    (n, total), (remain, bought) = counters(dev), money(dev)
+    (n, total), (remain, _bought) = counters(dev), money(dev)
     status, _type, text = await platform.raw("_sim/external_recharge", {"comm_no": dev.comm_no, "amount": "12.5"})
     assert status == 200, text
     answer = json.loads(text)
