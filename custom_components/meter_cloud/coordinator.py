@@ -418,4 +418,6 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
             "details_cached": len(self._details),
             "push_serials_remembered": len(self._seen_serials),
             "commands": [c.as_dict() for c in self.commands.all()],
+            "presence": self.presence.diagnostics(),
+            "last_push": self.commands.meta.get("last_push"),
         }
