@@ -490,6 +490,11 @@ class IotMeterClient(MeterClient):
 
     # --- pushes -------------------------------------------------------------------------------
 
+    @classmethod
+    def refusal_envelope(cls, message: str) -> dict[str, object]:
+        """The platform's own envelope: State failed with the reason."""
+        return {"Data": None, "State": "failed", "Message": message}
+
     def parse_push(self, path: str, headers: Mapping[str, str], body: bytes, now: datetime) -> PushResult:
         """Push mode: authenticate by company_no + data_api_key, parse, answer with the spec's envelope."""
         path = path.strip("/")
@@ -521,11 +526,6 @@ class IotMeterClient(MeterClient):
             # Frozen records (data_type 1) are history, not the meter's present state.
             reading = meter if as_int(row.get("data_type")) != 1 else None
             guid = base64.b64encode(hashlib.md5(serial.encode()).digest()).decode()
-    @classmethod
-    def refusal_envelope(cls, message: str) -> dict[str, object]:
-        """The platform's own envelope: State failed with the reason."""
-        return {"Data": None, "State": "failed", "Message": message}
-
             return PushResult(serial=serial, response=_ok(guid), reading=reading)
         alarm = alarm_from_record(data, self._tz, event=path == PUSH_EVENT)
         if alarm is None or alarm.key is None:
