@@ -19,7 +19,7 @@ from zoneinfo import ZoneInfo
 
 from aiohttp import web
 
-from .common import SimulatorBase, read_body, reply
+from .common import Fault, SimulatorBase, read_body, reply
 
 DEFAULT_TZ = ZoneInfo("Europe/Moscow")
 MODULE = "modules/xml_import_export"
@@ -37,7 +37,13 @@ DAT_FORMAT = "%Y-%m-%dT%H:%M:%S"
 ARCHIVES = ("hour", "day", "month", "year", "total")
 XML_MODES = frozenset({"malformed", "entity_bomb", "external_entity", "huge", "unknown_elements"})
 EXPORT_ONLY = frozenset({"huge", "unknown_elements"})
-KUMIR_FAIL_MODES = XML_MODES | {"http500", "timeout", "session_gone", "drop"}
+# http401/http403: the server has dropped the session and answers a cookie-only request with the status
+# (export, import, session.php; login.php answers it too, for a client that must not take it for a wrong
+# password). refuse: a refusal in one of REFUSAL_SHAPES (see refuse()).
+KUMIR_FAIL_MODES = XML_MODES | {"http500", "timeout", "session_gone", "drop", "http401", "http403", "refuse"}
+# The spec defines no error document: the shapes a refusal may plausibly take (see _refusal_body).
+REFUSAL_SHAPES = ("legacy", "result", "result_attributes", "error", "error_attributes", "text")
+REFUSAL_MESSAGE = "Нет прав на запись в архив узла"
 MAX_ROWS = 200_000  # more rows than this in one export is refused: our guard, the spec names none
 MAX_BODY = 32 * 2**20
 ANCHOR = date(2020, 1, 1)  # counters are believable readings grown from here
@@ -273,6 +279,38 @@ class KumirError(Exception):
     """A refused request: answered as <result><status>error</status><message>…</message></result>, HTTP 400."""
 
 
+@dataclass(slots=True)
+class RefusalFault(Fault):
+    """A queued refusal: the shape of its body, the HTTP status, the server's code and message."""
+
+    shape: str = "result"
+    status: int = 400
+    message: str = REFUSAL_MESSAGE
+
+
+def _refusal_body(shape: str, code: str, message: str) -> tuple[str, str]:
+    """(content type, body) of a refusal in `shape`."""
+    if shape == "text":
+        return "text/plain", f"Ошибка {code}: {message}"
+    if shape == "legacy":  # what this simulator has always answered: a status and a message, no code
+        root = ET.Element("result")
+        ET.SubElement(root, "status").text = "error"
+        ET.SubElement(root, "message").text = message
+    elif shape == "result":
+        root = ET.Element("result")
+        for name, value in (("status", "error"), ("code", code), ("message", message)):
+            ET.SubElement(root, name).text = value
+    elif shape == "result_attributes":
+        root = ET.Element("result", status="error", code=code, message=message)
+    elif shape == "error":
+        root = ET.Element("error")
+        ET.SubElement(root, "code").text = code
+        ET.SubElement(root, "message").text = message
+    else:
+        root = ET.Element("error", code=code, message=message)
+    return "application/xml", XML_HEAD + ET.tostring(root, encoding="unicode")
+
+
 def _fmt(value: float, digits: int = 3) -> str:
     text = f"{value:.{digits}f}"
     text = text.rstrip("0").rstrip(".") if "." in text else text
@@ -299,8 +337,13 @@ class KumirSimulator(SimulatorBase):
         session_ttl: float = 1800.0,
         nodes: int | Sequence[tuple[str, str, str]] = 6,
         seed: int = 1,
+        lists_nodes: bool = True,
     ) -> None:
-        """Build the nodes (a count cycling through KIND_ORDER, or (code, serial, device type) triples) and the app."""
+        """Build the nodes (a count cycling through KIND_ORDER, or (code, serial, device type) triples) and the app.
+
+        `lists_nodes=False`: an export that names no node answers with none (an account that does not
+        list its nodes on its own; named ones are still answered).
+        """
         super().__init__(endpoints=ENDPOINTS, tz=tz, push_url=None, seed=seed, fail_modes=KUMIR_FAIL_MODES)
         self.login, self.password, self.session_ttl, self.seed = login, password, session_ttl, seed
         self.huge_bytes = 20 * 2**20
@@ -308,6 +351,8 @@ class KumirSimulator(SimulatorBase):
         self.sessions: dict[str, datetime] = {}  # session id → expiry on the simulator's clock
         self.nodes: dict[str, SimNode] = {}
         self.meters = self.nodes
+        self.removed: dict[str, SimNode] = {}  # taken out of the account by remove_node(), kept for restore_node()
+        self.lists_nodes = lists_nodes
         self._offset = timedelta()
         if isinstance(nodes, int):
             nodes = [self._default_node(i) for i in range(nodes)]
@@ -336,7 +381,7 @@ class KumirSimulator(SimulatorBase):
         for page in ("index.php", "interface.php", "failed.php"):
             app.router.add_route("*", f"/{page}", partial(self._page, page))
         self.add_control_routes(app)
-        for name in ("advance", "late", "release_late", "reset", "gap"):
+        for name in ("advance", "late", "release_late", "reset", "gap", "remove_node", "restore_node", "refuse"):
             app.router.add_post(f"/_sim/{name}", getattr(self, f"_sim_{name}"))
         return app
 
@@ -377,8 +422,46 @@ class KumirSimulator(SimulatorBase):
         """Make every row of `node` dated in [start, end] nodata for good."""
         self._node(node).gaps.append((start.astimezone(self.tz), end.astimezone(self.tz)))
 
+    def remove_node(self, code: str) -> None:
+        """Take a node out of the account: exports no longer name it, imports to it are refused."""
+        self.removed[code] = self._node(code)
+        del self.nodes[code]
+
+    def restore_node(self, code: str) -> None:
+        """Put a removed node back, with everything it had, in its old place."""
+        if code not in self.removed:
+            raise ValueError(f"node {code!r} was not removed")
+        self.nodes[code] = self.removed.pop(code)
+        ordered = sorted(self.nodes.values(), key=lambda node: node.position)
+        self.nodes.clear()  # in place: self.meters is the same dict
+        self.nodes.update((node.code, node) for node in ordered)
+
+    def refuse(
+        self,
+        shape: str = "result",
+        *,
+        status: int = 400,
+        code: str = "17",
+        message: str = REFUSAL_MESSAGE,
+        count: int = 1,
+        endpoint: str = "export",
+    ) -> None:
+        """Refuse the next `count` exports or imports with a body in `shape` (REFUSAL_SHAPES) and HTTP `status`."""
+        if shape not in REFUSAL_SHAPES:
+            raise ValueError(f"unknown refusal shape {shape!r}; use one of {', '.join(REFUSAL_SHAPES)}")
+        if not 200 <= status <= 599:
+            raise ValueError(f"HTTP status {status} is not an answer")
+        if endpoint not in ("export", "import"):
+            raise ValueError("refusals are for export or import")
+        self.faults.add("refuse", count, endpoint, code)
+        plain = self.faults.faults.pop()
+        self.faults.faults.append(RefusalFault(plain.mode, plain.count, endpoint, code, shape, status, message))
+
     def fail_next(self, mode: str, count: int = 1, endpoint: str | None = None, *, code: str | None = None) -> None:
         """Fail the next `count` requests; the hostile-XML modes go to export unless `endpoint` says import."""
+        if mode == "refuse":
+            self.refuse(count=count, endpoint=endpoint or "export", code=code or "17")
+            return
         if mode in XML_MODES:
             endpoint = endpoint or "export"
             if endpoint not in ("export", "import") or (mode in EXPORT_ONLY and endpoint != "export"):
@@ -557,7 +640,10 @@ class KumirSimulator(SimulatorBase):
         chosen = [
             node
             for node in self.nodes.values()
-            if not (codes or devs) or node.code in codes or (node.num, node.dev) in devs or (node.num, "") in devs
+            if (not (codes or devs) and self.lists_nodes)
+            or node.code in codes
+            or (node.num, node.dev) in devs
+            or (node.num, "") in devs
         ]
         hours = (end - begin).total_seconds() / 3600 + 1
         per_system = sum({"hour": hours, "day": hours / 24 + 1}.get(arch, 13) for arch in archives)
@@ -575,6 +661,8 @@ class KumirSimulator(SimulatorBase):
             code, num, dev = (n.get(name, "").strip() for name in ("code", "num", "dev"))
             if n.tag != "n" or not (code and num and dev):
                 raise KumirError("every node must be <n code=… num=… dev=…>")
+            if code in self.removed:
+                raise KumirError(f"node {code} is not in this account")
             known = self.nodes.get(code)
             if known is not None and (known.num, known.dev) != (num, dev):
                 raise KumirError(f"node {code}: device {num} {dev} does not match {known.num} {known.dev}")
@@ -690,6 +778,15 @@ class KumirSimulator(SimulatorBase):
             self.requests.append((name, "none", {"fault": mode}))
             request.transport.close()
             return web.Response(status=500)
+        if mode in ("http401", "http403"):
+            # The server has dropped the session; a cookie-only request is answered with the bare status.
+            self.requests.append((name, "none", {"fault": mode}))
+            self.sessions.pop(self._live_session(request) or "", None)
+            return web.Response(status=int(mode[4:]))
+        if isinstance(fault, RefusalFault):
+            self.requests.append((name, "none", {"fault": mode, "shape": fault.shape, "status": fault.status}))
+            content_type, body = _refusal_body(fault.shape, fault.code or "17", fault.message)
+            return web.Response(status=fault.status, text=body, content_type=content_type, charset="utf-8")
         if name in ("export", "import"):
             response = await self._exchange(name, request, mode)
         else:
@@ -840,6 +937,35 @@ class KumirSimulator(SimulatorBase):
             return reply({"error": str(err)}, status=400)
         return reply({"ok": True})
 
+    async def _sim_remove_node(self, request: web.Request) -> web.Response:
+        try:
+            self.remove_node(str((await read_body(request)).get("node")))
+        except ValueError as err:
+            return reply({"error": str(err)}, status=400)
+        return reply({"ok": True, "removed": list(self.removed)})
+
+    async def _sim_restore_node(self, request: web.Request) -> web.Response:
+        try:
+            self.restore_node(str((await read_body(request)).get("node")))
+        except ValueError as err:
+            return reply({"error": str(err)}, status=400)
+        return reply({"ok": True, "removed": list(self.removed)})
+
+    async def _sim_refuse(self, request: web.Request) -> web.Response:
+        data = await read_body(request)
+        try:
+            self.refuse(
+                str(data.get("shape", "result")),
+                status=int(data.get("status", 400)),
+                code=str(data.get("code", "17")),
+                message=str(data.get("message", REFUSAL_MESSAGE)),
+                count=int(data.get("count", 1)),
+                endpoint=str(data.get("endpoint", "export")),
+            )
+        except (TypeError, ValueError) as err:
+            return reply({"error": str(err)}, status=400)
+        return reply({"ok": True})
+
     def state(self) -> dict[str, Any]:
         """Return everything the simulator holds (not the generated rows: export them)."""
         clock = self._clock()
@@ -850,6 +976,8 @@ class KumirSimulator(SimulatorBase):
             "sessions": {sid: (expiry - clock).total_seconds() for sid, expiry in self.sessions.items()},
             "late_hours": self.late_hours,
             "huge_bytes": self.huge_bytes,
+            "lists_nodes": self.lists_nodes,
+            "removed_nodes": list(self.removed),
             "nodes": [
                 {
                     "code": node.code,
