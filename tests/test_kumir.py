@@ -18,7 +18,7 @@ from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.meter_cloud.api import KumirClient
-from custom_components.meter_cloud.api.kumir.client import RENEW_AFTER
+from custom_components.meter_cloud.api.kumir.session import RENEW_AFTER
 from custom_components.meter_cloud.compat import device_by_identifier
 from custom_components.meter_cloud.const import DOMAIN
 from simulator.kumir import KumirSimulator, _fmt
@@ -401,8 +401,8 @@ async def test_config_flow_discovers_nodes(
 async def test_config_flow_without_discoverable_nodes(
     hass: HomeAssistant, socket_enabled: None, aiohttp_server: Any
 ) -> None:
-    """An account that lists nothing on its own: the user enters the nodes."""
-    sim = KumirSimulator(nodes=[])
+    """An account that lists nothing on its own: the user enters the nodes (checked, as named ones are answered)."""
+    sim = KumirSimulator(nodes=[("Pol_500", "50000001", "m234"), ("Pol_501", "50000002", "tv7")], lists_nodes=False)
     server = await aiohttp_server(sim.app, host="127.0.0.1")
     data = kumir_data(sim, server)
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})

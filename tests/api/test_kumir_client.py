@@ -13,6 +13,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 
 from custom_components.meter_cloud.api import (
+    AuthenticationError,
     CloudConnectionError,
     CommandError,
     ConfigurationError,
@@ -22,7 +23,7 @@ from custom_components.meter_cloud.api import (
     ResponseError,
 )
 from custom_components.meter_cloud.api.kumir.client import format_nodes, parse_nodes, parse_systems
-from simulator.kumir import KumirSimulator, _fmt
+from simulator.kumir import REFUSAL_SHAPES, KumirSimulator, _fmt
 
 TZ = ZoneInfo("Europe/Moscow")
 # An m234 and a heat meter.
@@ -190,7 +191,9 @@ async def test_odd_login_answers(socket_enabled: None, aiohttp_server: Any) -> N
             await client.async_validate()
         assert err.value.reason == "no_session"
         mode["login"] = "cookie"  # the text's own name for the cookie is accepted too
-        await client.async_validate()
+        with pytest.raises(CommandError) as err:
+            await client.async_validate()  # logged in; the node check's export is refused in the server's words
+        assert (err.value.reason, str(err.value), err.value.code) == ("kumir_refused", "bad period", "HTTP 400")
         with pytest.raises(CommandError) as err:
             await client.async_get_meters()
         assert (err.value.reason, str(err.value)) == ("kumir_refused", "bad period")
@@ -221,3 +224,232 @@ async def test_odd_login_answers(socket_enabled: None, aiohttp_server: Any) -> N
         points = series[0].points
         assert [p.value for p in points] == [Decimal(10), Decimal(11), Decimal(12), Decimal(13)]
         assert [p.time.astimezone(ZoneInfo("UTC")).hour for p in points] == [23, 0, 1, 2]
+
+
+def _names(sim: KumirSimulator, since: int) -> list[str]:
+    return [name for name, *_ in sim.requests[since:]]
+
+
+M234_ID, TV7_ID = "Pol_276/34781353", "Pol_278/11112222"
+TWO_NODES = "Pol_276 34781353 m234\nPol_278 11112222 tv7"
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_401_and_403_mean_the_session_is_gone(
+    kumir_sim: KumirSimulator, kumir_server: TestServer, status: int
+) -> None:
+    """On export, import or session.php: one new login and the request again; refused again → no reauthentication."""
+    kumir, mode = kumir_sim, f"http{status}"
+    record = ImportRecord("Pol_900", "90000001", "m234", "day", 1, datetime(2026, 11, 1), {"EAi": Decimal("1.5")})
+    async with aiohttp.ClientSession() as session:
+        client = _client(session, kumir_server, nodes=TWO_NODES)
+        await client.async_get_meters()
+
+        kumir.fail_next(mode, endpoint="export")
+        sent = len(kumir.requests)
+        meters = await client.async_get_meters()
+        assert _names(kumir, sent) == ["export", "login", "export", "export", "export"]
+        meter = meters[M234_ID]
+        assert meter.reading_time is not None
+        expected = kumir.counter_value(kumir.nodes["Pol_276"], 1, "EAi", meter.reading_time)
+        assert meter.values["s1_EAi"] == Decimal(_fmt(expected))
+
+        kumir.fail_next(mode, endpoint="import")
+        sent = len(kumir.requests)
+        assert await client.async_import([record]) == {"status": "ok", "imported": "1"}
+        assert _names(kumir, sent) == ["import", "login", "import"]
+
+        client.clock = lambda: 1e12  # long after the login: renew, and session.php says the session is gone
+        kumir.fail_next(mode, endpoint="session")
+        sent = len(kumir.requests)
+        await client.async_get_meters()
+        assert _names(kumir, sent) == ["session", "login", "export", "export", "export"]
+
+        # Refused again right after a fresh login: the account's rights, not the password.
+        kumir.fail_next(mode, count=2, endpoint="export")
+        with pytest.raises(CommandError) as err:
+            await client.async_get_meters()
+        assert (err.value.reason, err.value.code) == ("session_refused", f"HTTP {status}")
+        # The same with the server's own words: those are shown.
+        kumir.refuse("error", status=status, code="E-41", message="Нет доступа к модулю", count=2)
+        with pytest.raises(CommandError) as err:
+            await client.async_get_meters()
+        assert (err.value.reason, err.value.code, str(err.value)) == ("kumir_refused", "E-41", "Нет доступа к модулю")
+        # login.php answering the status is no wrong password either; only failed.php is.
+        kumir.fail_next(mode, endpoint="login")
+        with pytest.raises(CommandError) as err:
+            await client.async_get_meters()
+        assert (err.value.reason, err.value.code) == ("kumir_refused", f"HTTP {status}")
+        kumir.password = "changed"
+        with pytest.raises(AuthenticationError):
+            await client.async_get_meters()
+
+
+async def test_a_node_the_account_stops_listing_is_not_reported(
+    kumir_sim: KumirSimulator, kumir_server: TestServer
+) -> None:
+    """Absent from the answers: no meter (so no stale values); named with late (nodata) rows: last values kept."""
+    kumir = kumir_sim
+    async with aiohttp.ClientSession() as session:
+        client = _client(session, kumir_server, nodes=TWO_NODES)
+        first = await client.async_get_meters()
+        assert set(first) == {M234_ID, TV7_ID}
+        kumir.remove_node("Pol_278")
+        meters = await client.async_get_meters()
+        assert set(meters) == {M234_ID}
+        assert meters[M234_ID].values  # the other node goes on as before
+        kumir.restore_node("Pol_278")
+        back = (await client.async_get_meters())[TV7_ID]
+        assert back.reading_time is not None
+        expected = kumir.counter_value(kumir.nodes["Pol_278"], 1, "Q", back.reading_time)
+        assert back.values["s1_Q"] == Decimal(_fmt(expected))
+
+        # Following every node of the account: the same.
+        everyone = _client(session, kumir_server)
+        assert set(await everyone.async_get_meters()) == {M234_ID, TV7_ID}
+        kumir.remove_node("Pol_276")
+        assert set(await everyone.async_get_meters()) == {TV7_ID}
+        kumir.restore_node("Pol_276")
+        assert list(await everyone.async_get_meters()) == [M234_ID, TV7_ID]
+
+        # A collector running late is another matter: the node is in the answer, its rows are nodata.
+        hourly = _client(session, kumir_server, nodes=TWO_NODES, archives=["hour"])
+        before = await hourly.async_get_meters()
+        assert before[TV7_ID].values
+        kumir.late(5)
+        late = await hourly.async_get_meters()
+        assert set(late) == {M234_ID, TV7_ID}
+        assert late[TV7_ID].values == before[TV7_ID].values
+
+
+async def test_validate_names_nodes_the_server_does_not_return(
+    kumir_sim: KumirSimulator, kumir_server: TestServer
+) -> None:
+    """One total-archive export after the login; a mistyped code, a wrong serial or type is named with the truth."""
+    kumir = kumir_sim
+    async with aiohttp.ClientSession() as session:
+        sent = len(kumir.requests)
+        await _client(session, kumir_server, nodes=TWO_NODES).async_validate()
+        assert _names(kumir, sent) == ["login", "export"]
+        assert kumir.requests[-1][2]["archives"] == ["total"]
+        sent = len(kumir.requests)
+        await _client(session, kumir_server).async_validate()  # no node listed: discovery follows, no check
+        assert _names(kumir, sent) == ["login"]
+        wrong = "\n".join(
+            (
+                "Pol_276 34781353 m234",  # right
+                "Pol_27 11112222 tv7",  # mistyped code: the serial is Pol_278's
+                "Pol_278 99999999 tv7",  # right code, wrong serial: would have added a second device
+                "Pol_999 12345678 m234",  # nothing like it
+                "Pol_276 34781353 m230",  # right node, wrong device type
+            )
+        )
+        with pytest.raises(ConfigurationError) as err:
+            await _client(session, kumir_server, nodes=wrong).async_validate()
+        assert err.value.reason == "unknown_nodes"
+        assert str(err.value).split(", ") == [
+            "Pol_27 11112222 tv7 → Pol_278 11112222 tv7",
+            "Pol_278 99999999 tv7 → Pol_278 11112222 tv7",
+            "Pol_999 12345678 m234",
+            "Pol_276 34781353 m230 → Pol_276 34781353 m234",
+        ]
+
+
+@pytest.mark.parametrize("status", [200, 400, 403, 500])
+@pytest.mark.parametrize("shape", REFUSAL_SHAPES)
+async def test_refusals_in_every_shape(
+    kumir_sim: KumirSimulator, kumir_server: TestServer, shape: str, status: int
+) -> None:
+    """Export and import refused in any shape, at any status: the server's message and code, never a traceback."""
+    kumir = kumir_sim
+    record = ImportRecord("Pol_900", "90000001", "m234", "day", 1, datetime(2026, 11, 1), {"EAi": Decimal("1.5")})
+    # A 403 first reads as a lost session: one new login, then the refusal stands.
+    count = 2 if status == 403 else 1
+    async with aiohttp.ClientSession() as session:
+        client = _client(session, kumir_server, nodes=TWO_NODES)
+        for endpoint in ("export", "import"):
+            kumir.refuse(shape, status=status, code="E-17", message="Период недоступен", count=count, endpoint=endpoint)
+            request = client.async_get_meters() if endpoint == "export" else client.async_import([record])
+            with pytest.raises(CommandError) as err:
+                await request
+            assert err.value.reason == "kumir_refused", endpoint
+            assert str(err.value) == "Период недоступен"
+            assert err.value.code == (f"HTTP {status}" if shape == "legacy" else "E-17")
+        assert kumir.faults.faults == []
+        assert set(await client.async_get_meters()) == {M234_ID, TV7_ID}
+
+
+async def test_import_converts_aware_times_and_sends_many_records_at_once(
+    kumir_sim: KumirSimulator, kumir_server: TestServer
+) -> None:
+    """An aware time lands in the account's zone (exports read it back as the same instant); one request for all."""
+    kumir = kumir_sim
+    utc = datetime(2026, 11, 1, 7, tzinfo=ZoneInfo("UTC"))  # 10:00 in Moscow
+    records = [
+        ImportRecord("Pol_900", "90000001", "m234", "hour", 1, utc, {"EAi": Decimal("100.5")}),
+        ImportRecord("Pol_900", "90000001", "m234", "hour", 2, utc, {"EAi": Decimal("50.25")}),
+        ImportRecord("Pol_900", "90000001", "m234", "day", 1, datetime(2026, 11, 1), {"EAi": Decimal("99")}),
+        ImportRecord(
+            "Pol_901",
+            "90000002",
+            "tv7",
+            "hour",
+            1,
+            datetime(2026, 11, 1, 8, tzinfo=ZoneInfo("Asia/Vladivostok")),
+            {"Q": Decimal("1.5")},
+        ),
+    ]
+    async with aiohttp.ClientSession() as session:
+        client = _client(session, kumir_server)
+        sent = len(kumir.requests)
+        assert await client.async_import(records) == {"status": "ok", "imported": "4"}
+        assert _names(kumir, sent) == ["login", "import"]
+        assert kumir.nodes["Pol_900"].imported == {
+            ("hour", 1, "2026-11-01T10:00:00"): {"EAi": "100.5"},
+            ("hour", 2, "2026-11-01T10:00:00"): {"EAi": "50.25"},
+            ("day", 1, "2026-11-01T00:00:00"): {"EAi": "99"},
+        }
+        # 08:00 in Vladivostok (+10) is 01:00 in Moscow (+3).
+        assert kumir.nodes["Pol_901"].imported == {("hour", 1, "2026-11-01T01:00:00"): {"Q": "1.5"}}
+        meter = MeterData(meter_id="Pol_900/90000001", user_no="Pol_900", device_id="90000001", model="m234")
+        series = await client.async_history_series([meter], utc - timedelta(hours=1), utc + timedelta(hours=1))
+        points = {s.key: [(p.time, p.value) for p in s.points] for s in series}
+        assert (utc, Decimal("100.5")) in points["s1_EAi"]
+        assert points["s2_EAi"] == [(utc, Decimal("50.25"))]
+
+
+async def test_simulator_control_routes(kumir_sim: KumirSimulator, kumir_server: TestServer) -> None:
+    """/_sim/remove_node, /_sim/restore_node and /_sim/refuse, as scripts/develop and a human use them."""
+    base = str(kumir_server.make_url("")).rstrip("/")
+    async with aiohttp.ClientSession() as session:
+
+        async def post(route: str, body: dict[str, Any]) -> tuple[int, Any]:
+            async with session.post(f"{base}/_sim/{route}", json=body) as resp:
+                return resp.status, await resp.json()
+
+        assert await post("remove_node", {"node": "Pol_278"}) == (200, {"ok": True, "removed": ["Pol_278"]})
+        assert (await post("remove_node", {"node": "Pol_278"}))[0] == 400
+        client = _client(session, kumir_server)
+        assert set(await client.async_get_meters()) == {M234_ID}
+        assert await post("restore_node", {"node": "Pol_278"}) == (200, {"ok": True, "removed": []})
+        assert (await post("restore_node", {"node": "Pol_278"}))[0] == 400
+        assert list(kumir_sim.nodes) == ["Pol_276", "Pol_278"]
+
+        assert (await post("refuse", {"shape": "square"}))[0] == 400
+        assert (await post("refuse", {"shape": "error", "endpoint": "login"}))[0] == 400
+        status, _ = await post("refuse", {"shape": "text", "status": 500, "code": "9", "message": "down"})
+        assert status == 200
+        async with session.get(f"{base}/_sim/state") as resp:
+            state = await resp.json()
+        assert state["faults"][0] | {"count": 1} == {
+            "mode": "refuse",
+            "count": 1,
+            "endpoint": "export",
+            "code": "9",
+            "shape": "text",
+            "status": 500,
+            "message": "down",
+        }
+        with pytest.raises(CommandError) as err:
+            await client.async_get_meters()
+        assert (err.value.code, str(err.value)) == ("9", "down")

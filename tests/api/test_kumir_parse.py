@@ -18,13 +18,16 @@ from custom_components.meter_cloud.api import InvalidRequestError, ResponseError
 from custom_components.meter_cloud.api.kumir import (
     PARAMS,
     ArchiveRow,
+    Refusal,
     describe,
     export_request,
+    find_refusal,
     import_document,
     is_losses_system,
     is_sum_system,
     parse,
     parse_export,
+    parse_export_answer,
     sum_components,
     xmlsafe,
 )
@@ -494,6 +497,70 @@ def test_empty_and_foreign_documents() -> None:
     with pytest.raises(ResponseError) as err:
         parse_export(b"<html><body>Login</body></html>", MOSCOW)
     assert err.value.reason == "invalid_response"
+
+
+def test_nodes_named_without_rows() -> None:
+    """A node whose rows are all nodata (a late collector) is still named; a node without code/num/dev is not."""
+    data = (
+        b'<d><nodes><n code="A" num="1" dev="m234"><m234><hour><sys num="1"><r><nodata>true</nodata>'
+        b"<dat>2026-11-01T10:00:00</dat></r></sys></hour></m234></n>"
+        b'<n code="B" num="2" dev="tv7"/><n code="C" dev="tv7"/><n code="A" num="1" dev="m234"/></nodes></d>'
+    )
+    answer = parse_export_answer(data, MOSCOW)
+    assert answer.rows == []
+    assert answer.nodes == [("A", "1", "m234"), ("B", "2", "tv7")]
+
+
+# --- refusals: the spec defines no error document -------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "expected"),
+    [
+        (b"<result><status>error</status><message>bad period</message></result>", 400, Refusal(None, "bad period")),
+        (b"<result><status>error</status><code>5</code><message>m</message></result>", 200, Refusal("5", "m")),
+        (b'<result status="failed" code="5" message="m"/>', 500, Refusal("5", "m")),
+        (b"<error><code>E1</code><message>\xd0\x9d\xd0\xb5\xd1\x82</message></error>", 403, Refusal("E1", "Нет")),
+        (b'<error code="7" msg="no rights"/>', 400, Refusal("7", "no rights")),
+        (b"<error>Session expired</error>", 200, Refusal(None, "Session expired")),
+        (b'<errors><error code="1">a</error><error code="2">b</error></errors>', 400, Refusal("1", "a; b")),
+        (b'<result><error code="9">late</error></result>', 200, Refusal("9", "late")),
+        (b"<d><error><code>3</code><description>no node</description></error></d>", 200, Refusal("3", "no node")),
+        (b'<x:error xmlns:x="urn:k"><x:code>4</x:code><x:message>ns</x:message></x:error>', 400, Refusal("4", "ns")),
+        (b"<result><status>error</status><error>plain</error></result>", 400, Refusal(None, "plain")),
+        ("Ошибка 17: нет прав".encode(), 200, Refusal("17", "нет прав")),
+        ("Ошибка: нет прав".encode("cp1251"), 400, Refusal(None, "нет прав")),
+        (b"Error #E-5 - too long a period", 500, Refusal("E-5", "too long a period")),
+        (b"Period is too long", 400, Refusal(None, "Period is too long")),
+        (b"Database is down", 503, Refusal(None, "Database is down")),
+    ],
+)
+def test_refusal_shapes(body: bytes, status: int, expected: Refusal) -> None:
+    """Elements or attributes, several roots, namespaces, plain text in UTF-8 or windows-1251."""
+    assert find_refusal(body, status, "application/xml") == expected
+
+
+@pytest.mark.parametrize(
+    ("body", "status", "content_type"),
+    [
+        (b"", 500, ""),
+        (b"OK", 200, "text/plain"),
+        (b"Errors: 0", 200, "text/plain"),
+        (b"Internal Server Error", 500, "text/plain"),
+        (b"500 Internal Server Error", 500, "text/plain"),
+        (b"Forbidden", 403, "text/plain"),
+        (b"<result><status>ok</status><imported>1</imported></result>", 200, "application/xml"),
+        (b"<d><nodes/></d>", 200, "application/xml"),
+        (b"<html><body>Error: login</body></html>", 500, "text/plain"),
+        (b"Error: a page", 500, "text/html; charset=utf-8"),
+        (b"<error><code>1</code>", 400, "application/xml"),  # malformed: not read, never raised
+        (b'<!DOCTYPE error [<!ENTITY x SYSTEM "file:///etc/passwd">]><error>&x;</error>', 400, ""),
+        (b"<error>" + b"x" * 70_000 + b"</error>", 400, ""),  # too big to be a refusal
+    ],
+)
+def test_not_refusals(body: bytes, status: int, content_type: str) -> None:
+    """Success, a bare reason phrase, an HTML page, unsafe or malformed XML: not taken for the server's words."""
+    assert find_refusal(body, status, content_type) is None
 
 
 # --- export request ----------------------------------------------------------------------

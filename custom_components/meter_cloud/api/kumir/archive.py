@@ -211,22 +211,38 @@ def _row_values(record: etree._Element) -> dict[str, Decimal]:
     return values
 
 
+@dataclass(frozen=True, slots=True)
+class ExportAnswer:
+    """An export answer: its rows, and every node it names (code, serial, devtype), rows or not."""
+
+    rows: list[ArchiveRow]
+    nodes: list[tuple[str, str, str]]
+
+
 def parse_export(data: bytes, tz: tzinfo, *, max_bytes: int = DEFAULT_MAX_BYTES) -> list[ArchiveRow]:
-    """The rows of an export answer, in document order.
+    """The rows of an export answer, in document order (see parse_export_answer)."""
+    return parse_export_answer(data, tz, max_bytes=max_bytes).rows
+
+
+def parse_export_answer(data: bytes, tz: tzinfo, *, max_bytes: int = DEFAULT_MAX_BYTES) -> ExportAnswer:
+    """The rows of an export answer, in document order, and the nodes it names.
 
     Rows marked nodata, rows without a readable `dat` and rows without any numeric value are
     skipped; nodes missing code/num/dev are skipped; unknown archives are skipped; unknown
-    parameters are kept. Raises ResponseError when the document is unsafe, malformed or not a `d`.
+    parameters are kept. A node whose rows are all skipped is still named: it is in the account,
+    its collector is only late. Raises ResponseError when the document is unsafe, malformed or not a `d`.
     """
     root = parse(data, max_bytes=max_bytes)
     if _local(root) != "d":
         raise ResponseError(f"unexpected root element {root.tag!r}")
     rows: list[ArchiveRow] = []
+    named: dict[tuple[str, str, str], None] = {}
     for _, nodes in _children(root, "nodes"):
         for _, node in _children(nodes, "n"):
             code, serial, devtype = _attr(node, "code"), _attr(node, "num"), _attr(node, "dev")
             if code is None or serial is None or devtype is None:
                 continue
+            named[(code, serial, devtype)] = None
             for device_name, device in _children(node):
                 if device_name.lower() != devtype.lower():
                     continue
@@ -242,7 +258,7 @@ def parse_export(data: bytes, tz: tzinfo, *, max_bytes: int = DEFAULT_MAX_BYTES)
                             row = _row(record, tz, seen, (code, serial, devtype, archive, system))
                             if row is not None:
                                 rows.append(row)
-    return rows
+    return ExportAnswer(rows, list(named))
 
 
 def _system(text: str | None) -> int | None:

@@ -1,24 +1,20 @@
-"""KUMIR-RESURS client: the session of chapter 4 and the xml_import_export module of chapter 5.
+"""KUMIR-RESURS client: archives through the xml_import_export module of chapter 5.
 
-Session: login.php answers 302 with a session cookie (Location interface.php) or 302 to failed.php
-(wrong credentials). A session lives 30 minutes; we renew it through session.php well before that
-and log in again whenever the server sends us back to index.php ("session gone"). The cookie goes
-with each request explicitly, never through the shared session's cookie jar: two accounts on one
-server would otherwise swap sessions. Credentials go only into the login form, never into logs or
-error messages.
+The session (chapter 4) and the document exchange live in session.py. One export per followed archive
+covers every followed node and system. Sensors show the newest value of each (system, parameter)
+across the archives; hour and day archives also feed long-term statistics.
 
-Data: one export per followed archive covers every followed node and system. Sensors show the
-newest value of each (system, parameter) across the archives; hour and day archives also feed
-long-term statistics.
+Which meters a poll reports: the followed nodes (or, with none listed, every node) that the poll's
+export answers name. A node named with only nodata rows (its collector is late) keeps its last values;
+a node the answers no longer name at all (the account stopped listing it) is not reported, so its
+values are never shown as current. Its last values are kept, so it is whole again when it returns.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import re
-import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
@@ -28,26 +24,21 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiohttp
 
-from ..base import MeterClient
-from ..errors import (
-    AuthenticationError,
-    CommandError,
-    ConfigurationError,
-    InvalidRequestError,
-    MeterCloudError,
-    ResponseError,
-)
-from ..http import RawAnswer, check_status, post_raw
+from ..errors import ConfigurationError, InvalidRequestError
 from ..models import Capability, ConfigField, HistoryPoint, HistorySeries, ImportRecord, MeterData, ValueInfo
-from .archive import ARCHIVES, ArchiveRow, export_request, import_document, parse_export
+from .archive import ARCHIVES, ArchiveRow, ExportAnswer, export_request, import_document, parse_export_answer
 from .params import PARAMS, describe, is_losses_system, sum_components
-from .xmlsafe import parse
+from .refusal import result_fields
+from .session import (
+    CONF_BASE_URL,
+    CONF_LOGIN,
+    CONF_PASSWORD,
+    DEFAULT_BASE_URL,
+    MAX_EXPORT_BYTES,
+    TRANSPORTS,
+    KumirSessionClient,
+)
 
-_LOGGER = logging.getLogger(__name__)
-
-CONF_BASE_URL = "base_url"
-CONF_LOGIN = "login"
-CONF_PASSWORD = "login_password"  # noqa: S105 - a config key, not a secret
 CONF_NODES = "nodes"
 CONF_SYSTEMS = "systems"
 CONF_ARCHIVES = "archives"
@@ -55,21 +46,13 @@ CONF_TRANSPORT = "transport"
 CONF_TIME_ZONE = "time_zone"
 CONF_BACKFILL_DAYS = "backfill_days"
 
-DEFAULT_BASE_URL = "https://v4.ntckumir.ru"
 DEFAULT_SYSTEMS = "1, 2, 3, 4, 5, 6"
 DEFAULT_ARCHIVES = ("hour", "day", "total")
 DEFAULT_BACKFILL_DAYS = 30
 MAX_BACKFILL_DAYS = 366
-TRANSPORTS = ("raw", "form", "multipart")
 
 EXPORT_PATH = "modules/xml_import_export/export.php"
 IMPORT_PATH = "modules/xml_import_export/import.php"
-COOKIE_NAMES = ("SESSID", "session_id")
-# Where the server sends a request whose session it does not know (4.3's index.php; the start page).
-SESSION_GONE_PAGES = frozenset({"index.php", "failed.php", ""})
-# A session lives 30 minutes after login or renewal; renew when this much of it is gone.
-SESSION_TTL = 30 * 60.0
-RENEW_AFTER = 20 * 60.0
 # How far back each archive is read for the sensors: enough to see its newest record.
 POLL_WINDOW = {
     "hour": timedelta(hours=3),
@@ -83,7 +66,6 @@ PRIORITY = {archive: rank for rank, archive in enumerate(("total", "hour", "day"
 STATISTIC_ARCHIVES = ("hour", "day")
 # Backfill exports are cut so one answer holds at most about this many records.
 MAX_RECORDS_PER_EXPORT = 20_000
-MAX_EXPORT_BYTES = 32 * 1024 * 1024
 UNKNOWN_TRANSLATION = "kumir_param"
 
 _SEPARATORS = re.compile(r"[;,\t]|\s+")
@@ -157,7 +139,7 @@ def parse_systems(text: Any) -> list[int]:
     return sorted(set(found))
 
 
-class KumirClient(MeterClient):
+class KumirClient(KumirSessionClient):
     """Client of KUMIR-RESURS (NTC KUMIR): archives of heat, electricity, gas and pulse meters."""
 
     backend: ClassVar[str] = "kumir"
@@ -185,7 +167,6 @@ class KumirClient(MeterClient):
         super().__init__(session, config, **kwargs)
         self.fields = frozenset({"reading_time", "values"})
         self.capabilities = frozenset({Capability.HISTORY, Capability.IMPORT, Capability.DISCOVER})
-        self._base = str(self._config.get(CONF_BASE_URL) or DEFAULT_BASE_URL).rstrip("/")
         self.nodes = parse_nodes(self._config.get(CONF_NODES) or "")
         self.systems = parse_systems(self._config.get(CONF_SYSTEMS, DEFAULT_SYSTEMS))
         archives = self._config.get(CONF_ARCHIVES) or list(DEFAULT_ARCHIVES)
@@ -197,11 +178,6 @@ class KumirClient(MeterClient):
             raise ConfigurationError(f"unknown transport {self.transport!r}", reason="invalid_config")
         days = int(float(self._config.get(CONF_BACKFILL_DAYS, DEFAULT_BACKFILL_DAYS) or 0))
         self.backfill = timedelta(days=min(max(days, 0), MAX_BACKFILL_DAYS))
-        self.max_export_bytes = MAX_EXPORT_BYTES
-        self.clock: Callable[[], float] = time.monotonic
-        self._session_id: tuple[str, str] | None = None  # (cookie name, value)
-        self._session_since = 0.0
-        self._lock = asyncio.Lock()
         # (meter, key) → (time, archive rank, value): the newest value seen, kept across polls.
         self._latest: dict[str, dict[str, tuple[datetime, int, Decimal]]] = {}
         self._kinds: dict[str, Node] = {}
@@ -229,129 +205,39 @@ class KumirClient(MeterClient):
             raise ConfigurationError(f"unknown time zone {name!r}", reason="invalid_time_zone") from err
         return name
 
-    # --- session ------------------------------------------------------------------------------
-
-    def _url(self, path: str) -> str:
-        return f"{self._base}/{path}"
-
-    def _cookies(self) -> dict[str, str]:
-        return dict([self._session_id]) if self._session_id else {}
-
-    async def _post(self, path: str, body: Any, headers: Mapping[str, str] | None = None) -> RawAnswer:
-        self.request_count += 1
-        return await post_raw(
-            self._session,
-            self._url(path),
-            body,
-            headers=headers,
-            cookies=self._cookies(),
-            timeout=self.request_timeout,
-            max_bytes=self.max_export_bytes,
-        )
-
-    @staticmethod
-    def _redirect(answer: RawAnswer) -> str | None:
-        """The page a 302 leads to (its last path segment), None when not redirected."""
-        if answer.status not in (301, 302, 303, 307):
-            return None
-        location = answer.headers.get("Location", "")
-        return location.split("?", 1)[0].rstrip("/").rsplit("/", 1)[-1].lower()
-
-    async def _login(self) -> None:
-        self._session_id = None
-        form = aiohttp.FormData({"login": str(self._config[CONF_LOGIN]), "password": str(self._config[CONF_PASSWORD])})
-        answer = await self._post("login.php", form)
-        page = self._redirect(answer)
-        if page == "failed.php":
-            raise AuthenticationError("KUMIR-RESURS refused the login or password")
-        if page is None:
-            check_status(self._url("login.php"), answer.status)
-            raise ResponseError(f"login answered HTTP {answer.status} instead of a redirect")
-        for name in COOKIE_NAMES:
-            if answer.cookies.get(name):
-                self._session_id = (name, answer.cookies[name])
-                break
-        else:
-            raise ResponseError("login gave no session cookie", reason="no_session")
-        self._session_since = self.clock()
-        _LOGGER.debug("Logged in to %s", self._base)
-
-    async def _ensure_session(self) -> None:
-        """A live session: log in, or renew one that is getting old."""
-        async with self._lock:
-            if self._session_id is None:
-                await self._login()
-                return
-            if self.clock() - self._session_since < RENEW_AFTER:
-                return
-            answer = await self._post("session.php", b"")
-            if answer.status == 200:
-                self._session_since = self.clock()
-                return
-            if self._redirect(answer) is None:
-                check_status(self._url("session.php"), answer.status)
-            # Renewal refused: the session is gone, start a new one.
-            await self._login()
-
-    async def _exchange(self, path: str, document: bytes, field: str) -> bytes:
-        """Send a document (export or import) on a live session; log in again once if it is gone."""
-        for attempt in (1, 2):
-            await self._ensure_session()
-            answer = await self._post(path, *self._body(document, field))
-            page = self._redirect(answer)
-            if page is None:
-                return self._checked(path, answer)
-            if page not in SESSION_GONE_PAGES:
-                # Not the login flow's pages: a moved server (http → https) is a setting to fix.
-                raise ConfigurationError(
-                    f"{path} redirected to {answer.headers.get('Location', '')!r}", reason="unexpected_redirect"
-                )
-            # Sent back to the start page: the server has forgotten our session.
-            _LOGGER.debug("KUMIR-RESURS session gone (%s); logging in again", page)
-            async with self._lock:
-                self._session_id = None
-            if attempt == 2:
-                # A brand-new session refused too: not the password (login worked); the account's rights.
-                raise CommandError("KUMIR-RESURS refuses a new session for this module", reason="session_refused")
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _body(self, document: bytes, field: str) -> tuple[Any, Mapping[str, str] | None]:
-        transport = self.transport
-        if transport == "form" and field == "xml_file_import":
-            transport = "raw"  # import has no form-field variant (table 5.2 is multipart)
-        if transport == "form":
-            return aiohttp.FormData({"xml": document.decode()}), None
-        if transport == "multipart":
-            form = aiohttp.FormData()
-            form.add_field(field, document, filename=f"{field}.xml", content_type="application/xml")
-            return form, None
-        return document, {"Content-Type": "application/xml; charset=utf-8"}
-
-    def _checked(self, path: str, answer: RawAnswer) -> bytes:
-        """The body of a 2xx answer; a refusal the server explains becomes a CommandError with its words."""
-        if answer.status == 400:
-            result = _result(answer.body)
-            if result.get("status") == "error":
-                raise CommandError(result.get("message") or "refused", code="400", reason="kumir_refused")
-        check_status(self._url(path), answer.status)
-        return answer.body
-
-    async def async_close(self) -> None:
-        """End the session (the spec asks for it, though it is not obligatory); a failed goodbye changes nothing."""
-        async with self._lock:
-            if self._session_id is None:
-                return
-            try:
-                await self._post("logout.php", b"")
-            except MeterCloudError as err:
-                _LOGGER.debug("Could not end the session with %s: %s", self._base, err)
-            finally:
-                self._session_id = None
-
     async def async_validate(self) -> None:
-        """A real login proves the server and the credentials."""
+        """A real login proves the server and the credentials; one total-archive export, the followed nodes.
+
+        A mistyped node code, or a right code with a wrong serial (which would otherwise add a second
+        device beside the one the node really holds), is named rather than followed in silence. With
+        no node listed there is nothing to check: the config flow offers the account's own nodes.
+        """
         async with self._lock:
             await self._login()
+        if not self.nodes:
+            return
+        now = self._now()
+        answer = await self._export("total", now, now)
+        problems = self._unknown_nodes(answer.nodes)
+        if problems:
+            raise ConfigurationError(", ".join(problems), reason="unknown_nodes")
+
+    def _unknown_nodes(self, named: Iterable[tuple[str, str, str]]) -> list[str]:
+        """Followed nodes an export did not return as written, each with what the server has instead."""
+        by_code: dict[str, list[tuple[str, str, str]]] = {}
+        by_serial: dict[str, list[tuple[str, str, str]]] = {}
+        for triple in named:
+            by_code.setdefault(triple[0], []).append(triple)
+            by_serial.setdefault(triple[1], []).append(triple)
+        problems: list[str] = []
+        for node in self.nodes:
+            written = f"{node.code} {node.serial} {node.devtype}"
+            same = [t for t in by_code.get(node.code, []) if t[1] == node.serial]
+            if same and any(t[2].lower() == node.devtype.lower() for t in same):
+                continue
+            instead = same or by_code.get(node.code) or by_serial.get(node.serial) or []
+            problems.append(f"{written} → {' / '.join(' '.join(t) for t in instead)}" if instead else written)
+        return problems
 
     # --- export -------------------------------------------------------------------------------
 
@@ -360,42 +246,55 @@ class KumirClient(MeterClient):
 
     async def _export(
         self, archive: str, begin: datetime, end: datetime, nodes: Sequence[Node] | None = None
-    ) -> list[ArchiveRow]:
+    ) -> ExportAnswer:
         document = export_request(
             begin=begin, end=end, archives=[archive], systems=self.systems, nodes=self._node_triples(nodes)
         )
         body = await self._exchange(EXPORT_PATH, document, "xml_file_export")
         return await self._parse(body)
 
-    async def _parse(self, body: bytes) -> list[ArchiveRow]:
+    async def _parse(self, body: bytes) -> ExportAnswer:
         """Parse off the event loop: a large export takes seconds of CPU (see the benchmark)."""
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(None, partial(parse_export, body, self._tz, max_bytes=self.max_export_bytes))
+        return await loop.run_in_executor(
+            None, partial(parse_export_answer, body, self._tz, max_bytes=self.max_export_bytes)
+        )
 
     def _now(self) -> datetime:
         return datetime.now(self._tz).replace(microsecond=0)
 
     async def async_get_meters(self) -> dict[str, MeterData]:
-        """One export per followed archive; each meter's newest value of every parameter."""
+        """One export per followed archive; each named meter's newest value of every parameter.
+
+        Only meters this poll's answers name are returned (see the module notes); the answers are all
+        successful by then, since any failure fails the whole poll.
+        """
         now = self._now()
+        named: dict[str, None] = {}
         for archive in self.archives:
-            for row in await self._export(archive, now - POLL_WINDOW[archive], now):
+            answer = await self._export(archive, now - POLL_WINDOW[archive], now)
+            for code, serial, devtype in answer.nodes:
+                if self._follows(code, serial):
+                    meter = meter_id(code, serial)
+                    named[meter] = None
+                    self._kinds.setdefault(meter, Node(code, serial, devtype))
+            for row in answer.rows:
                 self._remember(row)
-        return {meter: self._meter(meter) for meter in self._meter_ids()}
+        return {meter: self._meter(meter) for meter in self._meter_ids() if meter in named}
 
     def _meter_ids(self) -> list[str]:
         ids = {node.meter_id: None for node in self.nodes}
         ids.update(dict.fromkeys(self._kinds))
         return list(ids)
 
-    def _follows(self, row: ArchiveRow) -> bool:
-        """Whether a row is of a followed node (all nodes when none are listed; a node by code or serial)."""
+    def _follows(self, code: str, serial: str) -> bool:
+        """Whether a node is followed (all nodes when none are listed; a node by code or serial)."""
         if not self.nodes:
             return True
-        return any(node.code == row.node_code or node.serial == row.serial for node in self.nodes)
+        return any(node.code == code or node.serial == serial for node in self.nodes)
 
     def _remember(self, row: ArchiveRow) -> None:
-        if not self._follows(row):
+        if not self._follows(row.node_code, row.serial):
             return
         meter = meter_id(row.node_code, row.serial)
         self._kinds[meter] = Node(row.node_code, row.serial, row.devtype)
@@ -424,8 +323,8 @@ class KumirClient(MeterClient):
     async def async_discover(self) -> list[Node]:
         """The account's nodes, when an export without a node list names them (the total archive)."""
         now = self._now()
-        rows = await self._export("total", now, now, nodes=[])
-        found = {meter_id(row.node_code, row.serial): Node(row.node_code, row.serial, row.devtype) for row in rows}
+        answer = await self._export("total", now, now, nodes=[])
+        found = {meter_id(code, serial): Node(code, serial, devtype) for code, serial, devtype in answer.nodes}
         return list(found.values())
 
     def meter_list(self) -> str:
@@ -486,7 +385,7 @@ class KumirClient(MeterClient):
         for archive in (a for a in STATISTIC_ARCHIVES if a in self.archives):
             rank = PRIORITY[archive]
             for chunk_start, chunk_end in self._chunks(archive, start, end, len(nodes)):
-                for row in await self._export(archive, chunk_start, chunk_end, nodes):
+                for row in (await self._export(archive, chunk_start, chunk_end, nodes)).rows:
                     meter = meter_id(row.node_code, row.serial)
                     if meter not in wanted:
                         continue
@@ -538,9 +437,10 @@ class KumirClient(MeterClient):
     # --- import -------------------------------------------------------------------------------
 
     async def async_import(self, records: Sequence[ImportRecord]) -> dict[str, str]:
-        """Upload readings (import.php, the entry's transport) and return the server's answer, field by field.
+        """Upload readings in one import.php request (the entry's transport); the server's answer, field by field.
 
-        A naive record time is wall time of the account's zone.
+        `dat` is wall time of the account's zone, the zone exports are read in, so a round trip agrees:
+        an aware record time is converted to that zone, a naive one is taken as its wall time already.
         """
         rows = [
             ArchiveRow(
@@ -549,30 +449,14 @@ class KumirClient(MeterClient):
                 devtype=record.device_type,
                 archive=record.archive,
                 system=record.system,
-                time=record.time if record.time.tzinfo else record.time.replace(tzinfo=self._tz),
+                time=record.time.astimezone(self._tz) if record.time.tzinfo else record.time.replace(tzinfo=self._tz),
                 values=record.values,
             )
             for record in records
         ]
         document = import_document(rows)
-        body = await self._exchange(IMPORT_PATH, document, "xml_file_import")
-        result = _result(body)
-        if result.get("status") == "error":
-            raise CommandError(result.get("message") or "refused", reason="kumir_refused")
-        return result
-
-
-def _result(body: bytes) -> dict[str, str]:
-    """The fields of a `<result>` answer ({} when the body is no such document)."""
-    if not body.strip():
-        return {}
-    try:
-        root = parse(body, max_bytes=1024 * 1024)
-    except ResponseError:
-        if body.lstrip().startswith(b"<"):
-            raise
-        return {}
-    return {child.tag: (child.text or "").strip() for child in root if isinstance(child.tag, str)}
+        # A refusal, in any shape the server may give it, is raised by the exchange.
+        return result_fields(await self._exchange(IMPORT_PATH, document, "xml_file_import"))
 
 
 __all__ = [
@@ -585,6 +469,7 @@ __all__ = [
     "CONF_SYSTEMS",
     "CONF_TIME_ZONE",
     "CONF_TRANSPORT",
+    "MAX_EXPORT_BYTES",
     "InvalidRequestError",
     "KumirClient",
     "Node",
