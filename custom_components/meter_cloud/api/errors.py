@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 
 class MeterCloudError(Exception):
     """Base of every error the client layer raises.
 
     `reason` is a stable, machine-readable key that the Home Assistant side turns into a
-    translated message; `code` is the vendor's own error code when there is one.
+    translated message; `code` is the vendor's own error code when there is one; `fields` are the
+    account settings it is about (ones to fill in, a credential the cloud refused), when it knows.
     """
 
     reason = "unknown"
+    fields: tuple[str, ...] = ()
     # Whether a request that failed may have been carried out (an answer was lost).
     outcome_unknown = False
     # False when the request never left (connection refused): it is safe to forget.
@@ -24,8 +28,11 @@ class MeterCloudError(Exception):
         reason: str | None = None,
         outcome_unknown: bool | None = None,
         request_sent: bool | None = None,
+        fields: Iterable[str] = (),
     ) -> None:
         super().__init__(message or self.reason)
+        if fields:
+            self.fields = tuple(fields)
         self.code = code
         if reason is not None:
             self.reason = reason
