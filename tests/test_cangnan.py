@@ -22,6 +22,7 @@ from custom_components.meter_cloud.const import DOMAIN
 from simulator.cangnan import CangnanEnvelope, CangnanSimulator
 
 from .conftest import CN_PUSH_ID, cangnan_data
+from .timing import LOST_ANSWER_HANG, LOST_ANSWER_TIMEOUT
 
 PUSH = f"/api/meter_cloud/push/{CN_PUSH_ID}"
 ACCOUNT_KEYS = ("base_url", "app_token", "app_secret", "data_from", "billing_side", "meters")
@@ -221,8 +222,8 @@ async def test_recharge_confirmed_by_poll_and_idempotent(
     assert hass.states.get(status).state == "confirmed"
     assert meter.remain_money == before + 50
 
-    cn_entry.runtime_data.client.request_timeout = 1.0
-    cn_sim.hang_seconds = 3.0
+    cn_entry.runtime_data.client.request_timeout = LOST_ANSWER_TIMEOUT
+    cn_sim.hang_seconds = LOST_ANSWER_HANG
     cn_sim.fail_next("timeout", endpoint="recharge")
     data = {"device_id": dev, "amount": 20, "reference": "CN-ORDER-2"}
     with pytest.raises(HomeAssistantError) as err:

@@ -22,6 +22,7 @@ from custom_components.meter_cloud.const import EVENT_COMMAND_RESULT
 from simulator.cangnan import CangnanSimulator
 
 from .sequences import act, device, entity, outcomes, state, warnings_about
+from .timing import LOST_ANSWER_HANG, LOST_ANSWER_TIMEOUT
 
 
 def trades(sim: CangnanSimulator, path: str = "recharge") -> list[dict[str, Any]]:
@@ -80,8 +81,8 @@ async def test_lost_answer_then_retry_is_charged_once(
     80002033 for a TradeNo we sent: pending, confirmed by the poll, money moved once."""
     meter = next(iter(cn_sim.meters.values()))
     before = meter.remain_money
-    cn_entry.runtime_data.client.request_timeout = 1.0
-    cn_sim.hang_seconds = 3.0
+    cn_entry.runtime_data.client.request_timeout = LOST_ANSWER_TIMEOUT
+    cn_sim.hang_seconds = LOST_ANSWER_HANG
     cn_sim.fail_next(loss, endpoint="recharge")
     data = {"device_id": device(hass, cn_entry, "cangnan", meter.meter_id), "amount": 20, "reference": "CN-LOST"}
     with pytest.raises(HomeAssistantError) as err:

@@ -23,6 +23,7 @@ from simulator.goldcard import GoldcardSimulator
 
 from .conftest import PUSH_ID
 from .sequences import act, device, entity, outcomes, state, warnings_about
+from .timing import LOST_ANSWER_HANG, LOST_ANSWER_TIMEOUT
 
 COMMAND_RESULT = "api/collect/meter/2002"
 
@@ -77,8 +78,8 @@ async def test_lost_answer_then_retry_is_charged_once(
     confirmed by 2002, money moved once. The error says the money may be on its way, whatever the loss."""
     meter_no, meter = next(iter(sim.meters.items()))
     before = meter.balance
-    setup_entry.runtime_data.client.request_timeout = 1.0
-    sim.hang_seconds = 3.0
+    setup_entry.runtime_data.client.request_timeout = LOST_ANSWER_TIMEOUT
+    sim.hang_seconds = LOST_ANSWER_HANG
     sim.fail_next(loss, endpoint="1004")
     data = {"device_id": device(hass, setup_entry, "goldcard", meter_no), "amount": 20, "reference": "LOST-1"}
     with pytest.raises(HomeAssistantError) as err:

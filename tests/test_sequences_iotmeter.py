@@ -23,6 +23,7 @@ from custom_components.meter_cloud.const import EVENT_COMMAND_RESULT
 from simulator.iotmeter import IotMeterSimulator
 
 from .sequences import act, device, entity, outcomes, state, warnings_about
+from .timing import LOST_ANSWER_HANG, LOST_ANSWER_TIMEOUT
 
 BACKEND = "iotmeter"
 
@@ -108,8 +109,8 @@ async def test_lost_answer_then_retry_is_charged_once(
     await act(hass, "recharge", {"device_id": target, "amount": 1, "reference": "IOT-WARM"})  # learn the counters
     await settle(hass, iot_sim)
     before = dev.remain_money
-    iot_entry.runtime_data.client.request_timeout = 1.0
-    iot_sim.hang_seconds = 3.0
+    iot_entry.runtime_data.client.request_timeout = LOST_ANSWER_TIMEOUT
+    iot_sim.hang_seconds = LOST_ANSWER_HANG
     iot_sim.fail_next(loss, endpoint="Add")
     data = {"device_id": target, "amount": 20, "reference": "IOT-LOST"}
     with pytest.raises(HomeAssistantError) as err:

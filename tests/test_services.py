@@ -20,6 +20,7 @@ from custom_components.meter_cloud.const import DOMAIN
 from simulator.goldcard import GoldcardSimulator
 
 from .test_sensor import entity_id, state_decimal
+from .timing import LOST_ANSWER_HANG, LOST_ANSWER_TIMEOUT
 
 
 def device(hass: HomeAssistant, entry: MockConfigEntry, meter_no: str) -> str:
@@ -85,8 +86,8 @@ async def test_recharge_timeout_never_resent_blindly(
     """A lost answer leaves the recharge 'unknown'; an explicit retry reuses the serial and charges once."""
     meter_no, meter = next(iter(sim.meters.items()))
     before = meter.balance
-    setup_entry.runtime_data.client.request_timeout = 1.0
-    sim.hang_seconds = 3.0
+    setup_entry.runtime_data.client.request_timeout = LOST_ANSWER_TIMEOUT
+    sim.hang_seconds = LOST_ANSWER_HANG
     sim.fail_next("timeout", endpoint="1004")
     data = {"device_id": device(hass, setup_entry, meter_no), "amount": 20, "reference": "R-TIMEOUT"}
     with pytest.raises(HomeAssistantError) as err:

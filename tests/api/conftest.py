@@ -15,6 +15,8 @@ from aiohttp.test_utils import TestServer
 from custom_components.meter_cloud.api import GoldcardClient, PushError, PushResult
 from simulator.goldcard import GoldcardSimulator
 
+from ..timing import LOST_ANSWER_HANG
+
 TZ = ZoneInfo("Asia/Shanghai")
 
 
@@ -27,7 +29,7 @@ def auto_enable_custom_integrations() -> None:
 async def sim(socket_enabled: None) -> AsyncGenerator[GoldcardSimulator]:
     """Four meters (every valve state and a tiered price among them); commands wait for settle()."""
     simulator = GoldcardSimulator(meters=4, command_delay=3600, seed=7)
-    simulator.hang_seconds = 3.0
+    simulator.hang_seconds = LOST_ANSWER_HANG
     yield simulator
     await simulator.close()
 

@@ -51,6 +51,7 @@ from custom_components.meter_cloud.api.envelope import ENCODINGS, MACS, MODES, P
 from simulator.cangnan import ALARM_TYPES, MESSAGES, OK_MESSAGE, PUSH_PATHS, CangnanEnvelope, CangnanSimulator, SimMeter
 from simulator.common import dumps, sign
 
+from ..timing import LOST_ANSWER_HANG, LOST_ANSWER_TIMEOUT
 from .conftest import TZ
 
 KEY16 = "0123456789ABCDEFFEDCBA9876543210"
@@ -101,7 +102,7 @@ class Wire:
 def make_sim(**kwargs: Any) -> CangnanSimulator:
     """A simulator whose commands wait for settle() and whose lost answers hang half a second."""
     simulator = CangnanSimulator(**({"meters": 6, "command_delay": 3600, "seed": 7} | kwargs))
-    simulator.hang_seconds = 3.0
+    simulator.hang_seconds = LOST_ANSWER_HANG
     return simulator
 
 
@@ -767,7 +768,7 @@ async def test_recharge_retry_after_lost_answer(sim: CangnanSimulator, client: C
     before = meter.remain_money
     now = datetime.now(TZ)
     sim.fail_next("timeout", endpoint="recharge")
-    client.request_timeout = 1.0
+    client.request_timeout = LOST_ANSWER_TIMEOUT
     with pytest.raises(CloudTimeoutError) as err:
         await client.async_recharge(as_meter(meter), Decimal("20.5"), "ORDER-9", serial="ORDER-9", when=now)
     assert err.value.outcome_unknown is True
@@ -1348,7 +1349,7 @@ async def test_failure_modes(
     unknown: bool,
 ) -> None:
     """Each injected failure maps to its class once; lost or garbled answers leave the outcome open."""
-    client.request_timeout = 1.0
+    client.request_timeout = LOST_ANSWER_TIMEOUT
     sim.fail_next(mode)
     with pytest.raises(MeterCloudError) as err:
         await client.async_get_meters()

@@ -38,6 +38,7 @@ from custom_components.meter_cloud.api import (
 from simulator.common import sign
 from simulator.goldcard import ENDPOINTS, MESSAGES, PUSH_PATHS, GoldcardSimulator, SimMeter
 
+from ..timing import LOST_ANSWER_TIMEOUT
 from .conftest import TZ, client_config
 
 VALVES = {"open": ValveState.OPEN, "closed": ValveState.CLOSED, "unknown": ValveState.UNKNOWN}
@@ -244,7 +245,7 @@ async def test_recharge_retry_after_lost_answer(sim: GoldcardSimulator, client: 
     serial = client.recharge_serial("ORDER-9")
     now = datetime.now(TZ)
     sim.fail_next("timeout", endpoint="1004")
-    client.request_timeout = 1.0
+    client.request_timeout = LOST_ANSWER_TIMEOUT
     counter = meter.recharge_count + 1
     with pytest.raises(CloudTimeoutError):
         await client.async_recharge(
@@ -541,7 +542,7 @@ async def test_unknown_meter_and_wrong_user(sim: GoldcardSimulator, client: Gold
 )
 async def test_failure_modes(sim: GoldcardSimulator, client: GoldcardClient, mode: str, error: type[Exception]) -> None:
     """Each injected failure maps to its error class exactly once; the next call works."""
-    client.request_timeout = 1.0
+    client.request_timeout = LOST_ANSWER_TIMEOUT
     sim.fail_next(mode)
     with pytest.raises(error) as err:
         await client.async_get_meters()

@@ -37,6 +37,7 @@ from simulator.goldcard import (
     SimMeter,
 )
 
+from ..timing import LOST_ANSWER_HANG
 from .conftest import TZ
 
 WHEN = datetime(2026, 3, 1, 9, 15, 30, tzinfo=TZ)
@@ -46,7 +47,7 @@ WHEN = datetime(2026, 3, 1, 9, 15, 30, tzinfo=TZ)
 async def sim(socket_enabled: None) -> AsyncGenerator[GoldcardSimulator]:
     """The conftest's four meters, strict; commands wait for settle()."""
     simulator = GoldcardSimulator(meters=4, command_delay=3600, seed=7, strict=True)
-    simulator.hang_seconds = 3.0
+    simulator.hang_seconds = LOST_ANSWER_HANG
     yield simulator
     await simulator.close()
 

@@ -29,6 +29,8 @@ from simulator.iotmeter import (
     q3,
 )
 
+from ..timing import LOST_ANSWER_HANG
+
 REMOTE_CHARGE = "iotmeterv1.prepay.remotecharge"
 CHARGE_STATE = "iotmeterv1.prepay.getchargestate"
 VALVE_OFF = "iotmeterv1.common.setvalveoff"
@@ -46,7 +48,7 @@ CHARGE_STATE_FIELDS = {
 def make_sim(**kwargs: Any) -> IotMeterSimulator:
     """Five meters and one RTU; commands wait for settle()."""
     simulator = IotMeterSimulator(**({"meters": 5, "rtus": 1, "command_delay": 3600, "seed": 7} | kwargs))
-    simulator.hang_seconds = 3.0
+    simulator.hang_seconds = LOST_ANSWER_HANG
     return simulator
 
 
