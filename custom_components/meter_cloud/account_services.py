@@ -143,23 +143,49 @@ async def _replace_meter(call: ServiceCall) -> ServiceResponse:
     return result
 
 
+RECORD_KEYS = ("node", "serial", "device_type", "archive", "system", "timestamp", "values")
+# What a `records` item may take from the call's own fields (so one node's readings need naming once).
+SHARED_KEYS = ("node", "serial", "device_type", "archive", "system")
+MAX_IMPORT_RECORDS = 5000
+
+
+def _import_records(data: dict[str, Any]) -> list[ImportRecord]:
+    """The records of an import call: the call's own record (when it has a time or values) and its `records`.
+
+    A naive time is the account's local time (the zone its archives are read in); the client converts an
+    aware one to that zone.
+    """
+    shared = {key: data[key] for key in SHARED_KEYS if key in data}
+    own = "timestamp" in data or "values" in data or "records" not in data
+    given: list[tuple[int | None, dict[str, Any]]] = [(None, data)] if own else []
+    given += [(index, {**shared, **item}) for index, item in enumerate(data.get("records", []), 1)]
+    records: list[ImportRecord] = []
+    for index, item in given:
+        missing = [key for key in RECORD_KEYS if key != "system" and not item.get(key)]
+        if missing:
+            where = "" if index is None else f"records[{index}]."
+            raise invalid("missing_field", error=", ".join(where + key for key in missing))
+        records.append(
+            ImportRecord(
+                node=item["node"],
+                serial=item["serial"],
+                device_type=item["device_type"],
+                archive=item["archive"],
+                system=item.get("system", 1),
+                time=item["timestamp"],
+                values=item["values"],
+            )
+        )
+    return records
+
+
 @admin
 async def _import_readings(call: ServiceCall) -> ServiceResponse:
     coordinator = loaded_coordinator(call.hass, call.data[ATTR_CONFIG_ENTRY_ID])
     require(coordinator, Capability.IMPORT)
-    values = call.data["values"]
-    if not values:
-        raise invalid("missing_field", field="values")
-    record = ImportRecord(
-        node=call.data["node"],
-        serial=call.data["serial"],
-        device_type=call.data["device_type"],
-        archive=call.data["archive"],
-        system=call.data["system"],
-        time=call.data["timestamp"],
-        values=values,
-    )
-    answer = await run(coordinator, coordinator.client.async_import([record]))
+    records = _import_records(dict(call.data))
+    # One import.php request for every record: the document groups them by node, archive and system.
+    answer = await run(coordinator, coordinator.client.async_import(records))
     await coordinator.async_request_refresh()
     return dict(answer)
 
@@ -180,6 +206,16 @@ PARAM_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$")
 CUSTOMER: dict[Any, Any] = {vol.Optional(name): cv.string for name in CUSTOMER_FIELDS}
 ID = vol.All(cv.string, vol.Length(min=1, max=50))
 REASON = vol.All(cv.string, vol.Length(max=100))
+# One record of import_readings; every field optional here, as a `records` item takes the call's own.
+IMPORT_RECORD: dict[Any, Any] = {
+    vol.Optional("node"): ID,
+    vol.Optional("serial"): ID,
+    vol.Optional("device_type"): vol.All(cv.string, vol.Match(PARAM_NAME)),
+    vol.Optional("archive"): vol.In(ARCHIVES),
+    vol.Optional("system"): vol.All(vol.Coerce(int), vol.Range(min=0, max=999)),
+    vol.Optional("timestamp"): cv.datetime,
+    vol.Optional("values"): _values,
+}
 ACCOUNT_SERVICES: dict[str, tuple[Handler, vol.Schema, SupportsResponse]] = {
     "register_meter": (
         _register_meter,
@@ -212,13 +248,10 @@ ACCOUNT_SERVICES: dict[str, tuple[Handler, vol.Schema, SupportsResponse]] = {
         vol.Schema(
             {
                 vol.Required(ATTR_CONFIG_ENTRY_ID): cv.string,
-                vol.Required("node"): ID,
-                vol.Required("serial"): ID,
-                vol.Required("device_type"): vol.All(cv.string, vol.Match(PARAM_NAME)),
-                vol.Required("archive"): vol.In(ARCHIVES),
-                vol.Optional("system", default=1): vol.All(vol.Coerce(int), vol.Range(min=0, max=999)),
-                vol.Required("timestamp"): cv.datetime,
-                vol.Required("values"): _values,
+                **IMPORT_RECORD,
+                vol.Optional("records"): vol.All(
+                    cv.ensure_list, vol.Length(min=1, max=MAX_IMPORT_RECORDS), [vol.Schema(IMPORT_RECORD)]
+                ),
             }
         ),
         SupportsResponse.OPTIONAL,
