@@ -3,25 +3,25 @@
 from __future__ import annotations
 
 import logging
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
-from homeassistant.config_entries import SOURCE_USER, ConfigEntryState
+from homeassistant.config_entries import SOURCE_RECONFIGURE, SOURCE_USER, ConfigEntryState
 from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
 from homeassistant.util import dt as dt_util
-from pytest_homeassistant_custom_component.common import MockConfigEntry
+from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
 from custom_components.meter_cloud.api import KumirClient
 from custom_components.meter_cloud.api.kumir.session import RENEW_AFTER
 from custom_components.meter_cloud.compat import device_by_identifier
 from custom_components.meter_cloud.const import DOMAIN
-from simulator.kumir import KumirSimulator, _fmt
+from simulator.kumir import REFUSAL_SHAPES, KumirSimulator, _fmt
 
 from .conftest import KUMIR_TZ, kumir_data
 
@@ -481,3 +481,220 @@ async def test_options_without_push_url_or_details(hass: HomeAssistant, kumir_en
     await hass.async_block_till_done()
     assert kumir_entry.options == {"scan_interval": 20}
     assert kumir_entry.runtime_data.update_interval.total_seconds() == 20 * 60
+
+
+def _reauth_flows(hass: HomeAssistant) -> list[Any]:
+    return [flow for flow in hass.config_entries.flow.async_progress() if flow["context"]["source"] == "reauth"]
+
+
+def _eai_expected(sim: KumirSimulator, hass: HomeAssistant, code: str) -> Decimal:
+    return Decimal(_fmt(sim.counter_value(sim.nodes[code], 1, "EAi", _reading_time(hass, sim, code))))
+
+
+@pytest.mark.parametrize("status", [401, 403])
+async def test_401_and_403_are_a_lost_session_not_a_wrong_password(
+    hass: HomeAssistant,
+    kumir_entry: MockConfigEntry,
+    kumir_sim: KumirSimulator,
+    caplog: pytest.LogCaptureFixture,
+    status: int,
+) -> None:
+    """Export or session.php answering 401/403: a new login, values right; refused twice: one failed poll, no reauth."""
+    mode = f"http{status}"
+    coordinator = kumir_entry.runtime_data
+    client = coordinator.client
+    assert isinstance(client, KumirClient)
+    kumir_sim.fail_next(mode, endpoint="export")
+    await _refresh(hass, kumir_entry)
+    assert coordinator.last_update_success
+    assert len(_requests(kumir_sim, "login")) == 2
+    assert Decimal(_state(hass, kumir_sim, M234, "s1_EAi").state) == _eai_expected(kumir_sim, hass, M234)
+
+    base = client.clock()
+    client.clock = lambda: base + RENEW_AFTER + 1
+    kumir_sim.fail_next(mode, endpoint="session")
+    await _refresh(hass, kumir_entry)
+    assert coordinator.last_update_success
+    assert len(_requests(kumir_sim, "login")) == 3
+
+    # Refused again right after a fresh login: this poll fails; no reauthentication is started.
+    kumir_sim.fail_next(mode, count=2, endpoint="export")
+    await _refresh(hass, kumir_entry)
+    assert not coordinator.last_update_success
+    assert _state(hass, kumir_sim, M234, "s1_EAi").state == "unavailable"
+    assert not _reauth_flows(hass)
+    assert kumir_entry.state is ConfigEntryState.LOADED
+    assert not _tracebacks(caplog)
+
+    # Polling goes on by itself and recovers.
+    sent = len(kumir_sim.requests)
+    async_fire_time_changed(hass, dt_util.utcnow() + coordinator.update_interval + timedelta(seconds=1))
+    await hass.async_block_till_done(wait_background_tasks=True)
+    assert len(kumir_sim.requests) > sent
+    assert coordinator.last_update_success
+    assert Decimal(_state(hass, kumir_sim, M234, "s1_EAi").state) == _eai_expected(kumir_sim, hass, M234)
+    assert not _reauth_flows(hass)
+
+
+async def test_a_node_removed_from_the_account_is_not_shown_as_current(
+    hass: HomeAssistant, kumir_entry: MockConfigEntry, kumir_sim: KumirSimulator
+) -> None:
+    """The account stops listing a node: its sensors are unavailable after the poll; back when it returns."""
+    coordinator = kumir_entry.runtime_data
+    tv7_meter = f"{TV7}/{kumir_sim.nodes[TV7].num}"
+    heat = _entity(hass, kumir_sim, TV7, "s1_Q")
+    assert hass.states.get(heat).state != "unavailable"
+    kumir_sim.remove_node(TV7)
+    await _refresh(hass, kumir_entry)
+    assert coordinator.last_update_success
+    assert tv7_meter not in coordinator.data
+    assert hass.states.get(heat).state == "unavailable"
+    assert Decimal(_state(hass, kumir_sim, M234, "s1_EAi").state) == _eai_expected(kumir_sim, hass, M234)
+
+    kumir_sim.restore_node(TV7)
+    await _refresh(hass, kumir_entry)
+    when = _reading_time(hass, kumir_sim, TV7)
+    expected = Decimal(_fmt(kumir_sim.counter_value(kumir_sim.nodes[TV7], 1, "Q", when)))
+    assert Decimal(_state(hass, kumir_sim, TV7, "s1_Q").state) == expected
+
+
+async def test_import_several_records_in_one_request_with_aware_times(
+    hass: HomeAssistant, kumir_entry: MockConfigEntry, kumir_sim: KumirSimulator
+) -> None:
+    """`records` beside the call's own record, one import.php; an aware UTC time is written in the entry's zone."""
+    utc = datetime(2026, 11, 1, 7, tzinfo=UTC)  # 10:00 in the entry's zone (Moscow)
+    call: dict[str, Any] = {
+        "config_entry_id": kumir_entry.entry_id,
+        "node": "Pol_900",
+        "serial": "90000001",
+        "device_type": "m234",
+        "archive": "hour",
+        "timestamp": utc.isoformat(),  # as now().isoformat() gives it in an automation
+        "values": {"EAi": 100.5},
+        "records": [
+            {"system": 2, "timestamp": "2026-11-01T07:00:00+00:00", "values": {"EAi": 50.25}},
+            {"archive": "day", "timestamp": "2026-11-01T00:00:00", "values": {"EAi": 99}},  # naive: the entry's zone
+            {
+                "node": "Pol_901",
+                "serial": "90000002",
+                "device_type": "tv7",
+                "timestamp": "2026-11-01 08:00:00+10:00",
+                "values": {"Q": "1.5"},
+            },
+        ],
+    }
+    sent = len(_requests(kumir_sim, "import"))
+    answer = await hass.services.async_call(DOMAIN, "import_readings", call, blocking=True, return_response=True)
+    assert answer == {"status": "ok", "imported": "4"}
+    assert len(_requests(kumir_sim, "import")) == sent + 1
+    assert kumir_sim.nodes["Pol_900"].imported == {
+        ("hour", 1, "2026-11-01T10:00:00"): {"EAi": "100.5"},
+        ("hour", 2, "2026-11-01T10:00:00"): {"EAi": "50.25"},
+        ("day", 1, "2026-11-01T00:00:00"): {"EAi": "99"},
+    }
+    assert kumir_sim.nodes["Pol_901"].imported == {("hour", 1, "2026-11-01T01:00:00"): {"Q": "1.5"}}
+
+    # Our own round trip agrees: the export reads the record back at the instant it was given.
+    from custom_components.meter_cloud.api import MeterData
+
+    meter = MeterData(meter_id="Pol_900/90000001", user_no="Pol_900", device_id="90000001", model="m234")
+    client = kumir_entry.runtime_data.client
+    series = await client.async_history_series([meter], utc - timedelta(hours=1), utc + timedelta(hours=1))
+    points = {s.key: [(p.time, p.value) for p in s.points] for s in series}
+    assert points["s2_EAi"] == [(utc, Decimal("50.25"))]
+    assert (utc, Decimal("100.5")) in points["s1_EAi"]
+
+    # Records alone, taking node, serial, type and archive from the call; a record missing its values is named.
+    only = {key: call[key] for key in ("config_entry_id", "node", "serial", "device_type", "archive")}
+    answer = await hass.services.async_call(
+        DOMAIN,
+        "import_readings",
+        {**only, "records": [{"timestamp": "2026-11-02T00:00:00", "values": {"EAi": 101}}]},
+        blocking=True,
+        return_response=True,
+    )
+    assert answer == {"status": "ok", "imported": "1"}
+    sent = len(kumir_sim.requests)
+    with pytest.raises(ServiceValidationError) as err:
+        await hass.services.async_call(
+            DOMAIN,
+            "import_readings",
+            {**only, "records": [{"timestamp": "2026-11-02T00:00:00", "values": {"EAi": 1}}, {"system": 2}]},
+            blocking=True,
+            return_response=True,
+        )
+    assert err.value.translation_key == "missing_field"
+    assert err.value.translation_placeholders == {"error": "records[2].timestamp, records[2].values"}
+    assert len(kumir_sim.requests) == sent
+
+
+@pytest.mark.parametrize("shape", REFUSAL_SHAPES)
+async def test_refusals_show_the_servers_words(
+    hass: HomeAssistant,
+    kumir_entry: MockConfigEntry,
+    kumir_sim: KumirSimulator,
+    caplog: pytest.LogCaptureFixture,
+    shape: str,
+) -> None:
+    """An import refused in any shape: kumir_refused with the server's code and message; an export: a failed poll."""
+    message = "Нет прав на запись в архив узла"
+    kumir_sim.refuse(shape, status=400, code="E-17", message=message, endpoint="import")
+    call = {
+        "config_entry_id": kumir_entry.entry_id,
+        "node": M234,
+        "serial": kumir_sim.nodes[M234].num,
+        "device_type": "m234",
+        "archive": "hour",
+        "timestamp": "2026-11-01T10:00:00",
+        "values": {"EAi": 1},
+    }
+    with pytest.raises(HomeAssistantError) as err:
+        await hass.services.async_call(DOMAIN, "import_readings", call, blocking=True, return_response=True)
+    assert err.value.translation_key == "kumir_refused"
+    code = "HTTP 400" if shape == "legacy" else "E-17"
+    assert err.value.translation_placeholders == {"error": message, "code": code}
+
+    coordinator = kumir_entry.runtime_data
+    kumir_sim.refuse(shape, status=500, code="E-18", message="Период недоступен")
+    await _refresh(hass, kumir_entry)
+    assert not coordinator.last_update_success
+    assert "Период недоступен" in str(coordinator.last_exception)
+    assert not _reauth_flows(hass)
+    assert not _tracebacks(caplog)
+    await _refresh(hass, kumir_entry)
+    assert coordinator.last_update_success
+
+
+async def test_config_flow_checks_the_followed_nodes(
+    hass: HomeAssistant, kumir_sim: KumirSimulator, kumir_server: TestServer
+) -> None:
+    """A mistyped code and a right code with a wrong serial are named; fixed, the entry is created; reconfigure too."""
+    data = kumir_data(kumir_sim, kumir_server)
+    m234, tv7 = kumir_sim.nodes[M234], kumir_sim.nodes[TV7]
+    result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {"backend": "kumir"})
+    account = {key: data[key] for key in ("base_url", "login", "login_password", "systems", "archives", "transport")}
+    wrong = f"Pol_2766 {m234.num} m234\n{TV7} 12345678 tv7"
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {**account, "nodes": wrong})
+    assert result["errors"] == {"base": "unknown_nodes"}
+    assert result["description_placeholders"]["error"] == (
+        f"Pol_2766 {m234.num} m234 → {M234} {m234.num} m234, {TV7} 12345678 tv7 → {TV7} {tv7.num} tv7"
+    )
+    right = f"{M234} {m234.num} m234\n{TV7} {tv7.num} tv7"
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {**account, "nodes": right})
+    assert result["type"] == "create_entry"
+    assert result["data"]["nodes"] == right
+    await hass.async_block_till_done()
+    entry = result["result"]
+    assert set(entry.runtime_data.data) == {f"{M234}/{m234.num}", f"{TV7}/{tv7.num}"}
+
+    result = await hass.config_entries.flow.async_init(
+        DOMAIN, context={"source": SOURCE_RECONFIGURE, "entry_id": entry.entry_id}
+    )
+    user_input = {**account, "backfill_days": 3, "nodes": f"{right}\nPol_999 99999999 pulsar"}
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], user_input)
+    assert result["errors"] == {"base": "unknown_nodes"}
+    assert result["description_placeholders"]["error"] == "Pol_999 99999999 pulsar"
+    result = await hass.config_entries.flow.async_configure(result["flow_id"], {**user_input, "nodes": right})
+    assert result["reason"] == "reconfigure_successful"
+    await hass.async_block_till_done()
