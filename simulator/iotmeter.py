@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 import aiohttp
 from aiohttp import web
 
-from .common import SimulatorBase, dumps, read_body, reply
+from .common import FAIL_MODES, SimulatorBase, dumps, read_body, reply
 
 DEFAULT_TZ = ZoneInfo("Asia/Shanghai")
 WIRE_FORMAT = "%Y-%m-%dT%H:%M:%S"
@@ -57,6 +57,10 @@ AUTH_FAILED, TOKEN_FAILED, LOGIN_FAILED = "认证失败", "token无效或已过�
 NOT_FOUND, SERVER_ERROR, BAD_BODY = "找不到数据", "服务器内部错误", "参数格式错误"
 BAD_CTRL_DATA, BAD_TYPE = "ctrl_data 格式错误", "不支持的任务类型"
 NO_UPDATE_TARGET, NO_DELETE_TARGET = "找不到要修改的数据", "找不到要删除的数据"  # 4.2.3 and 4.2.6's samples
+# How a dead token is refused (2.2.2 does not say): HTTP 401 or 403 with the envelope, or the usual HTTP 200 with
+# State "failed". Fault mode "token" kills the token of the next control request just before it arrives.
+TOKEN_REFUSALS = {"http401": 401, "http403": 403, "http200": 200}
+IOT_FAIL_MODES = FAIL_MODES | {"token"}
 _STATES = "等待发送 已经发送 已经应答 任务成功 任务失败 任务被取消 任务超时 发送数据失败 其他错误"
 STATE_MSG = dict(zip((0, 1, 2, 3, 4, 5, 6, 7, 99), _STATES.split(), strict=True))
 FINAL = frozenset({3, 4, 5, 6, 7, 99})
@@ -210,16 +214,22 @@ class IotMeterSimulator(SimulatorBase):
         push_url: str | None = None,
         seed: int = 1,
         strict: bool = True,
+        token_refusal: str = "http401",  # noqa: S107 - a mode, not a secret
     ) -> None:
         """Build the devices, their 60 days of frozen history and the web app.
 
         `strict` turns on every check a real platform and meter make that a lenient test double may skip;
         each is also its own attribute (check_charge_sequence) so a test can turn one off again.
+        `token_refusal` (TOKEN_REFUSALS) is how a control call with a dead token is answered, with token_message.
         """
-        super().__init__(endpoints=ENDPOINTS, tz=tz, push_url=push_url, seed=seed)
+        super().__init__(endpoints=ENDPOINTS, tz=tz, push_url=push_url, seed=seed, fail_modes=IOT_FAIL_MODES)
         self.company_no, self.data_api_key = company_no, data_api_key
         self.login_name, self.password = login_name, password
         self.token_ttl, self.command_delay = token_ttl, command_delay
+        if token_refusal not in TOKEN_REFUSALS:
+            raise ValueError(f"token_refusal must be one of {sorted(TOKEN_REFUSALS)}")
+        self.token_refusal = token_refusal
+        self.token_message, self.login_message = TOKEN_FAILED, LOGIN_FAILED
         # True applies to every command; a set of comm numbers only to those meters' commands.
         self.fail_commands: bool | set[str] = False
         self.timeout_commands: bool | set[str] = False
@@ -278,7 +288,7 @@ class IotMeterSimulator(SimulatorBase):
         for name, path in ENDPOINTS.items():
             app.router.add_post(f"/{path}", partial(self._serve, name))
         self.add_control_routes(app)
-        for name in ("event", "advance", "settle", "step", "external_recharge", "resend_report"):
+        for name in ("event", "advance", "settle", "step", "external_recharge", "resend_report", "expire_tokens"):
             app.router.add_post(f"/_sim/{name}", getattr(self, f"_sim_{name}"))
         return app
 
@@ -294,6 +304,12 @@ class IotMeterSimulator(SimulatorBase):
         """Move the simulator's clock on: tokens expire, commands time out, the next tick sees the new time."""
         self._offset += timedelta(seconds=seconds)
         self._expire()
+
+    def expire_tokens(self) -> int:
+        """Invalidate every token handed out (the platform restarted, or an administrator logged us out)."""
+        count = len(self._tokens)
+        self._tokens.clear()
+        return count
 
     def _fmt(self, when: datetime, fmt: str = WIRE_FORMAT) -> str:
         return when.astimezone(self.tz).strftime(fmt)
@@ -612,8 +628,13 @@ class IotMeterSimulator(SimulatorBase):
             return web.Response(status=500, text="Internal Server Error")
         if mode == "malformed":
             return web.Response(text="<html><body>502 Bad Gateway</body></html>", content_type="text/html")
+        control = "/Conf/" in ENDPOINTS[name] and name != "Login"
+        if mode == "token":
+            self._tokens.pop(request.headers.get("token", ""), None)
         if mode == "auth" or not self._authorized(name, request):
-            message = LOGIN_FAILED if name == "Login" else TOKEN_FAILED if "/Conf/" in ENDPOINTS[name] else AUTH_FAILED
+            if control and mode != "auth":
+                return reply(IotError(self.token_message).answer(), status=TOKEN_REFUSALS[self.token_refusal])
+            message = self.login_message if name == "Login" else TOKEN_FAILED if control else AUTH_FAILED
             return reply(IotError(message).answer(), status=401)
         if fault is not None and mode == "error":
             return reply(IotError(fault.code or SERVER_ERROR).answer())
@@ -765,7 +786,7 @@ class IotMeterSimulator(SimulatorBase):
         expected = hashlib.md5(self.password.encode()).hexdigest()
         given = params.get("pwd", "").strip().lower()
         if params.get("loginName") != self.login_name or not hmac.compare_digest(given.encode(), expected.encode()):
-            raise IotError(LOGIN_FAILED)
+            raise IotError(self.login_message)
         token, expiry = secrets.token_hex(128).upper(), self._clock() + timedelta(seconds=self.token_ttl)
         self._tokens[token] = expiry
         # The sample's expiration: 7 fraction digits (.NET ticks) and the offset.
@@ -1276,6 +1297,17 @@ class IotMeterSimulator(SimulatorBase):
         self.advance(float((await read_body(request)).get("seconds", 0)))
         return reply({"ok": True, "now": self._fmt(self._now())})
 
+    async def _sim_expire_tokens(self, request: web.Request) -> web.Response:
+        """Kill every token; {"refusal": "http200", "message": ..., "login_message": ...} also sets how."""
+        data = await read_body(request)
+        refusal = data.get("refusal", self.token_refusal)
+        if refusal not in TOKEN_REFUSALS:
+            return reply({"error": f"refusal must be one of {sorted(TOKEN_REFUSALS)}"}, status=400)
+        self.token_refusal = refusal
+        self.token_message = str(data.get("message") or self.token_message)
+        self.login_message = str(data.get("login_message") or self.login_message)
+        return reply({"ok": True, "expired": self.expire_tokens(), "refusal": refusal})
+
     async def _sim_settle(self, _request: web.Request) -> web.Response:
         await self.settle()
         return reply({"ok": True, "commands": list(self.commands.values())})
@@ -1323,5 +1355,7 @@ class IotMeterSimulator(SimulatorBase):
             "outbox": [asdict(push) for push in self.outbox[-50:]],
             "settings": settings
             | {"refuse_charges": self.refuse_charges, "command_delay": self.command_delay}
-            | {"strict": self.strict, "check_charge_sequence": self.check_charge_sequence},
+            | {"strict": self.strict, "check_charge_sequence": self.check_charge_sequence}
+            | {"token_refusal": self.token_refusal, "token_message": self.token_message}
+            | {"login_message": self.login_message, "tokens_alive": len(self._tokens)},
         }

@@ -638,8 +638,9 @@ async def test_relogin_after_401(sim: IotMeterSimulator, client: IotMeterClient,
 async def test_wrong_password(sim: IotMeterSimulator, server: TestServer, session: aiohttp.ClientSession) -> None:
     """The platform's refusal of the login is an authentication error, at validation and at a command."""
     client = make_client(sim, server, session, password="654321")
-    with pytest.raises(AuthenticationError, match="用户名或密码错误"):
+    with pytest.raises(AuthenticationError, match="用户名或密码错误") as err:
         await client.async_validate()
+    assert (err.value.reason, err.value.fields) == ("invalid_control_auth", ("password",))
     with pytest.raises(AuthenticationError):
         await client.async_set_valve(MeterData(meter_id=meter_nos(sim)[0], kind="meter"), True, "PW-1")
     assert queries(sim, "Login")[0]["pwd"] == hashlib.md5(b"654321").hexdigest()
@@ -647,14 +648,16 @@ async def test_wrong_password(sim: IotMeterSimulator, server: TestServer, sessio
     assert sim.commands == {}
 
 
-async def test_second_401_is_an_authentication_error(sim: IotMeterSimulator, client: IotMeterClient) -> None:
-    """A token refused again right after a fresh login is not retried forever."""
+async def test_second_401_is_not_retried_and_not_an_authentication_error(
+    sim: IotMeterSimulator, client: IotMeterClient
+) -> None:
+    """A token refused again right after a fresh login is not retried forever, nor taken for a wrong password."""
     meter = MeterData(meter_id=open_meter(sim).comm_no, kind="meter")
     receipt = await client.async_set_valve(meter, False, "TWICE-1")
     sim.fail_next("auth", count=2, endpoint="GetModel")
-    with pytest.raises(AuthenticationError) as err:
+    with pytest.raises(CloudConnectionError) as err:
         await client.async_command_states([ref("TWICE-1", CommandKind.VALVE_CLOSE, receipt.vendor_id)])
-    assert err.value.code == "401"
+    assert (err.value.code, err.value.reason) == ("401", "token_refused")
     assert names(sim).count("GetModel") == 2
     assert names(sim).count("Login") == 2
     assert (await state_of(client, "TWICE-1", CommandKind.VALVE_CLOSE, receipt.vendor_id)).success is None

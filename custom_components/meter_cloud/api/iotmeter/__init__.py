@@ -17,7 +17,9 @@ from urllib.parse import urlencode
 from ..base import MeterClient
 from ..errors import (
     AuthenticationError,
+    CloudConnectionError,
     CommandError,
+    ConfigurationError,
     DuplicateSerialError,
     InvalidRequestError,
     MeterCloudError,
@@ -25,7 +27,7 @@ from ..errors import (
     ResponseError,
     UnsupportedError,
 )
-from ..http import decode_json, post_bytes
+from ..http import check_status, decode_json, post_raw
 from ..models import (
     Alarm,
     AlarmType,
@@ -42,6 +44,7 @@ from ..models import (
     PushResult,
 )
 from ..parse import as_decimal, as_int, as_str
+from .auth import CONF_CONTROL_URL, CONF_LOGIN, CONF_PASSWORD, is_token_refusal, missing_control_fields
 from .control import ctrl_record, ladder, open_account_data, parse_expiration, result_of
 from .records import alarm_from_record, history_point, lower_keys, meter_from_record, record_key
 
@@ -50,9 +53,6 @@ _LOGGER = logging.getLogger(__name__)
 CONF_DATA_URL = "data_url"
 CONF_COMPANY_NO = "company_no"
 CONF_DATA_KEY = "data_api_key"
-CONF_CONTROL_URL = "control_url"
-CONF_LOGIN = "login_name"
-CONF_PASSWORD = "password"  # noqa: S105
 
 PAGE_SIZE = 100
 # A command the meter has not taken within this time is given up by the platform (state 6).
@@ -135,7 +135,9 @@ class IotMeterClient(MeterClient):
         super().__init__(*args, **kwargs)
         self.fields = METER_FIELDS
         reading = {Capability.PUSH, Capability.HISTORY, Capability.ALARM_HISTORY, Capability.SINGLE_READ}
-        self.has_control = all(as_str(self._config.get(key)) for key in (CONF_CONTROL_URL, CONF_LOGIN, CONF_PASSWORD))
+        # An entry saved with only part of them (before the config flow refused that) stays read-only and says why.
+        self.control_missing = missing_control_fields(self._config)
+        self.has_control = not self.control_missing and bool(as_str(self._config.get(CONF_CONTROL_URL)))
         self.capabilities = frozenset(reading | (CONTROL if self.has_control else set()))
         self._token: str | None = None
         self._token_expires: datetime | None = None
@@ -162,7 +164,7 @@ class IotMeterClient(MeterClient):
     def unsupported_reason(self, capability: Capability, meter: MeterData | None) -> str:
         """Read-only entries (no control login) and RTUs say so."""
         if capability in CONTROL and not self.has_control:
-            return "read_only_entry"
+            return "control_incomplete" if self.control_missing else "read_only_entry"
         if meter is not None and meter.kind == "rtu" and capability in CONTROL:
             return "rtu_no_commands"
         return super().unsupported_reason(capability, meter)
@@ -172,27 +174,41 @@ class IotMeterClient(MeterClient):
     def _now(self) -> datetime:
         return datetime.now(self._tz)
 
-    async def _post(self, base: str, path: str, body: Any, headers: Mapping[str, str]) -> Any:
+    async def _post(
+        self, base: str, path: str, body: Any, headers: Mapping[str, str], *, credentials: tuple[str, ...] = ()
+    ) -> dict[str, Any]:
+        """One call: the envelope when State is success; HTTP 401/403 refuse `credentials`."""
         self.request_count += 1
-        raw = await post_bytes(
-            self._session,
-            f"{base.rstrip('/')}/{path}",
-            json.dumps(body, ensure_ascii=False).encode(),
-            headers={"Content-Type": "application/json", **headers},
-            timeout=self.request_timeout,
-        )
-        answer = decode_json(raw)
-        if not isinstance(answer, dict):
+        url = f"{base.rstrip('/')}/{path}"
+        # Errors name the path without its query: Login's carries the password's MD5, which logs in as well.
+        shown = url.partition("?")[0]
+        try:
+            answer = await post_raw(
+                self._session,
+                url,
+                json.dumps(body, ensure_ascii=False).encode(),
+                headers={"Content-Type": "application/json", **headers},
+                timeout=self.request_timeout,
+            )
+        except MeterCloudError as err:
+            if shown == url:
+                raise
+            raise _retold(err, str(err).replace(url, shown)) from err.__cause__
+        if answer.status in (401, 403):
+            message = _message(answer.body) or f"{shown} answered HTTP {answer.status}"
+            raise AuthenticationError(message, code=str(answer.status), fields=credentials)
+        check_status(shown, answer.status)
+        decoded = decode_json(answer.body)
+        if not isinstance(decoded, dict):
             raise ResponseError("answer is not a JSON object")
-        envelope = lower_keys(answer)
+        envelope = lower_keys(decoded)
         if as_str(envelope.get("state")) != "success":
             raise CommandError(as_str(envelope.get("message")) or "failed", code="failed")
         return envelope
 
     async def _data(self, path: str, body: Any) -> dict[str, Any]:
         headers = {"company_no": str(self._config[CONF_COMPANY_NO]), "data_api_key": str(self._config[CONF_DATA_KEY])}
-        result: dict[str, Any] = await self._post(str(self._config[CONF_DATA_URL]), path, body, headers)
-        return result
+        return await self._post(str(self._config[CONF_DATA_URL]), path, body, headers, credentials=(CONF_DATA_KEY,))
 
     async def _login(self) -> str:
         async with self._login_lock:
@@ -202,8 +218,11 @@ class IotMeterClient(MeterClient):
             query = "api/Conf/Account/Login?" + urlencode({"loginName": str(self._config[CONF_LOGIN]), "pwd": password})
             try:
                 envelope = await self._post(str(self._config[CONF_CONTROL_URL]), query, {}, {})
-            except CommandError as err:
-                raise AuthenticationError(str(err)) from err
+            except (AuthenticationError, CommandError) as err:
+                # The platform's own words (用户名或密码错误): the control login, not the data key, needs fixing.
+                raise AuthenticationError(
+                    str(err), code=err.code, reason="invalid_control_auth", fields=(CONF_PASSWORD,)
+                ) from err
             data = envelope.get("data")
             token = as_str(data.get("token")) if isinstance(data, dict) else None
             if token is None:
@@ -214,23 +233,29 @@ class IotMeterClient(MeterClient):
             return token
 
     async def _control(self, path: str, body: Any = None) -> dict[str, Any]:
-        """A command-queue call with a valid token; a refused token is renewed once."""
+        """A command-queue call with a valid token; a refused token costs one new login and one repeat."""
         if not self.has_control:
             raise UnsupportedError("no control credentials")
-        for attempt in (1, 2):
+        refused: MeterCloudError | None = None
+        for _attempt in (1, 2):
             token = await self._login()
             try:
-                result: dict[str, Any] = await self._post(
+                return await self._post(
                     str(self._config[CONF_CONTROL_URL]), path, {} if body is None else body, {"token": token}
                 )
-            except AuthenticationError:
-                # HTTP 401: the token was refused before anything was done, so asking again is safe.
-                self._token = None
-                if attempt == 2:
+            except MeterCloudError as err:
+                if not is_token_refusal(err):
                     raise
-                continue
-            return result
-        raise AuthenticationError("token refused")  # pragma: no cover - the loop returns or raises
+                # The token is checked before the call is looked at: nothing was done, so asking again is safe.
+                refused = err
+                if self._token == token:  # not one a concurrent call has just fetched
+                    self._token = None
+        # The login worked, its fresh token did not: no reauth (the password is right), and no third try.
+        raise CloudConnectionError(
+            f"the platform refused a fresh control token: {refused}",
+            code=refused.code if refused else None,
+            reason="token_refused",
+        ) from refused
 
     async def _pages(self, call: Any, path: str, body: Any) -> list[dict[str, Any]]:
         """Every page of a list endpoint, one request per page (Totalcount / totalcount alike)."""
@@ -250,7 +275,13 @@ class IotMeterClient(MeterClient):
     # --- data ---------------------------------------------------------------------------------
 
     async def async_validate(self) -> None:
-        """One data call, and a login when control credentials are given."""
+        """One data call, and a login when control credentials are given (all three, or none)."""
+        if self.control_missing:
+            raise ConfigurationError(
+                f"control settings need {', '.join(self.control_missing)} as well",
+                reason="control_incomplete",
+                fields=self.control_missing,
+            )
         await self._data("api/Data/MeterData/GetRealList2?startrow=0&rowcount=1", {})
         if self.has_control:
             await self._login()
@@ -545,6 +576,22 @@ class IotMeterClient(MeterClient):
         ]
         serial = record_key("report", ",".join(f"{r.vendor_id}:{r.message}" for r in results), "", "")
         return PushResult(serial=serial, response=_ok(answer), commands=results)
+
+
+def _message(body: bytes) -> str | None:
+    """The Message of an envelope that came with a refusal, if the body is one."""
+    try:
+        answer = decode_json(body)
+    except ResponseError:
+        return None
+    return as_str(lower_keys(answer).get("message")) if isinstance(answer, dict) else None
+
+
+def _retold(err: MeterCloudError, message: str) -> MeterCloudError:
+    """The same error in other words."""
+    return type(err)(
+        message, code=err.code, reason=err.reason, outcome_unknown=err.outcome_unknown, request_sent=err.request_sent
+    )
 
 
 def _ok(data: Any) -> dict[str, Any]:
