@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import secrets
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Mapping
 from typing import Any
 
 import voluptuous as vol
@@ -103,6 +103,31 @@ def _client_cls(backend: str) -> type[MeterClient]:
     return BACKENDS[backend].client
 
 
+def _refused(backend: str, err: Exception | None) -> set[str]:
+    """The credentials the cloud refused: those the error names, or every one when it names none."""
+    credentials = {f.key for f in _client_cls(backend).config_fields if f.credential and not f.identity}
+    named = credentials.intersection(err.fields) if isinstance(err, AuthenticationError) else set()
+    return named or credentials
+
+
+def _form_errors(err: Exception | None, form: Collection[str]) -> tuple[dict[str, str], dict[str, str]]:
+    """The form's (errors, placeholders) for a validation error; a setting it names gets the error beside it."""
+    if err is None:
+        return {}, {}
+    if isinstance(err, AuthenticationError):
+        return {"base": err.reason}, {"error": str(err)}
+    if isinstance(err, CloudConnectionError):
+        return {"base": "cannot_connect"}, {}
+    if isinstance(err, ConfigurationError):
+        beside = dict.fromkeys((key for key in err.fields if key in form), err.reason)
+        return beside or {"base": err.reason}, {"error": str(err)}
+    if isinstance(err, InvalidRequestError):
+        return {"base": "invalid_config"}, {"error": str(err)}
+    if isinstance(err, (ResponseError, MeterCloudError)):
+        return {"base": "api_error"}, {"error": str(err)}
+    return {"base": "unknown"}, {}
+
+
 class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
     """Set up a vendor account."""
 
@@ -114,6 +139,8 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
         self._backend: str | None = None
         self._data: dict[str, Any] | None = None
         self._discovered: list[Any] = []
+        self._reauth_keys: set[str] = set()
+        self._refusal = ""
 
     @staticmethod
     @callback
@@ -121,10 +148,10 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
         """Polling options and the push URL."""
         return MeterCloudOptionsFlow()
 
-    async def _validate(
-        self, data: dict[str, Any], then: Callable[[MeterClient], Awaitable[None]] | None = None
-    ) -> tuple[dict[str, str], dict[str, str]]:
-        """One real call with these settings (and `then`, on the same session); return (errors, placeholders)."""
+    async def _check(
+        self, data: Mapping[str, Any], then: Callable[[MeterClient], Awaitable[None]] | None = None
+    ) -> Exception | None:
+        """One real call with these settings (and `then`, on the same session); the error it raised, if any."""
         try:
             client = await async_build_client(self.hass, data)
             try:
@@ -133,20 +160,22 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
                     await then(client)
             finally:
                 await client.async_close()
-        except AuthenticationError:
-            return {"base": "invalid_auth"}, {}
-        except CloudConnectionError:
-            return {"base": "cannot_connect"}, {}
-        except ConfigurationError as err:
-            return {"base": err.reason}, {"error": str(err)}
-        except InvalidRequestError as err:
-            return {"base": "invalid_config"}, {"error": str(err)}
-        except (ResponseError, MeterCloudError) as err:
-            return {"base": "api_error"}, {"error": str(err)}
-        except Exception:
+        except MeterCloudError as err:
+            return err
+        except Exception as err:
             _LOGGER.exception("Unexpected error validating the account")
-            return {"base": "unknown"}, {}
-        return {}, {}
+            return err
+        return None
+
+    async def _validate(
+        self,
+        data: dict[str, Any],
+        then: Callable[[MeterClient], Awaitable[None]] | None = None,
+        *,
+        form: Collection[str] = (),
+    ) -> tuple[dict[str, str], dict[str, str]]:
+        """Check the settings; return (errors, placeholders) for the form with the fields `form`."""
+        return _form_errors(await self._check(data, then), form)
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Pick the vendor backend."""
@@ -182,7 +211,8 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
             list_key = client_cls.meter_list_key
             discover = list_key is not None and not str(data.get(list_key) or "").strip()
             self._discovered = []
-            errors, found = await self._validate(data, self._discover if discover else None)
+            form = [field.key for field in client_cls.config_fields]
+            errors, found = await self._validate(data, self._discover if discover else None, form=form)
             placeholders.update(found)
             if not errors and discover:
                 if not self._discovered:
@@ -247,22 +277,28 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
         )
 
     async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
-        """The cloud refused the stored credentials."""
+        """The cloud refused the stored credentials: one call finds out which, so only those are asked for."""
+        err = await self._check(entry_data)
+        self._reauth_keys = _refused(entry_data[CONF_BACKEND], err)
+        self._refusal = str(err) if isinstance(err, AuthenticationError) else ""
         return await self.async_step_reauth_confirm()
 
     async def async_step_reauth_confirm(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Ask for new credentials only."""
         entry = self._get_reauth_entry()
         backend = entry.data[CONF_BACKEND]
-        fields = tuple(f for f in _client_cls(backend).config_fields if f.credential and not f.identity)
         errors: dict[str, str] = {}
-        placeholders = {"error": "", "title": entry.title}
+        placeholders = {"error": self._refusal, "title": entry.title}
         if user_input is not None:
             data = {**entry.data, **user_input}
-            errors, found = await self._validate(data)
-            placeholders.update(found)
-            if not errors:
+            err = await self._check(data)
+            if err is None:
                 return self.async_update_reload_and_abort(entry, data=data)
+            if isinstance(err, AuthenticationError):
+                self._reauth_keys |= _refused(backend, err)
+            errors, found = _form_errors(err, self._reauth_keys)
+            placeholders.update(found)
+        fields = tuple(f for f in _client_cls(backend).config_fields if f.key in self._reauth_keys)
         return self.async_show_form(
             step_id="reauth_confirm",
             data_schema=_schema(fields, {}),
@@ -281,7 +317,7 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
             data = _entry_data(backend, entry.data, user_input)
             await self.async_set_unique_id(client_cls.unique_id(data))
             self._abort_if_unique_id_mismatch()
-            errors, found = await self._validate(data)
+            errors, found = await self._validate(data, form=[field.key for field in client_cls.config_fields])
             placeholders.update(found)
             if not errors:
                 return self.async_update_reload_and_abort(entry, data=data)
