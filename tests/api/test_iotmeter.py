@@ -55,6 +55,7 @@ from simulator.iotmeter import (
     q3,
 )
 
+from ..timing import LOST_ANSWER_HANG, LOST_ANSWER_TIMEOUT
 from .conftest import TZ
 
 WIRE = "%Y-%m-%dT%H:%M:%S"
@@ -159,7 +160,7 @@ CASINGS: dict[str, type[IotMeterSimulator]] = {
 def make_sim(cls: type[IotMeterSimulator] = IotMeterSimulator, **kwargs: Any) -> IotMeterSimulator:
     """Five meters (one valve closed, one nearly out of money) and two RTUs; commands wait for step()/settle()."""
     simulator = cls(**({"meters": 5, "rtus": 2, "command_delay": 3600, "seed": 7} | kwargs))
-    simulator.hang_seconds = 3.0
+    simulator.hang_seconds = LOST_ANSWER_HANG
     return simulator
 
 
@@ -758,7 +759,7 @@ async def test_recharge_after_lost_answer(sim: IotMeterSimulator, client: IotMet
     before = dev.remain_money
     numbers = following(dev, Decimal(20))
     await client.async_validate()  # the login is not what times out
-    client.request_timeout = 1.0
+    client.request_timeout = LOST_ANSWER_TIMEOUT
     sim.fail_next("timeout", endpoint="Add")
     with pytest.raises(CloudTimeoutError) as err:
         await client.async_recharge(meter, Decimal(20), "LOST-1", serial="LOST-1", when=NOW, **numbers)
@@ -1584,7 +1585,7 @@ async def test_failure_modes(
     unknown: bool,
 ) -> None:
     """Each injected failure of the data API maps to its class once; the next call works."""
-    reader.request_timeout = 1.0
+    reader.request_timeout = LOST_ANSWER_TIMEOUT
     sim.fail_next(mode, endpoint="GetRealList2", code="数据库忙" if mode == "error" else None)
     with pytest.raises(MeterCloudError) as err:
         await reader.async_get_meters()
