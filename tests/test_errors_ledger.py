@@ -23,7 +23,7 @@ from custom_components.meter_cloud.api import (
 )
 from custom_components.meter_cloud.const import DOMAIN
 from custom_components.meter_cloud.errors import to_ha_error
-from custom_components.meter_cloud.push import push_url
+from custom_components.meter_cloud.health import push_url
 from simulator.goldcard import GoldcardSimulator
 
 from .test_sensor import entity_id
@@ -118,5 +118,5 @@ async def test_unknown_valve_state(hass: HomeAssistant, setup_entry: MockConfigE
 
 async def test_push_url_without_a_known_address(hass: HomeAssistant) -> None:
     """Without any configured URL the push URL still shows where to put the address."""
-    with patch("custom_components.meter_cloud.push.get_url", side_effect=NoURLAvailableError):
+    with patch("custom_components.meter_cloud.health.get_url", side_effect=NoURLAvailableError):
         assert push_url(hass, "abc") == "http://<home-assistant-address>:8123/api/meter_cloud/push/abc/"
