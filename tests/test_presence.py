@@ -201,3 +201,33 @@ async def test_iot_refusals_in_its_envelope(hass_client_no_auth: Any, iot_entry:
         (413, "failed", None),
         (404, "failed", None),
     ]
+
+
+async def test_kumir_node_gone_from_the_account(
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory, kumir_entry: MockConfigEntry, kumir_sim: Any
+) -> None:
+    """A listed node the account stops listing: unavailable at once, its device kept over many polls, a repair issue
+    after a day; back in the account, its values are current again and the issue goes."""
+    node = next(iter(kumir_sim.nodes.values()))
+    meter_id = f"{node.code}/{node.num}"
+    device = device_by_identifier(hass, (DOMAIN, f"kumir_{meter_id}"), kumir_entry.entry_id)
+    assert device is not None
+    kumir_sim.remove_node(node.code)
+    for _ in range(4):
+        await poll(hass, kumir_entry)
+    sensors = [
+        s.entity_id
+        for s in hass.states.async_all("sensor")
+        if s.entity_id.startswith(f"sensor.kumir_resurs_{node.code.lower()}")
+    ]
+    assert sensors
+    assert {hass.states.get(e).state for e in sensors} == {"unavailable"}
+    assert device_by_identifier(hass, (DOMAIN, f"kumir_{meter_id}"), kumir_entry.entry_id) is not None
+    freezer.tick(timedelta(days=1, minutes=5))
+    await poll(hass, kumir_entry)
+    key = issue_id(kumir_entry.entry_id, meter_id)
+    assert ir.async_get(hass).async_get_issue(DOMAIN, key) is not None
+    kumir_sim.restore_node(node.code)
+    await poll(hass, kumir_entry)
+    assert ir.async_get(hass).async_get_issue(DOMAIN, key) is None
+    assert "unavailable" not in {hass.states.get(e).state for e in sensors}

@@ -331,6 +331,20 @@ class KumirClient(KumirSessionClient):
         """The followed nodes in their stored form."""
         return format_nodes(self.nodes)
 
+    def followed(self) -> frozenset[str] | None:
+        """The listed nodes' meters (and those they were reported as); None when every node is followed."""
+        return frozenset(self._meter_ids()) if self.nodes else None
+
+    def stop_following(self, meter_id: str) -> None:
+        """Take a node's device off the list (the listed line that matched it, by code or serial)."""
+        reported = self._kinds.pop(meter_id, None)
+        self.nodes = [
+            node
+            for node in self.nodes
+            if node.meter_id != meter_id
+            and (reported is None or (node.code != reported.code and node.serial != reported.serial))
+        ]
+
     @classmethod
     def format_meter_list(cls, meters: Sequence[Any]) -> str:
         """Discovered nodes in their stored form."""
