@@ -129,11 +129,6 @@ async def test_reauth_asks_for_the_data_key_then_the_password(
     assert (iot_entry.data["data_api_key"], iot_entry.data["password"]) == ("1" * 32, "changed")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="coordinator.py: _catch_up() runs after the try that maps AuthenticationError to ConfigEntryAuthFailed, "
-    "so a login refused while polling the command queue is an 'Unexpected error' and starts no reauth",
-)
 async def test_refused_login_on_a_poll_starts_reauth(
     hass: HomeAssistant, iot_entry: MockConfigEntry, iot_sim: IotMeterSimulator
 ) -> None:

@@ -156,7 +156,11 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
             meter_id: self.actions.reconcile(merge(self._details.get(meter_id), meter), valve_commands)
             for meter_id, meter in meters.items()
         }
-        await self._catch_up()
+        try:
+            await self._catch_up()
+        except AuthenticationError as err:
+            # The queue asks with a fresh login when the token died; a refused login means new credentials.
+            raise ConfigEntryAuthFailed(translation_domain=DOMAIN, translation_key="invalid_auth") from err
         self.requests_last_poll = self.client.request_count - sent_before
         for meter in data.values():
             self.actions.settle_from(meter)
