@@ -213,6 +213,22 @@ async def test_wrong_password_mid_life_starts_reauth(
     assert kumir_entry.state is ConfigEntryState.LOADED
 
 
+async def test_reauth_proves_the_password_only(
+    hass: HomeAssistant, kumir_entry: MockConfigEntry, kumir_sim: KumirSimulator
+) -> None:
+    """Reauthentication asks for the password and checks the login, not the node list: an account that stopped
+    listing a followed node still takes its new password (the node is a matter for Reconfigure)."""
+    kumir_sim.remove_node(M234)
+    kumir_sim.password = "changed-on-the-server"
+    kumir_sim.advance(31 * 60)
+    await _refresh(hass, kumir_entry)
+    [flow] = _reauth_flows(hass)
+    result = await hass.config_entries.flow.async_configure(flow["flow_id"], {"login_password": kumir_sim.password})
+    assert result["reason"] == "reauth_successful"
+    await hass.async_block_till_done()
+    assert kumir_entry.state is ConfigEntryState.LOADED
+
+
 @pytest.mark.parametrize("mode", ["entity_bomb", "external_entity", "malformed", "huge", "http500", "timeout"])
 async def test_hostile_or_broken_answers_change_nothing(
     hass: HomeAssistant,

@@ -149,13 +149,17 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
         return MeterCloudOptionsFlow()
 
     async def _check(
-        self, data: Mapping[str, Any], then: Callable[[MeterClient], Awaitable[None]] | None = None
+        self,
+        data: Mapping[str, Any],
+        then: Callable[[MeterClient], Awaitable[None]] | None = None,
+        *,
+        credentials_only: bool = False,
     ) -> Exception | None:
         """One real call with these settings (and `then`, on the same session); the error it raised, if any."""
         try:
             client = await async_build_client(self.hass, data)
             try:
-                await client.async_validate()
+                await client.async_validate(credentials_only=credentials_only)
                 if then is not None:
                     await then(client)
             finally:
@@ -278,7 +282,7 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
 
     async def async_step_reauth(self, entry_data: Mapping[str, Any]) -> ConfigFlowResult:
         """The cloud refused the stored credentials: one call finds out which, so only those are asked for."""
-        err = await self._check(entry_data)
+        err = await self._check(entry_data, credentials_only=True)
         self._reauth_keys = _refused(entry_data[CONF_BACKEND], err)
         self._refusal = str(err) if isinstance(err, AuthenticationError) else ""
         return await self.async_step_reauth_confirm()
@@ -291,7 +295,7 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
         placeholders = {"error": self._refusal, "title": entry.title}
         if user_input is not None:
             data = {**entry.data, **user_input}
-            err = await self._check(data)
+            err = await self._check(data, credentials_only=True)
             if err is None:
                 return self.async_update_reload_and_abort(entry, data=data)
             if isinstance(err, AuthenticationError):

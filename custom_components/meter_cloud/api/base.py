@@ -120,8 +120,12 @@ class MeterClient(ABC):
         """A human title for the account."""
 
     @abstractmethod
-    async def async_validate(self) -> None:
-        """Make one real call that proves the settings work."""
+    async def async_validate(self, *, credentials_only: bool = False) -> None:
+        """Make one real call that proves the settings work.
+
+        `credentials_only` (reauthentication): prove the credentials; what else the settings name (a meter list)
+        is not checked, as the user is asked only for credentials.
+        """
 
     @abstractmethod
     async def async_get_meters(self) -> dict[str, MeterData]:

@@ -309,12 +309,12 @@ class CangnanClient(MeterClient):
 
     # --- readings ---------------------------------------------------------------------------
 
-    async def async_validate(self) -> None:
-        """Read every followed meter once; name the pairs the platform does not know."""
+    async def async_validate(self, *, credentials_only: bool = False) -> None:
+        """Read every followed meter once; name the pairs the platform does not know (not on reauthentication)."""
         if not self.pairs:
             raise ConfigurationError("no meters", reason="invalid_meter_list")
         await self.async_get_meters()
-        if self.unknown_meters:
+        if self.unknown_meters and not credentials_only:
             raise ConfigurationError(", ".join(sorted(self.unknown_meters)), reason="unknown_meters")
 
     async def async_get_meters(self) -> dict[str, MeterData]:

@@ -212,7 +212,7 @@ class GoldcardClient(MeterClient):
             "companyCode": self._company,
         }
 
-    async def async_validate(self) -> None:
+    async def async_validate(self, *, credentials_only: bool = False) -> None:
         """1013 for the whole company proves URL, credentials, company and factor code."""
         await self.async_get_meters()
 

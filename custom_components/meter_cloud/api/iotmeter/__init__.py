@@ -274,7 +274,7 @@ class IotMeterClient(MeterClient):
 
     # --- data ---------------------------------------------------------------------------------
 
-    async def async_validate(self) -> None:
+    async def async_validate(self, *, credentials_only: bool = False) -> None:
         """One data call, and a login when control credentials are given (all three, or none)."""
         if self.control_missing:
             raise ConfigurationError(

@@ -205,16 +205,17 @@ class KumirClient(KumirSessionClient):
             raise ConfigurationError(f"unknown time zone {name!r}", reason="invalid_time_zone") from err
         return name
 
-    async def async_validate(self) -> None:
+    async def async_validate(self, *, credentials_only: bool = False) -> None:
         """A real login proves the server and the credentials; one total-archive export, the followed nodes.
 
         A mistyped node code, or a right code with a wrong serial (which would otherwise add a second
         device beside the one the node really holds), is named rather than followed in silence. With
-        no node listed there is nothing to check: the config flow offers the account's own nodes.
+        no node listed there is nothing to check: the config flow offers the account's own nodes; on
+        reauthentication (`credentials_only`) the login alone is the proof.
         """
         async with self._lock:
             await self._login()
-        if not self.nodes:
+        if not self.nodes or credentials_only:
             return
         now = self._now()
         answer = await self._export("total", now, now)
