@@ -194,9 +194,10 @@ async def test_valve_through_the_queue(
     assert hass.states.get(valve).state == "closed"
 
 
-async def settle(hass: HomeAssistant, sim: IotMeterSimulator) -> None:
-    """Let the simulator finish every command and Home Assistant act on the reports (twice: a report can queue more)."""
-    for _ in range(2):
+async def settle(hass: HomeAssistant, sim: IotMeterSimulator, rounds: int = 2) -> None:
+    """Let the simulator finish every command and Home Assistant act on the reports, `rounds` times over (a report
+    can queue more: a charge-state read releases the recharges waiting for it)."""
+    for _ in range(rounds):
         await sim.settle()
         await hass.async_block_till_done(wait_background_tasks=True)
         await sim.drain()

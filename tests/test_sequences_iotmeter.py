@@ -23,6 +23,7 @@ from custom_components.meter_cloud.const import EVENT_COMMAND_RESULT
 from simulator.iotmeter import IotMeterSimulator
 
 from .sequences import act, device, entity, outcomes, state, warnings_about
+from .test_iotmeter import settle as settle_queue
 from .timing import LOST_ANSWER_HANG, LOST_ANSWER_TIMEOUT
 
 BACKEND = "iotmeter"
@@ -42,12 +43,8 @@ def charges(sim: IotMeterSimulator, comm_no: str) -> list[dict[str, Any]]:
 
 
 async def settle(hass: HomeAssistant, sim: IotMeterSimulator) -> None:
-    """Every queued task ends, Home Assistant takes the Reports (and what they set off), twice over."""
-    for _ in range(3):
-        await sim.settle()
-        await hass.async_block_till_done(wait_background_tasks=True)
-        await sim.drain()
-        await hass.async_block_till_done(wait_background_tasks=True)
+    """Every queued task ends and Home Assistant takes the Reports (and what they set off), three rounds over."""
+    await settle_queue(hass, sim, rounds=3)
 
 
 async def test_two_recharges_before_the_counters_are_known(
