@@ -73,7 +73,7 @@ async def test_flow_creates_entry_and_reports_unknown_meters(
     data = cangnan_data(cn_sim, cn_server)
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {"backend": "cangnan"})
-    assert result["step_id"] == "account"
+    assert result["step_id"] == "account_cangnan"
     form = {key: data[key] for key in ACCOUNT_KEYS}
     result = await hass.config_entries.flow.async_configure(
         result["flow_id"], {**form, "meters": form["meters"] + "\nNOBODY:999999999999"}
@@ -85,7 +85,7 @@ async def test_flow_creates_entry_and_reports_unknown_meters(
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {**form, "encryption_key": "not-hex"})
     assert result["errors"] == {"base": "invalid_encryption_key"}
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {**form, "app_secret": "wrong"})
-    assert result["errors"] == {"base": "invalid_auth"}
+    assert result["errors"] == {"base": "invalid_auth_cangnan"}
     with patch("custom_components.meter_cloud.async_setup_entry", return_value=True):
         result = await hass.config_entries.flow.async_configure(result["flow_id"], form)
     assert result["type"] is FlowResultType.CREATE_ENTRY

@@ -93,7 +93,7 @@ async def test_flow_read_only_and_with_control(
     result = await hass.config_entries.flow.async_init(DOMAIN, context={"source": SOURCE_USER})
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {"backend": "iotmeter"})
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {**form, "data_api_key": "nope"})
-    assert result["errors"] == {"base": "invalid_auth"}
+    assert result["errors"] == {"base": "invalid_auth_iotmeter"}
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {**form, "password": "wrong"})
     assert result["errors"] == {"base": "invalid_control_auth"}
     assert result["description_placeholders"]["error"] == "用户名或密码错误"  # the platform's own words

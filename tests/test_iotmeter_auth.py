@@ -101,7 +101,7 @@ async def test_reauth_asks_for_the_refused_control_password(
     """The control login refused: reauth asks for the control password alone and shows the platform's words."""
     iot_sim.password = "changed"
     result = await iot_entry.start_reauth_flow(hass)
-    assert result["step_id"] == "reauth_confirm"
+    assert result["step_id"] == "reauth_confirm_iotmeter"
     assert list(result["data_schema"].schema) == ["password"]
     assert result["description_placeholders"]["error"] == "用户名或密码错误"
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {"password": "still-wrong"})

@@ -206,7 +206,7 @@ async def test_wrong_password_mid_life_starts_reauth(
 
     flow = next(flow for flow in flows if flow["context"]["source"] == "reauth")
     result = await hass.config_entries.flow.async_configure(flow["flow_id"], {"login_password": "still-wrong"})
-    assert result["errors"] == {"base": "invalid_auth"}
+    assert result["errors"] == {"base": "invalid_auth_kumir"}
     result = await hass.config_entries.flow.async_configure(flow["flow_id"], {"login_password": kumir_sim.password})
     assert result["reason"] == "reauth_successful"
     await hass.async_block_till_done()
@@ -390,7 +390,7 @@ async def test_config_flow_discovers_nodes(
     account = {key: data[key] for key in ("base_url", "login", "login_password", "systems", "archives", "transport")}
     account |= {"backfill_days": 7}
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {**account, "login_password": "wrong"})
-    assert result["errors"] == {"base": "invalid_auth"}
+    assert result["errors"] == {"base": "invalid_auth_kumir"}
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {**account, "time_zone": "Mars/Base"})
     assert result["errors"] == {"base": "invalid_time_zone"}
     result = await hass.config_entries.flow.async_configure(result["flow_id"], {**account, "nodes": "Pol_276 34781353"})

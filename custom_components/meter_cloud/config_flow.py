@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Collection, Mapping
@@ -57,6 +58,19 @@ SELECTORS = {
     "password": TextSelector(TextSelectorConfig(type=TextSelectorType.PASSWORD)),
     "multiline": TextSelector(TextSelectorConfig(multiline=True)),
 }
+# Home Assistant translates a form by its step id alone: these steps show each backend's own texts under
+# "<step>_<backend>" (see the aliases below the flow class).
+BACKEND_STEPS = ("account", "reconfigure", "reauth_confirm")
+
+
+def backend_step_id(step: str, backend: str) -> str:
+    """The id under which `backend`'s form of `step` is shown and translated."""
+    return f"{step}_{backend}"
+
+
+def auth_error(backend: str, err: AuthenticationError) -> str:
+    """A refused login in the backend's own words: config.error is looked up per flow, so one key per backend."""
+    return f"{err.reason}_{backend}" if err.reason == AuthenticationError.reason else err.reason
 
 
 def _selector(field: ConfigField) -> Any:
@@ -110,12 +124,12 @@ def _refused(backend: str, err: Exception | None) -> set[str]:
     return named or credentials
 
 
-def _form_errors(err: Exception | None, form: Collection[str]) -> tuple[dict[str, str], dict[str, str]]:
+def _form_errors(err: Exception | None, form: Collection[str], backend: str) -> tuple[dict[str, str], dict[str, str]]:
     """The form's (errors, placeholders) for a validation error; a setting it names gets the error beside it."""
     if err is None:
         return {}, {}
     if isinstance(err, AuthenticationError):
-        return {"base": err.reason}, {"error": str(err)}
+        return {"base": auth_error(backend, err)}, {"error": str(err)}
     if isinstance(err, CloudConnectionError):
         return {"base": "cannot_connect"}, {}
     if isinstance(err, ConfigurationError):
@@ -179,7 +193,7 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
         form: Collection[str] = (),
     ) -> tuple[dict[str, str], dict[str, str]]:
         """Check the settings; return (errors, placeholders) for the form with the fields `form`."""
-        return _form_errors(await self._check(data, then), form)
+        return _form_errors(await self._check(data, then), form, data[CONF_BACKEND])
 
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Pick the vendor backend."""
@@ -207,7 +221,7 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
         assert self._backend is not None
         client_cls = _client_cls(self._backend)
         errors: dict[str, str] = {}
-        placeholders: dict[str, str] = {"error": ""}
+        placeholders: dict[str, str] = {**client_cls.form_placeholders, "error": ""}
         if user_input is not None:
             data = {CONF_BACKEND: self._backend, **user_input}
             await self.async_set_unique_id(client_cls.unique_id(data))
@@ -227,7 +241,7 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
             if not errors:
                 return self._create(data)
         return self.async_show_form(
-            step_id="account",
+            step_id=backend_step_id("account", self._backend),
             data_schema=_schema(client_cls.config_fields, user_input or {}),
             errors=errors,
             description_placeholders=placeholders,
@@ -291,8 +305,9 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
         """Ask for new credentials only."""
         entry = self._get_reauth_entry()
         backend = entry.data[CONF_BACKEND]
+        client_cls = _client_cls(backend)
         errors: dict[str, str] = {}
-        placeholders = {"error": self._refusal, "title": entry.title}
+        placeholders = {**client_cls.form_placeholders, "error": self._refusal, "title": entry.title}
         if user_input is not None:
             data = {**entry.data, **user_input}
             err = await self._check(data, credentials_only=True)
@@ -300,11 +315,11 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
                 return self.async_update_reload_and_abort(entry, data=data)
             if isinstance(err, AuthenticationError):
                 self._reauth_keys |= _refused(backend, err)
-            errors, found = _form_errors(err, self._reauth_keys)
+            errors, found = _form_errors(err, self._reauth_keys, backend)
             placeholders.update(found)
-        fields = tuple(f for f in _client_cls(backend).config_fields if f.key in self._reauth_keys)
+        fields = tuple(f for f in client_cls.config_fields if f.key in self._reauth_keys)
         return self.async_show_form(
-            step_id="reauth_confirm",
+            step_id=backend_step_id("reauth_confirm", backend),
             data_schema=_schema(fields, {}),
             errors=errors,
             description_placeholders=placeholders,
@@ -316,7 +331,7 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
         backend = entry.data[CONF_BACKEND]
         client_cls = _client_cls(backend)
         errors: dict[str, str] = {}
-        placeholders = {"error": ""}
+        placeholders = {**client_cls.form_placeholders, "error": ""}
         if user_input is not None:
             data = _entry_data(backend, entry.data, user_input)
             await self.async_set_unique_id(client_cls.unique_id(data))
@@ -326,11 +341,20 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
             if not errors:
                 return self.async_update_reload_and_abort(entry, data=data)
         return self.async_show_form(
-            step_id="reconfigure",
+            step_id=backend_step_id("reconfigure", backend),
             data_schema=_schema(client_cls.config_fields, user_input or entry.data),
             errors=errors,
             description_placeholders=placeholders,
         )
+
+
+# Home Assistant answers a form of step id X with async_step_X: every backend's step id is the generic step.
+for _step, _backend in itertools.product(BACKEND_STEPS, BACKENDS):
+    setattr(
+        MeterCloudConfigFlow,
+        f"async_step_{backend_step_id(_step, _backend)}",
+        getattr(MeterCloudConfigFlow, f"async_step_{_step}"),
+    )
 
 
 class MeterCloudOptionsFlow(ReloadingOptionsFlow):

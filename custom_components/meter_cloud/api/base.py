@@ -52,6 +52,8 @@ class MeterClient(ABC):
     capabilities: frozenset[Capability] = frozenset()
     alarm_types: ClassVar[tuple[AlarmType, ...]] = ()
     config_fields: ClassVar[tuple[ConfigField, ...]] = ()
+    # Values the config-flow texts show by placeholder (addresses: hassfest refuses a URL inside a translation).
+    form_placeholders: ClassVar[Mapping[str, str]] = {}
     # Paths the vendor appends to the push URL it is given.
     push_paths: ClassVar[tuple[str, ...]] = ()
     max_price_tiers: ClassVar[int] = 0

@@ -192,6 +192,8 @@ class CangnanClient(MeterClient):
         ConfigField(CONF_MAC, kind="select", default="x919", options=MACS),
         ConfigField(CONF_ENCODING, kind="select", default="base64", options=ENCODINGS),
     )
+    # The platform runs wherever the gas company hosts it: a pattern, not an example address.
+    form_placeholders: ClassVar[Mapping[str, str]] = {"url_format": "http://IP:port"}
     push_paths: ClassVar[tuple[str, ...]] = (PUSH_READING, PUSH_ALARM)
     max_price_tiers: ClassVar[int] = 3
     money_places: ClassVar[int] = 2

@@ -123,6 +123,7 @@ class GoldcardClient(MeterClient):
         ConfigField(CONF_COMPANY_CODE, identity=True),
         ConfigField(CONF_FACTOR_NO),
     )
+    form_placeholders: ClassVar[Mapping[str, str]] = {"example_url": "http://120.55.14.102:80"}
     push_paths: ClassVar[tuple[str, ...]] = (PUSH_READING, PUSH_COMMAND, PUSH_ALARM)
     # 1007's priceDetail has no stated limit; five tiers covers every tariff we know of.
     max_price_tiers: ClassVar[int] = 5

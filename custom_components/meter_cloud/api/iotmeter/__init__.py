@@ -122,6 +122,10 @@ class IotMeterClient(MeterClient):
         ConfigField(CONF_LOGIN, required=False),
         ConfigField(CONF_PASSWORD, kind="password", required=False, credential=True),
     )
+    form_placeholders: ClassVar[Mapping[str, str]] = {
+        "example_data_url": "http://120.55.75.63:2102",
+        "example_control_url": "http://120.55.75.63:2101",
+    }
     push_paths: ClassVar[tuple[str, ...]] = (PUSH_READING, PUSH_ALARM, PUSH_EVENT, PUSH_REPORT)
     max_price_tiers: ClassVar[int] = 5
     money_places: ClassVar[int] = 2

@@ -154,6 +154,7 @@ class KumirClient(KumirSessionClient):
         ConfigField(CONF_TIME_ZONE, required=False),
         ConfigField(CONF_BACKFILL_DAYS, kind="number", default=DEFAULT_BACKFILL_DAYS, maximum=MAX_BACKFILL_DAYS),
     )
+    form_placeholders: ClassVar[Mapping[str, str]] = {"default_url": DEFAULT_BASE_URL}
     manufacturer: ClassVar[str] = "KUMIR-RESURS"
     currency: ClassVar[str] = "RUB"
     meter_list_key: ClassVar[str | None] = CONF_NODES
