@@ -140,3 +140,56 @@ def test_quality_scale_lists_every_rule() -> None:
         assert status in {"done", "todo", "exempt"}, name
         if status == "exempt":
             assert value["comment"], name
+
+
+MDI = re.compile(r"mdi:[a-z0-9]+(?:-[a-z0-9]+)*")
+
+
+def test_icons() -> None:
+    """icons.json in hassfest's shape; an entity without an entry has a device class that brings its icons.
+
+    State icons name only states the entity can take: an enum's options, the valve's four, on/off.
+    """
+    from homeassistant.components.sensor import SensorDeviceClass
+    from homeassistant.components.valve import ValveState
+
+    from custom_components.meter_cloud.api.kumir.client import UNKNOWN_TRANSLATION
+    from custom_components.meter_cloud.api.kumir.params import PARAMS
+    from custom_components.meter_cloud.binary_sensor import FLAGS
+    from custom_components.meter_cloud.sensor import RECHARGE_STATUS, SENSORS
+    from custom_components.meter_cloud.valve import MeterValve
+
+    icons = load(COMPONENT / "icons.json")
+    assert set(icons) == {"entity", "services"}
+    english = load(COMPONENT / "translations" / "en.json")["entity"]
+    assert set(icons["entity"]) <= set(english)
+    sensors = [*SENSORS, RECHARGE_STATUS]
+    device_classes: dict[str, dict[str, Any]] = {
+        "sensor": {
+            **{d.key: d.device_class for d in sensors},
+            **{f"kumir_{name.lower()}": info.device_class for name, info in PARAMS.items()},
+            UNKNOWN_TRANSLATION: None,
+        },
+        "binary_sensor": dict(FLAGS),
+        "valve": {"valve": MeterValve._attr_device_class},
+        "event": {"alarm": None},
+    }
+    states: dict[str, dict[str, set[str]]] = {
+        "sensor": {d.key: set(d.options or ()) for d in sensors},
+        "binary_sensor": {key: {"on", "off"} for key in FLAGS},
+        "valve": {"valve": {state.value for state in ValveState}},
+        "event": {"alarm": set()},
+    }
+    for platform, keys in english.items():
+        entries = icons["entity"].get(platform, {})
+        assert set(entries) <= set(keys), platform
+        for key in keys:
+            # An enum's device class has no icons of its own; the others' do (and change with the state).
+            device_class = device_classes[platform][key]
+            assert key in entries or device_class not in (None, SensorDeviceClass.ENUM), (platform, key)
+        for key, entry in entries.items():
+            assert set(entry) <= {"default", "state"}, (platform, key)
+            assert MDI.fullmatch(entry["default"]), (platform, key)
+            assert set(entry.get("state", {})) <= states[platform].get(key, set()), (platform, key)
+            assert all(MDI.fullmatch(icon) for icon in entry.get("state", {}).values()), (platform, key)
+    assert all(MDI.fullmatch(entry["service"]) for entry in icons["services"].values())
