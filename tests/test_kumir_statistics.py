@@ -12,12 +12,13 @@ from aiohttp.test_utils import TestServer
 from homeassistant.components.recorder import Recorder, get_instance
 from homeassistant.components.recorder.statistics import statistics_during_period
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.components.recorder.common import async_wait_recording_done
 
 from custom_components.meter_cloud.api import KumirClient
 from custom_components.meter_cloud.const import DOMAIN
-from custom_components.meter_cloud.statistics import BACKFILLED, async_import_history, statistic_id
+from custom_components.meter_cloud.statistics import BACKFILLED, async_import_history
 from simulator.kumir import KumirSimulator, _fmt
 
 from .conftest import kumir_data
@@ -30,6 +31,13 @@ pytestmark = pytest.mark.kumir_nodes(NODES)
 @pytest.fixture(autouse=True)
 def auto_enable_custom_integrations(recorder_mock: Recorder, enable_custom_integrations: None) -> None:
     """The recorder must start before Home Assistant: override the suite's autouse fixture to order them."""
+
+
+def sensor(hass: HomeAssistant, meter: str, key: str) -> str:
+    """The entity id of a node's value sensor: its statistic is the one the archive goes into."""
+    found = er.async_get(hass).async_get_entity_id("sensor", DOMAIN, f"kumir_{meter}_{key}")
+    assert found is not None
+    return found
 
 
 async def _rows(hass: HomeAssistant, stat_id: str) -> list[dict[str, Any]]:
@@ -83,8 +91,7 @@ async def test_backfill_then_hourly_lookback(
     assert timedelta(days=4) - timedelta(minutes=1) < span <= timedelta(days=4)
     assert entry.runtime_data.commands.meta[BACKFILLED] == ["Pol_276/34781353", "Pol_281/23456789"]
 
-    stat_id = statistic_id("kumir", "Pol_276/34781353", "s1_EAi")
-    assert stat_id == "meter_cloud:kumir_pol_276_34781353_s1_eai"
+    stat_id = sensor(hass, "Pol_276/34781353", "s1_EAi")
     rows = await _rows(hass, stat_id)
     assert len(rows) >= 4 * 24 - 4  # hourly, less the collector's missed hours
     for row in rows:
@@ -107,9 +114,9 @@ async def test_sum_and_losses_tariffs_are_not_imported(
     sim, server = kumir_sim, kumir_server
     await _setup(hass, sim, server, backfill_days=1)
     for system in (1, 2, 3):
-        assert await _rows(hass, statistic_id("kumir", "Pol_281/23456789", f"s{system}_EAi"))
+        assert await _rows(hass, sensor(hass, "Pol_281/23456789", f"s{system}_EAi"))
     for system in (5, 6):
-        assert not await _rows(hass, statistic_id("kumir", "Pol_281/23456789", f"s{system}_EAi"))
+        assert not await _rows(hass, sensor(hass, "Pol_281/23456789", f"s{system}_EAi"))
     # Following only the sum tariff makes it the consumption.
     coordinator = hass.config_entries.async_entries(DOMAIN)[0].runtime_data
     client, meter = coordinator.client, coordinator.data["Pol_281/23456789"]
@@ -129,7 +136,7 @@ async def test_late_data_reset_and_gap(
     sim.gap("Pol_276", gap_start, gap_start + timedelta(hours=3))
     sim.late(4)
     entry = await _setup(hass, sim, server, backfill_days=1, archives=["hour", "total"])
-    stat_id = statistic_id("kumir", "Pol_276/34781353", "s1_EAi")
+    stat_id = sensor(hass, "Pol_276/34781353", "s1_EAi")
     rows = await _rows(hass, stat_id)
     newest = datetime.fromtimestamp(rows[-1]["start"], UTC)
     assert newest < now - timedelta(hours=4)

@@ -72,8 +72,10 @@ def detach_device(hass: HomeAssistant, device: dr.DeviceEntry, config_entry_id: 
         registry.async_update_device(device.id, remove_config_entry_id=config_entry_id)
 
 
-def statistic_metadata(*, statistic_id: str, name: str, unit: str | None, unit_class: str | None) -> dict[str, Any]:
-    """External statistic metadata with a sum; `unit_class` exists only from 2025.11.
+def statistic_metadata(
+    *, statistic_id: str, name: str | None, unit: str | None, unit_class: str | None
+) -> dict[str, Any]:
+    """Statistic metadata with a sum (source: the id's prefix); `unit_class` exists only from 2025.11.
 
     Passing it to 2025.4 breaks the insert; leaving it out on 2026 only warns.
     """

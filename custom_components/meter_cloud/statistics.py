@@ -1,14 +1,32 @@
-"""Frozen history → long-term statistics for the Energy dashboard, apart from the coordinator."""
+"""Archive history → the counter sensor's own long-term statistic: one Energy source per physical counter.
+
+A counter whose cloud keeps an archive (IoT frozen readings, KUMIR-RESURS hour and day archives) has one sensor,
+and one statistic: the sensor's own (statistic id = its entity id, its name, its unit). The recorder compiles that
+statistic from the sensor's states every hour; this module writes the archive's hour-accurate readings into the
+same statistic, so late archives fill in the hours the live states missed, and nothing is offered twice in the
+Energy pickers (before 0.5 a second, external statistic `meter_cloud:…` carried the archive: it is merged into the
+sensor's statistic and removed, see `_migrate`).
+
+The recorder continues each sum from its own 5-minute series, which an import cannot touch. So every imported row
+is anchored to that series' newest row (or, before the first compile, to the sensor's state with sum 0, where the
+recorder will start), and sums are computed backwards from it: sum(hour) = sum(next) - max(0, state(next) -
+state(hour)). Whatever the recorder writes next continues from that anchor, so the hours agree with each other and
+with what comes after;
+hours with a live (compiled) row between two archive readings keep their row, raised to the archive reading
+before it when it lagged (a meter that reports its frozen reading later than the hour it closes).
+"""
 
 from __future__ import annotations
 
 import logging
-import re
+from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+from homeassistant.const import STATE_UNAVAILABLE, STATE_UNKNOWN
 from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er
 from homeassistant.util import dt as dt_util
 from homeassistant.util import slugify
 
@@ -21,31 +39,62 @@ if TYPE_CHECKING:
 
 _LOGGER = logging.getLogger(__name__)
 
-# Each import re-reads the backend's lookback (30 days by default, as opower does), so late or
-# corrected readings repair the sums. Meters already backfilled, by id, in the ledger's meta.
+# Meters already backfilled, by id, in the ledger's meta; and the old external statistics already merged.
 BACKFILLED = "history_backfilled"
-_VALID_OBJECT_ID = re.compile(r"^(?!_)[a-z0-9_]+(?<!_)$")
-# How far back to look for the last sum before the window.
-BASELINE_SEARCH = timedelta(days=365)
+MERGED = "statistics_merged"
+HOUR = timedelta(hours=1)
+# The old external statistics reach back at most this far (the longest backfill was 366 days).
+MERGE_SEARCH = timedelta(days=3 * 366)
+_VALID_OBJECT_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
 
 
 def statistic_id(backend: str, meter_id: str, key: str = "volume") -> str:
-    """External statistic id of one series of a meter (`volume`: the standard volume)."""
+    """The external statistic id versions before 0.5 used for a series (what `_migrate` merges and removes)."""
     object_id = f"{backend}_{meter_id}_{key}".lower()
-    if not _VALID_OBJECT_ID.match(object_id):
+    if object_id.startswith("_") or object_id.endswith("_") or set(object_id) - set(_VALID_OBJECT_ID_CHARS):
         # Node codes and serials may hold any character; ids only take [a-z0-9_].
         object_id = slugify(object_id, separator="_")
     return f"{DOMAIN}:{object_id}"
 
 
-def build_rows(
-    points: list[HistoryPoint], baseline_state: Decimal | None, baseline_sum: Decimal
+def anchored_rows(
+    archive: Mapping[datetime, Decimal],
+    existing: Mapping[datetime, Decimal],
+    anchor: tuple[datetime, Decimal, Decimal],
 ) -> list[dict[str, Any]]:
-    """Hourly rows with a running sum continued from the baseline.
+    """Hourly rows (start, state, sum) for the hours before the anchor, consistent with it.
 
-    A frozen reading at T closes the hour that ends at T, so consumption lands on the day it
-    happened. A reading lower than the one before (meter replaced or counter reset) adds nothing
-    rather than a huge negative bar; a gap puts its whole consumption on the next reading.
+    `archive` and `existing` map an hour's start to the reading at its end (archive readings win); `anchor` is
+    (start, state, sum) of the statistic's newest row, which is left as it is. A reading lower than the one before
+    it (a replaced or reset meter) adds nothing; a live reading below the archive reading before it is raised to it.
+    """
+    anchor_start, anchor_state, anchor_sum = anchor
+    hours = sorted(h for h in {*archive, *existing} if h < anchor_start)
+    states: dict[datetime, Decimal] = {}
+    floor: Decimal | None = None
+    for hour in hours:
+        if hour in archive:
+            states[hour] = floor = archive[hour]
+        else:
+            states[hour] = existing[hour] if floor is None else max(existing[hour], floor)
+    rows: list[dict[str, Any]] = []
+    next_state, next_sum = anchor_state, anchor_sum
+    for hour in reversed(hours):
+        state = states[hour]
+        next_sum -= max(Decimal(0), next_state - state)
+        rows.append({"start": hour, "state": float(state), "sum": float(next_sum)})
+        next_state = state
+    rows.reverse()
+    return rows
+
+
+def build_rows(
+    points: Iterable[HistoryPoint], baseline_state: Decimal | None, baseline_sum: Decimal
+) -> list[dict[str, Any]]:
+    """Hourly rows with a running sum continued forwards from a baseline (a series that is its own anchor).
+
+    A reading at T closes the hour that ends at T. A reading lower than the one before it adds nothing; a gap
+    puts its whole consumption on the next reading.
     """
     rows = []
     previous, total = baseline_state, baseline_sum
@@ -53,29 +102,175 @@ def build_rows(
         if previous is not None and point.value > previous:
             total += point.value - previous
         previous = point.value
-        start = dt_util.as_utc(point.time).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
+        start = dt_util.as_utc(point.time).replace(minute=0, second=0, microsecond=0) - HOUR
         rows.append({"start": start, "state": float(point.value), "sum": float(total)})
     return rows
 
 
-async def _baseline(hass: HomeAssistant, stat_id: str, before: datetime) -> tuple[Decimal | None, Decimal]:
-    """State and sum of the last row before `before`, or nothing and zero."""
+class _Statistic:
+    """One counter sensor's own statistic, as the recorder keeps it."""
+
+    def __init__(self, hass: HomeAssistant, entity_id: str, unit: str | None, series_unit: str | None) -> None:
+        self.hass, self.entity_id, self.unit, self._series_unit = hass, entity_id, unit, series_unit
+
+    def convert(self, value: Decimal) -> Decimal:
+        """A reading in the series' unit, in the unit the statistic is kept in (the sensor's display unit)."""
+        if self.unit == self._series_unit or self.unit is None or self._series_unit is None:
+            return value
+        from homeassistant.components.recorder.statistics import STATISTIC_UNIT_TO_UNIT_CONVERTER  # noqa: PLC0415
+
+        converter = STATISTIC_UNIT_TO_UNIT_CONVERTER.get(self.unit)
+        if converter is None or self._series_unit not in converter.VALID_UNITS:
+            return value
+        return Decimal(str(converter.convert(float(value), self._series_unit, self.unit)))
+
+    async def rows(self, start: datetime | None = None) -> list[Mapping[str, Any]]:
+        """The statistic's hourly rows from `start` (all of them without), oldest first."""
+        from homeassistant.components.recorder import get_instance  # noqa: PLC0415
+        from homeassistant.components.recorder.statistics import statistics_during_period  # noqa: PLC0415
+
+        begin = start if start is not None else dt_util.utcnow() - MERGE_SEARCH
+        found = await get_instance(self.hass).async_add_executor_job(
+            statistics_during_period, self.hass, begin, None, {self.entity_id}, "hour", None, {"state", "sum"}
+        )
+        rows: list[Mapping[str, Any]] = list(found.get(self.entity_id) or [])
+        return rows
+
+    async def anchor(self) -> tuple[datetime, Decimal, Decimal] | None:
+        """Where the recorder's sum stands: (hour, state, sum) that imported rows must lead up to; None if unknown.
+
+        The recorder continues each sum from its newest 5-minute row: that row's state and sum, at the hour it is
+        in (that hour and later are the recorder's to compile). Before the first compile, the recorder will start
+        at sum 0 with the sensor's state: anchor there, at the current hour.
+        """
+        from homeassistant.components.recorder import get_instance  # noqa: PLC0415
+        from homeassistant.components.recorder.statistics import get_last_short_term_statistics  # noqa: PLC0415
+
+        found = await get_instance(self.hass).async_add_executor_job(
+            get_last_short_term_statistics, self.hass, 1, self.entity_id, True, {"state", "sum"}
+        )
+        rows = found.get(self.entity_id) or []
+        if rows and rows[0].get("state") is not None:
+            last = rows[0]
+            start = datetime.fromtimestamp(float(last["start"]), dt_util.UTC).replace(minute=0, second=0)
+            return start, Decimal(str(last["state"])), Decimal(str(last.get("sum") or 0))
+        current = self.hass.states.get(self.entity_id)
+        if current is None or current.state in (STATE_UNKNOWN, STATE_UNAVAILABLE):
+            return None
+        try:
+            state = Decimal(current.state)
+        except ArithmeticError:
+            return None
+        return dt_util.utcnow().replace(minute=0, second=0, microsecond=0), state, Decimal(0)
+
+    def write(self, rows: list[dict[str, Any]]) -> None:
+        """Rows into the sensor's own statistic (the recorder's metadata for it, unchanged)."""
+        from homeassistant.components.recorder.statistics import async_import_statistics  # noqa: PLC0415
+
+        metadata = statistic_metadata(
+            statistic_id=self.entity_id, name=None, unit=self.unit, unit_class=unit_class_of(self.unit)
+        )
+        metadata["source"] = "recorder"
+        async_import_statistics(self.hass, metadata, rows)  # type: ignore[arg-type]
+
+    async def merge(self, archive: Mapping[datetime, Decimal], since: datetime) -> int:
+        """Write archive readings of hours from `since`, anchored to the newest row; the rows written."""
+        anchor = await self.anchor()
+        if anchor is None or not archive:
+            return 0
+        existing = {
+            datetime.fromtimestamp(float(row["start"]), dt_util.UTC): Decimal(str(row["state"]))
+            for row in await self.rows(since - HOUR)
+            if row.get("state") is not None
+        }
+        rows = anchored_rows(archive, existing, anchor)
+        if rows:
+            self.write(rows)
+        return len(rows)
+
+
+def _hours(series: HistorySeries, statistic: _Statistic) -> dict[datetime, Decimal]:
+    """The archive's readings by the hour they close, in the statistic's unit."""
+    return {
+        dt_util.as_utc(p.time).replace(minute=0, second=0, microsecond=0) - HOUR: statistic.convert(p.value)
+        for p in series.points
+    }
+
+
+def _sensor(hass: HomeAssistant, coordinator: MeterCloudCoordinator, series: HistorySeries) -> _Statistic | None:
+    """The series' counter sensor, when it exists, is enabled and keeps long-term statistics."""
+    unique_id = f"{coordinator.device_key(series.meter_id)}_{series.sensor_key or series.key}"
+    entity_id = er.async_get(hass).async_get_entity_id("sensor", DOMAIN, unique_id)
+    if entity_id is None:
+        return None
+    entry = er.async_get(hass).async_get(entity_id)
+    if entry is None or entry.disabled:
+        return None
+    state = hass.states.get(entity_id)
+    unit = state.attributes.get("unit_of_measurement") if state is not None else series.unit
+    return _Statistic(hass, entity_id, unit, series.unit)
+
+
+async def _migrate(
+    hass: HomeAssistant, coordinator: MeterCloudCoordinator, series: HistorySeries, sensor: _Statistic
+) -> None:
+    """Once per counter: merge the old external statistic into the sensor's, point the Energy dashboard at the
+    sensor, and remove the old statistic, so its history stays and nothing is offered twice."""
     from homeassistant.components.recorder import get_instance  # noqa: PLC0415
     from homeassistant.components.recorder.statistics import statistics_during_period  # noqa: PLC0415
 
+    merged: list[str] = coordinator.commands.meta.setdefault(MERGED, [])
+    old = statistic_id(coordinator.client.backend, series.meter_id, series.key)
+    if old in merged:
+        return
+    begin = dt_util.utcnow() - MERGE_SEARCH
     found = await get_instance(hass).async_add_executor_job(
-        statistics_during_period, hass, before - BASELINE_SEARCH, before, {stat_id}, "hour", None, {"state", "sum"}
+        statistics_during_period, hass, begin, None, {old}, "hour", None, {"state"}
     )
-    rows = found.get(stat_id) or []
-    if not rows:
-        return None, Decimal(0)
-    last = rows[-1]
-    state = last.get("state")
-    return (None if state is None else Decimal(str(state))), Decimal(str(last.get("sum") or 0))
+    rows = found.get(old) or []
+    archive = {
+        datetime.fromtimestamp(float(row["start"]), dt_util.UTC): sensor.convert(Decimal(str(row["state"])))
+        for row in rows
+        if row.get("state") is not None
+    }
+    if archive and await sensor.merge(archive, min(archive)) == 0 and await sensor.anchor() is None:
+        return  # the sensor has no state yet: merge at the next import
+    await _repoint_energy(hass, {old: sensor.entity_id})
+    if rows:
+        get_instance(hass).async_clear_statistics([old])
+        _LOGGER.info("Merged %s rows of %s into %s and removed it", len(rows), old, sensor.entity_id)
+    merged.append(old)
+    coordinator.commands.save_meta()
+
+
+async def _repoint_energy(hass: HomeAssistant, replacements: Mapping[str, str]) -> None:
+    """Energy dashboard settings that name an old statistic name the sensor's instead."""
+    if "energy" not in hass.config.components:
+        return
+    from homeassistant.components.energy.data import async_get_manager  # noqa: PLC0415
+
+    manager = await async_get_manager(hass)
+    if manager.data is None:
+        return
+
+    def swap(value: Any) -> Any:
+        if isinstance(value, str):
+            return replacements.get(value, value)
+        if isinstance(value, list):
+            return [swap(item) for item in value]
+        if isinstance(value, dict):
+            return {key: swap(item) for key, item in value.items()}
+        return value
+
+    current = dict(manager.data)
+    updated = swap(current)
+    if updated != current:
+        await manager.async_update(updated)  # type: ignore[arg-type]
+        _LOGGER.info("Energy dashboard: %s now use the sensors' own statistics", ", ".join(replacements))
 
 
 async def async_import_history(hass: HomeAssistant, coordinator: MeterCloudCoordinator) -> int:
-    """Import every meter's recent history (a longer backfill for meters seen the first time).
+    """Write every counter's recent archive into its sensor's statistic (a backfill for meters seen first).
 
     Returns the number of rows written.
     """
@@ -100,7 +295,11 @@ async def async_import_history(hass: HomeAssistant, coordinator: MeterCloudCoord
             _LOGGER.debug("History not imported this time: %s", err)
             continue
         for one in series:
-            written += await _write(hass, client, one)
+            sensor = _sensor(hass, coordinator, one)
+            if sensor is None:
+                continue
+            await _migrate(hass, coordinator, one, sensor)
+            written += await sensor.merge(_hours(one, sensor), end - window)
         if first:
             done.update(m.meter_id for m in group)
     if done != set(coordinator.commands.meta.get(BACKFILLED, [])):
@@ -112,23 +311,6 @@ async def async_import_history(hass: HomeAssistant, coordinator: MeterCloudCoord
 def _has_history(client: MeterClient, meter: MeterData) -> bool:
     fields = client.fields_for(meter)
     return "reading" in fields or "values" in fields
-
-
-async def _write(hass: HomeAssistant, client: MeterClient, series: HistorySeries) -> int:
-    """Rows of one series, continuing the sum already stored before its first point."""
-    from homeassistant.components.recorder.statistics import async_add_external_statistics  # noqa: PLC0415
-
-    if not series.points:
-        return 0
-    stat_id = statistic_id(client.backend, series.meter_id, series.key)
-    first_hour = dt_util.as_utc(series.points[0].time).replace(minute=0, second=0, microsecond=0) - timedelta(hours=1)
-    state, total = await _baseline(hass, stat_id, first_hour)
-    rows = build_rows(series.points, state, total)
-    metadata = statistic_metadata(
-        statistic_id=stat_id, name=series.name, unit=series.unit, unit_class=unit_class_of(series.unit)
-    )
-    async_add_external_statistics(hass, metadata, rows)  # type: ignore[arg-type]
-    return len(rows)
 
 
 def async_setup_history(hass: HomeAssistant, coordinator: MeterCloudCoordinator) -> None:

@@ -253,7 +253,9 @@ class MeterClient(ABC):
                     _LOGGER.debug("History of %s not read this time: %s", meter.meter_id, err)
                     return None
             name = f"{self.manufacturer} {meter.meter_id} standard volume"
-            return HistorySeries(meter_id=meter.meter_id, key="volume", name=name, unit="m³", points=points)
+            return HistorySeries(
+                meter_id=meter.meter_id, key="volume", name=name, unit="m³", points=points, sensor_key="reading"
+            )
 
         return [series for series in await asyncio.gather(*(one(meter) for meter in meters)) if series]
 

@@ -206,6 +206,8 @@ class HistorySeries:
     name: str
     unit: str | None
     points: list[HistoryPoint]
+    # The key of the sensor that shows this counter live (its statistic receives the series); None: `key`.
+    sensor_key: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
