@@ -274,7 +274,7 @@ class Exercise:
             try:
                 flow = self.api.request("POST", path, {"handler": DOMAIN, "show_advanced_options": False})
                 flow = _submit_form(self.api, path, flow, {"backend": backend})
-                _expect(flow, step_id="account")
+                _expect(flow, step_id=f"account_{backend}")
                 fields = {key: value for key, value in account.items() if key != "backend"}
                 done = _submit_form(self.api, path, flow, fields)
                 _expect(done, type="create_entry")
@@ -387,7 +387,7 @@ class Exercise:
             start = {"handler": DOMAIN, "show_advanced_options": False, "entry_id": record["entry_id"]}
             try:
                 flow = self.api.request("POST", path, start)
-                _expect(flow, step_id="reconfigure")
+                _expect(flow, step_id=f"reconfigure_{backend}")
                 account = {key: value for key, value in self.accounts[backend].items() if key != "backend"}
                 done = _submit_form(self.api, path, flow, account)
                 _expect(done, type="abort", reason="reconfigure_successful")
