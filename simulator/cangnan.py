@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from functools import partial
-from typing import Any
+from typing import Any, override
 from zoneinfo import ZoneInfo
 
 from aiohttp import web
@@ -368,6 +368,7 @@ class CangnanSimulator(SimulatorBase):
         meter.levels, meter.month_count = list(price["levels"]), price["month_count"]
         meter.price = meter.prices[0]
 
+    @override
     def tick(self, minutes: float = 15) -> None:
         """Let `minutes` of gas flow through every open meter in use; bill it when the meter bills."""
         now, factor = self._now(), Decimal(str(minutes)) / 15
@@ -401,6 +402,7 @@ class CangnanSimulator(SimulatorBase):
             if command["state"] == "pending":
                 self._finish_valve(user_id)
 
+    @override
     async def close(self) -> None:
         """Cancel pending commands and background work, close the push session."""
         await self._cancel_tasks()
@@ -954,10 +956,12 @@ class CangnanSimulator(SimulatorBase):
             "AlarmMessage": message,
         }
 
+    @override
     async def push_reading(self, meter_id: str, serial: str | None = None) -> tuple[int, Any]:
         """POST a signed reading of `meter_id` to {push_url}/reading; return the HTTP status and the answer."""
         return await self._post("reading", self.reading_body(meter_id, serial))
 
+    @override
     async def push_alarm(
         self, meter_id: str, alarm_type: str = "02", message: str = "燃气泄漏", serial: str | None = None
     ) -> tuple[int, Any]:
@@ -1011,12 +1015,14 @@ class CangnanSimulator(SimulatorBase):
             return reply({"error": str(err)}, status=400)
         return reply({"ok": True, "refused_pairs": self.refused_pairs})
 
+    @override
     async def _sim_alarm(self, request: web.Request) -> web.Response:
         data = await read_body(request)
         meter_id, kind = str(data.get("meter_id") or data.get("meter_no")), str(data.get("alarm_type", "02"))
         message = str(data.get("message") or data.get("content") or ALARM_TYPES.get(kind, "燃气泄漏"))
         return await self._sim_pushed(meter_id, lambda: self.push_alarm(meter_id, kind, message))
 
+    @override
     def state(self) -> dict[str, Any]:
         """Return everything the simulator holds."""
         credentials = {"app_token": self.app_token, "app_secret": self.app_secret, "data_from": self.data_from}

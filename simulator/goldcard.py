@@ -13,7 +13,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from functools import partial
-from typing import Any
+from typing import Any, override
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -246,6 +246,7 @@ class GoldcardSimulator(SimulatorBase):
         meter.balance = meter.sum_recharge - meter.sum_money
         self.meters[meter.meter_no] = meter
 
+    @override
     def tick(self, minutes: float = 15) -> None:
         """Let `minutes` of gas flow through every open, enabled meter."""
         now, factor = self._now(), Decimal(str(minutes)) / 15
@@ -272,6 +273,7 @@ class GoldcardSimulator(SimulatorBase):
             if command["state"] == "pending":
                 await self._finish(serial)
 
+    @override
     async def close(self) -> None:
         """Cancel pending commands and background work, close the push session."""
         for task in self._tasks.values():
@@ -773,10 +775,12 @@ class GoldcardSimulator(SimulatorBase):
             "sdateTime": self._now().strftime(TIME_FORMAT),
         }
 
+    @override
     async def push_reading(self, meter_no: str, serial: str | None = None) -> tuple[int, Any]:
         """POST a signed 2001 for `meter_no`; return the HTTP status and the answer."""
         return await self._post("2001", self.reading_body(meter_no, serial))
 
+    @override
     async def push_alarm(
         self,
         meter_no: str,
@@ -811,6 +815,7 @@ class GoldcardSimulator(SimulatorBase):
             {"ok": True, "meter_no": meter_no, "recharge_count": meter.recharge_count, "balance": s4(meter.balance)}
         )
 
+    @override
     def state(self) -> dict[str, Any]:
         """Return everything the simulator holds (the last 14 days of history per meter)."""
         meters = []

@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 from decimal import ROUND_HALF_UP, Decimal
 from functools import partial
-from typing import Any
+from typing import Any, override
 from zoneinfo import ZoneInfo
 
 import aiohttp
@@ -297,6 +297,7 @@ class IotMeterSimulator(SimulatorBase):
     def _clock(self) -> datetime:
         return datetime.now(self.tz) + self._offset
 
+    @override
     def _now(self) -> datetime:
         return self._clock().replace(microsecond=0)
 
@@ -503,6 +504,7 @@ class IotMeterSimulator(SimulatorBase):
         """The device's current real-time record, as GetRealModel answers it."""
         return self._record(self._device(comm_no))
 
+    @override
     def tick(self, minutes: float = 15) -> None:
         """Let `minutes` of gas through every open meter; freeze each midnight the clock has passed."""
         now = self._now()
@@ -1161,6 +1163,7 @@ class IotMeterSimulator(SimulatorBase):
         await asyncio.gather(*tasks, return_exceptions=True)
         self._tasks.clear()
 
+    @override
     async def close(self) -> None:
         """Stop the commands' timers and background pushes, close the push session."""
         await self._stop_commands()
@@ -1250,10 +1253,12 @@ class IotMeterSimulator(SimulatorBase):
         push = self._new_push(PUSH_PATHS["reading"], self.reading_body(comm_no))
         return [await self._deliver(push), await self._deliver(push)]
 
+    @override
     async def push_reading(self, meter_no: str) -> tuple[int, Any]:
         """POST the device's current record to {push_url}/api/Data/MeterData/Add."""
         return await self._deliver(self._new_push(PUSH_PATHS["reading"], self.reading_body(meter_no)))
 
+    @override
     async def push_alarm(self, meter_no: str, code: int = 4, content: str | None = None) -> tuple[int, Any]:
         """Record an alarm and POST it to {push_url}/api/Data/DeviceAlarm/Add at once; return the answer."""
         return await self._push_logged("alarm", meter_no, code, content)
@@ -1282,12 +1287,14 @@ class IotMeterSimulator(SimulatorBase):
         entry = (self.add_alarm if kind == "alarm" else self.add_event)(comm_no, code, content)
         return reply({kind: entry})
 
+    @override
     async def _sim_alarm(self, request: web.Request) -> web.Response:
         return await self._sim_logged(request, "alarm")
 
     async def _sim_event(self, request: web.Request) -> web.Response:
         return await self._sim_logged(request, "event")
 
+    @override
     async def _sim_push_reading(self, request: web.Request) -> web.Response:
         data = await read_body(request)
         comm_no = str(data.get("comm_no") or data.get("meter_comm_no") or data.get("meter_no"))
@@ -1337,6 +1344,7 @@ class IotMeterSimulator(SimulatorBase):
         status, answer = await self.resend_report(ctrl_id)
         return reply({"status": status, "answer": answer})
 
+    @override
     def state(self) -> dict[str, Any]:
         """Return everything the simulator holds (the last 14 frozen records per device)."""
         credentials = {"company_no": self.company_no, "data_api_key": self.data_api_key}

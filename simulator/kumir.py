@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta, tzinfo
 from decimal import Decimal, InvalidOperation
 from functools import cache, partial
-from typing import Any
+from typing import Any, override
 from xml.parsers import expat
 from zoneinfo import ZoneInfo
 
@@ -390,6 +390,7 @@ class KumirSimulator(SimulatorBase):
     def _clock(self) -> datetime:
         return datetime.now(self.tz) + self._offset
 
+    @override
     def _now(self) -> datetime:
         return self._clock().replace(microsecond=0)
 
@@ -397,6 +398,7 @@ class KumirSimulator(SimulatorBase):
         """Move the simulator's clock on: sessions expire, new archive rows appear."""
         self._offset += timedelta(seconds=seconds)
 
+    @override
     def tick(self, minutes: float = 15) -> None:
         """Let `minutes` pass: the data follow the clock, so ticking only moves it."""
         self.advance(minutes * 60)
@@ -457,6 +459,7 @@ class KumirSimulator(SimulatorBase):
         plain = self.faults.faults.pop()
         self.faults.faults.append(RefusalFault(plain.mode, plain.count, endpoint, code, shape, status, message))
 
+    @override
     def fail_next(self, mode: str, count: int = 1, endpoint: str | None = None, *, code: str | None = None) -> None:
         """Fail the next `count` requests; the hostile-XML modes go to export unless `endpoint` says import."""
         if mode == "refuse":
@@ -468,10 +471,12 @@ class KumirSimulator(SimulatorBase):
                 raise ValueError(f"mode {mode!r} does not apply to {endpoint!r}")
         super().fail_next(mode, count, endpoint, code=code)
 
+    @override
     async def push_reading(self, meter_no: str) -> tuple[int, Any]:
         """KUMIR-RESURS never calls us: there is nothing to push."""
         raise RuntimeError("KUMIR-RESURS does not push; export the archives instead")
 
+    @override
     async def push_alarm(self, meter_no: str, *args: Any, **kwargs: Any) -> tuple[int, Any]:
         """KUMIR-RESURS never calls us: there is nothing to push."""
         raise RuntimeError("KUMIR-RESURS does not push alarms")
@@ -966,6 +971,7 @@ class KumirSimulator(SimulatorBase):
             return reply({"error": str(err)}, status=400)
         return reply({"ok": True})
 
+    @override
     def state(self) -> dict[str, Any]:
         """Return everything the simulator holds (not the generated rows: export them)."""
         clock = self._clock()

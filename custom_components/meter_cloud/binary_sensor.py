@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import override
+
 from homeassistant.components.binary_sensor import (
     BinarySensorDeviceClass,
     BinarySensorEntity,
@@ -78,6 +80,7 @@ class MeterFlag(MeterCloudEntity, BinarySensorEntity):
         self.entity_description = description
 
     @property
+    @override
     def is_on(self) -> bool | None:
         """The flag, or unknown when the latest record lacks it."""
         flags = self.meter.flags if self.meter else None

@@ -6,7 +6,7 @@ import itertools
 import logging
 import secrets
 from collections.abc import Awaitable, Callable, Collection, Mapping
-from typing import Any
+from typing import Any, override
 
 import voluptuous as vol
 from homeassistant.config_entries import ConfigFlow, ConfigFlowResult
@@ -158,6 +158,7 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
 
     @staticmethod
     @callback
+    @override
     def async_get_options_flow(config_entry: MeterCloudConfigEntry) -> MeterCloudOptionsFlow:
         """Polling options and the push URL."""
         return MeterCloudOptionsFlow()
@@ -195,6 +196,7 @@ class MeterCloudConfigFlow(ConfigFlow, domain=DOMAIN):
         """Check the settings; return (errors, placeholders) for the form with the fields `form`."""
         return _form_errors(await self._check(data, then), form, data[CONF_BACKEND])
 
+    @override
     async def async_step_user(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """Pick the vendor backend."""
         errors: dict[str, str] = {}

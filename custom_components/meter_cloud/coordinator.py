@@ -9,7 +9,7 @@ from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import fields, replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, override
 
 from homeassistant.config_entries import ConfigEntry
 from homeassistant.core import HomeAssistant, callback
@@ -130,10 +130,12 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         self._seen_serials: OrderedDict[str, None] = OrderedDict()
         self.requests_last_poll = 0
 
+    @override
     async def _async_setup(self) -> None:
         """Load the command ledger before the first poll."""
         await self.commands.async_load()
 
+    @override
     async def _async_update_data(self) -> dict[str, MeterData]:
         """One batch request for all meters, then details for those that are due."""
         sent_before = self.client.request_count

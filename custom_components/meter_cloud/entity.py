@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable
+from typing import override
 
 from homeassistant.core import callback
 from homeassistant.helpers.device_registry import DeviceInfo
@@ -36,6 +37,7 @@ class MeterCloudEntity(CoordinatorEntity[MeterCloudCoordinator]):
             name=f"{coordinator.client.manufacturer} {meter_id}",
         )
 
+    @override
     async def async_added_to_hass(self) -> None:
         """Also follow changes to this meter alone (pushes, commands)."""
         await super().async_added_to_hass()
@@ -48,6 +50,7 @@ class MeterCloudEntity(CoordinatorEntity[MeterCloudCoordinator]):
         return self.coordinator.data.get(self.meter_id) if self.coordinator.data else None
 
     @property
+    @override
     def available(self) -> bool:
         """Unavailable when the cloud failed or no longer lists the meter."""
         return super().available and self.meter is not None

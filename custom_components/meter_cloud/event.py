@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import override
+
 from homeassistant.components.event import EventEntity
 from homeassistant.core import HomeAssistant, callback
 from homeassistant.helpers.dispatcher import async_dispatcher_connect
@@ -33,6 +35,7 @@ class MeterAlarm(MeterCloudEntity, EventEntity):
         super().__init__(coordinator, meter_id, "alarm")
         self._attr_event_types = [kind.value for kind in coordinator.client.alarm_types]
 
+    @override
     async def async_added_to_hass(self) -> None:
         """Listen for this meter's alarms."""
         await super().async_added_to_hass()

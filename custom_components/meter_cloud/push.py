@@ -33,7 +33,7 @@ class MeterCloudPushView(HomeAssistantView):
     def _entry(self, push_id: str) -> MeterCloudConfigEntry | None:
         for entry in self.hass.config_entries.async_loaded_entries(DOMAIN):
             if hmac.compare_digest(str(entry.data.get(CONF_PUSH_ID, "")), push_id):
-                return entry  # type: ignore[no-any-return]
+                return entry
         return None
 
     async def post(self, request: web.Request, push_id: str, path: str) -> web.Response:

@@ -9,6 +9,7 @@ from typing import Any
 import voluptuous as vol
 from homeassistant.core import ServiceCall, ServiceResponse, SupportsResponse
 from homeassistant.helpers import config_validation as cv
+from homeassistant.util.json import JsonValueType
 
 from .api import Capability, CommandKind
 from .service_helpers import (
@@ -87,7 +88,8 @@ async def _list_commands(call: ServiceCall) -> ServiceResponse:
     coordinator, meter_id = resolve(call.hass, call.data[ATTR_DEVICE_ID])
     require(coordinator, Capability.COMMAND_QUEUE)
     listed = await run(coordinator, coordinator.client.async_list_commands(coordinator.meter(meter_id)))
-    return {"commands": listed}  # type: ignore[dict-item]
+    commands: list[JsonValueType] = [*listed]
+    return {"commands": commands}
 
 
 WAIT = {vol.Optional("wait"): vol.All(vol.Coerce(int), vol.Range(min=0, max=300))}

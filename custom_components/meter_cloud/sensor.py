@@ -6,7 +6,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from decimal import Decimal
-from typing import Any
+from typing import Any, override
 
 from homeassistant.components.sensor import (
     SensorDeviceClass,
@@ -256,6 +256,7 @@ class MeterSensor(MeterCloudEntity, SensorEntity):
         self._attr_native_unit_of_measurement = _unit(description, coordinator.client.currency)
 
     @property
+    @override
     def native_value(self) -> Decimal | datetime | str | int | None:
         """The value, or None (unknown) when the cloud did not report it: never a made-up 0."""
         meter = self.meter
@@ -281,6 +282,7 @@ class ValueSensor(MeterCloudEntity, SensorEntity):
         self._attr_translation_placeholders = {"system": str(info.system), "name": info.param}
 
     @property
+    @override
     def native_value(self) -> Decimal | None:
         """The newest value the cloud has; unknown when it stopped reporting it."""
         meter = self.meter
@@ -297,12 +299,14 @@ class RechargeStatusSensor(MeterCloudEntity, SensorEntity):
         super().__init__(coordinator, meter_id, RECHARGE_STATUS.key)
 
     @property
+    @override
     def native_value(self) -> str | None:
         """State of the latest recharge."""
         command = self.coordinator.commands.latest(self.meter_id, CommandKind.RECHARGE)
         return command.state.value if command else None
 
     @property
+    @override
     def extra_state_attributes(self) -> dict[str, Any] | None:
         """Reference, amount, serial, the cloud's message and code, and when the latest recharge last moved."""
         command = self.coordinator.commands.latest(self.meter_id, CommandKind.RECHARGE)

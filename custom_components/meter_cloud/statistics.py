@@ -265,7 +265,7 @@ async def _repoint_energy(hass: HomeAssistant, replacements: Mapping[str, str]) 
     current = dict(manager.data)
     updated = swap(current)
     if updated != current:
-        await manager.async_update(updated)  # type: ignore[arg-type]
+        await manager.async_update(updated)
         _LOGGER.info("Energy dashboard: %s now use the sensors' own statistics", ", ".join(replacements))
 
 

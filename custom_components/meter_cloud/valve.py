@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, override
 
 from homeassistant.components.valve import ValveDeviceClass, ValveEntity, ValveEntityFeature
 from homeassistant.core import HomeAssistant
@@ -43,6 +43,7 @@ class MeterValve(MeterCloudEntity, ValveEntity):
         super().__init__(coordinator, meter_id, "valve")
 
     @property
+    @override
     def is_closed(self) -> bool | None:
         """Closed, open, or unknown (moving, fault, not reported)."""
         valve = self.meter.valve if self.meter else None
@@ -53,6 +54,7 @@ class MeterValve(MeterCloudEntity, ValveEntity):
         return None
 
     @property
+    @override
     def extra_state_attributes(self) -> dict[str, Any] | None:
         """The last valve command: what, its state, the cloud's message and when, so a refusal is never silent."""
         command = self.coordinator.commands.latest(self.meter_id, VALVE_KINDS)
@@ -67,19 +69,23 @@ class MeterValve(MeterCloudEntity, ValveEntity):
         }
 
     @property
+    @override
     def is_opening(self) -> bool:
         """An open command is pending."""
         return self.coordinator.actions.pending_valve(self.meter_id) is CommandKind.VALVE_OPEN
 
     @property
+    @override
     def is_closing(self) -> bool:
         """A close command is pending."""
         return self.coordinator.actions.pending_valve(self.meter_id) is CommandKind.VALVE_CLOSE
 
+    @override
     async def async_open_valve(self, **kwargs: Any) -> None:
         """Ask the cloud to open the valve."""
         await self.coordinator.actions.async_set_valve(self.meter_id, True)
 
+    @override
     async def async_close_valve(self, **kwargs: Any) -> None:
         """Ask the cloud to close the valve."""
         await self.coordinator.actions.async_set_valve(self.meter_id, False)

@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, override
 
 from . import signing
 from .base import MeterClient
@@ -240,6 +240,7 @@ class CangnanClient(MeterClient):
         )
         self.unknown_meters: set[str] = set()
 
+    @override
     def unsupported_reason(self, capability: Capability, meter: MeterData | None) -> str:
         """System-side billing keeps no money on the platform."""
         if self.billing == BILLING_SYSTEM and capability in MONEY_CAPABILITIES:
@@ -247,11 +248,13 @@ class CangnanClient(MeterClient):
         return super().unsupported_reason(capability, meter)
 
     @classmethod
+    @override
     def unique_id(cls, config: Mapping[str, Any]) -> str:
         """Account identity: the app token of a company."""
         return f"cangnan_{config[CONF_DATA_FROM]}_{config[CONF_APP_TOKEN]}".lower()
 
     @classmethod
+    @override
     def title(cls, config: Mapping[str, Any]) -> str:
         """Title shown for the entry."""
         return f"Cangnan {config[CONF_DATA_FROM]}"
@@ -311,6 +314,7 @@ class CangnanClient(MeterClient):
 
     # --- readings ---------------------------------------------------------------------------
 
+    @override
     async def async_validate(self, *, credentials_only: bool = False) -> None:
         """Read every followed meter once; name the pairs the platform does not know (not on reauthentication)."""
         if not self.pairs:
@@ -319,6 +323,7 @@ class CangnanClient(MeterClient):
         if self.unknown_meters and not credentials_only:
             raise ConfigurationError(", ".join(sorted(self.unknown_meters)), reason="unknown_meters")
 
+    @override
     async def async_get_meters(self) -> dict[str, MeterData]:
         """ReadCurrentData in batches, a few in flight; a wrong pair costs only its own reading."""
         semaphore = asyncio.Semaphore(BATCHES_IN_FLIGHT)
@@ -334,6 +339,7 @@ class CangnanClient(MeterClient):
             meters.update(result)
         return meters
 
+    @override
     async def async_get_meter(self, meter_id: str) -> MeterData | None:
         """ReadCurrentData for one followed meter (after a command was accepted or confirmed)."""
         pair = next((pair for pair in self.pairs if pair[1] == meter_id), None)
@@ -383,11 +389,13 @@ class CangnanClient(MeterClient):
 
     # --- commands ---------------------------------------------------------------------------
 
+    @override
     async def async_set_valve(self, meter: MeterData, open_valve: bool, serial: str) -> CommandReceipt:
         """controlValve: 1010 opens, 2010 closes (the platform has no command serial; ours tracks it)."""
         await self._call("valve/controlValve", {**self._pair(meter), "Control": 1010 if open_valve else 2010})
         return CommandReceipt(serial=serial, meter_id=meter.meter_id)
 
+    @override
     def recharge_serial(self, reference: str) -> str:
         """The reference is the trade number: the platform refuses a second trade with it (80002033)."""
         return reference
@@ -401,6 +409,7 @@ class CangnanClient(MeterClient):
             raise
         return CommandReceipt(serial=serial, meter_id=meter.meter_id)
 
+    @override
     async def async_recharge(
         self,
         meter: MeterData,
@@ -421,6 +430,7 @@ class CangnanClient(MeterClient):
         }
         return await self._money("fee/recharge", payload, meter, serial)
 
+    @override
     async def async_adjust_balance(
         self, meter: MeterData, amount: Decimal, reference: str, *, credit: bool, serial: str, when: datetime
     ) -> CommandReceipt:
@@ -434,6 +444,7 @@ class CangnanClient(MeterClient):
         }
         return await self._money("fee/remainOption", payload, meter, serial)
 
+    @override
     async def async_cancel_command(self, meter: MeterData, command: CommandRef) -> None:
         """fee/cancelRecharge: only recharges can be cancelled, with their trade number and amount."""
         if command.kind is not CommandKind.RECHARGE or command.amount is None:
@@ -466,6 +477,7 @@ class CangnanClient(MeterClient):
             fields[f"Level{index}"] = int(limit)
         return fields
 
+    @override
     async def async_set_price(self, meters: list[MeterData], schedule: PriceSchedule) -> dict[str, Any]:
         """changePrice for one meter, batchChangePrice for several (one request)."""
         code = schedule.code or f"HA{datetime.now(self._tz):%Y%m%d%H%M%S}"
@@ -489,6 +501,7 @@ class CangnanClient(MeterClient):
         }
         return {key: value for key, value in fields.items() if value is not None}
 
+    @override
     async def async_register_meter(self, registration: MeterRegistration) -> dict[str, Any]:
         """meteradd: open the account with its price; the new pair joins the followed meters."""
         missing = [
@@ -523,22 +536,26 @@ class CangnanClient(MeterClient):
         self.pairs = [pair for pair in self.pairs if pair[1] != meter_id] + [(registration.user_no, meter_id)]
         return {"meter_id": meter_id, "user_no": registration.user_no}
 
+    @override
     async def async_modify_customer(self, meter: MeterData, customer: CustomerInfo) -> dict[str, Any]:
         """metermodify: change the customer details (the ids cannot change)."""
         await self._call("meter/metermodify", {**self._pair(meter), **self._customer_fields(customer)})
         return {"meter_id": meter.meter_id}
 
+    @override
     async def async_deregister_meter(self, meter: MeterData, reading: Decimal, reason: str) -> dict[str, Any]:
         """meterDelete: close the account and remove the meter (the API takes no reading or reason)."""
         await self._call("meter/meterDelete", self._pair(meter))
         self.stop_following(meter.meter_id)
         return {"meter_id": meter.meter_id}
 
+    @override
     async def async_suspend_meter(self, meter: MeterData, suspend: bool) -> dict[str, Any]:
         """meterSuspend / meterResume."""
         await self._call("meter/meterSuspend" if suspend else "meter/meterResume", self._pair(meter))
         return {"meter_id": meter.meter_id, "status": (MeterStatus.SUSPENDED if suspend else MeterStatus.ACTIVE).value}
 
+    @override
     async def async_replace_meter(self, meter: MeterData, replacement: MeterReplacement) -> dict[str, Any]:
         """meterChange: the account moves to the new meter (with the money transferred if given)."""
         if not replacement.new_meter_protocol:
@@ -561,14 +578,17 @@ class CangnanClient(MeterClient):
         self.pairs = [(user, new_id if m == meter.meter_id else m) for user, m in self.pairs]
         return {"meter_id": new_id, "old_meter_id": meter.meter_id, "user_no": meter.user_no}
 
+    @override
     def followed(self) -> frozenset[str]:
         """The MeterIDs of the entry's pairs (the platform has no call that lists the account)."""
         return frozenset(meter for _user, meter in self.pairs)
 
+    @override
     def stop_following(self, meter_id: str) -> None:
         """Drop the meter's pair from the list."""
         self.pairs = [pair for pair in self.pairs if pair[1] != meter_id]
 
+    @override
     def meter_list(self) -> str:
         """The followed meters after register/deregister/replace, in the stored form."""
         return format_meter_list(self.pairs)
@@ -580,10 +600,12 @@ class CangnanClient(MeterClient):
         return self.envelope.seal(body) if self.envelope is not None else body
 
     @classmethod
+    @override
     def refusal_envelope(cls, message: str) -> dict[str, object]:
         """ReturnCode 80002001 (the request cannot be taken) with the reason."""
         return {"ReturnCode": "80002001", "ReturnMessage": message}
 
+    @override
     def push_refusal(self, message: str) -> bytes:
         """The refusal, sealed when the account uses the envelope."""
         return self._answer("80002001", message)
@@ -591,6 +613,7 @@ class CangnanClient(MeterClient):
     def _reject(self, message: str, status: int, code: str, reason: str) -> PushError:
         return PushError(message, status=status, response=self._answer(code, message), reason=reason)
 
+    @override
     def parse_push(self, path: str, headers: Mapping[str, str], body: bytes, now: datetime) -> PushResult:
         """Authenticate and parse chapter 6 pushes: real-time data (`reading`) and alarms (`alarm`)."""
         path = path.strip("/")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection
 
 
 class MeterCloudError(Exception):
@@ -28,7 +28,7 @@ class MeterCloudError(Exception):
         reason: str | None = None,
         outcome_unknown: bool | None = None,
         request_sent: bool | None = None,
-        fields: Iterable[str] = (),
+        fields: Collection[str] = (),
     ) -> None:
         super().__init__(message or self.reason)
         if fields:

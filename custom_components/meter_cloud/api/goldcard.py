@@ -9,7 +9,7 @@ import uuid
 from collections.abc import Mapping
 from datetime import date, datetime, timedelta
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, override
 
 from . import signing
 from .base import MeterClient
@@ -151,11 +151,13 @@ class GoldcardClient(MeterClient):
     )
 
     @classmethod
+    @override
     def unique_id(cls, config: Mapping[str, Any]) -> str:
         """Account identity: appCode at a company."""
         return f"goldcard_{config[CONF_COMPANY_CODE]}_{config[CONF_APP_CODE]}".lower()
 
     @classmethod
+    @override
     def title(cls, config: Mapping[str, Any]) -> str:
         """Title shown for the entry."""
         return f"Goldcard {config[CONF_COMPANY_CODE]}"
@@ -213,14 +215,17 @@ class GoldcardClient(MeterClient):
             "companyCode": self._company,
         }
 
+    @override
     async def async_validate(self, *, credentials_only: bool = False) -> None:
         """1013 for the whole company proves URL, credentials, company and factor code."""
         await self.async_get_meters()
 
+    @override
     async def async_get_meters(self) -> dict[str, MeterData]:
         """1013 without meterNo: the latest reading of every meter in one request."""
         return await self._readings("")
 
+    @override
     async def async_get_meter(self, meter_id: str) -> MeterData | None:
         """1013 with meterNo: one meter's latest reading (after a command was confirmed)."""
         return (await self._readings(meter_id)).get(meter_id)
@@ -254,6 +259,7 @@ class GoldcardClient(MeterClient):
             )
         return meters
 
+    @override
     async def async_get_details(self, meter: MeterData) -> MeterData:
         """1014: account, price, recharge history, battery and signal of one meter."""
         msg = await self._call("api/v2/collect/meter/1014", self._meter_fields(meter))
@@ -294,19 +300,23 @@ class GoldcardClient(MeterClient):
         when = as_datetime(msg.get("rdateTime"), self._tz) if isinstance(msg, dict) else None
         return CommandReceipt(serial=serial, meter_id=meter.meter_id, accepted_at=when)
 
+    @override
     async def async_set_valve(self, meter: MeterData, open_valve: bool, serial: str) -> CommandReceipt:
         """1004 paramNo 03: valveSet 0 opens, 1 closes."""
         return await self._command(meter, PARAM_VALVE, {"valveSet": "0" if open_valve else "1"}, serial)
 
+    @override
     def recharge_serial(self, reference: str) -> str:
         """32 hex characters derived from the account and the reference."""
         return hashlib.md5(f"{self.unique_id(self._config)}:{reference}".encode()).hexdigest()
 
+    @override
     async def async_charge_counters(self, meter: MeterData) -> ChargeCounters:
         """1014 now: the meter's recharge count (every system's) and cumulative recharge."""
         details = await self.async_get_details(meter)
         return ChargeCounters(times=details.recharge_count or 0, total=details.total_recharge)
 
+    @override
     async def async_recharge(
         self,
         meter: MeterData,
@@ -328,11 +338,13 @@ class GoldcardClient(MeterClient):
         }
         return await self._command(meter, PARAM_RECHARGE, data, serial)
 
+    @override
     async def async_cancel_command(self, meter: MeterData, command: CommandRef) -> None:
         """1005: cancel a 1004 command by its serial."""
         payload = {**self._meter_fields(meter), "sendSerialNo": command.serial}
         await self._call("api/collect/meter/1005", payload)
 
+    @override
     async def async_set_price(self, meters: list[MeterData], schedule: PriceSchedule) -> dict[str, Any]:
         """1007 creates or adjusts the price, then 1008 assigns it to each meter."""
         code = schedule.code or f"HA{self._now_text('%Y%m%d%H%M%S')}"
@@ -367,6 +379,7 @@ class GoldcardClient(MeterClient):
             assigned.append(meter.meter_id)
         return {"price_code": code, "meters": assigned}
 
+    @override
     async def async_daily_usage(self, meter: MeterData, start: date, end: date) -> list[DailyUsage]:
         """1015: one record per day (several when a day crosses a tier)."""
         payload = {**self._meter_fields(meter), "startTime": start.isoformat(), "endTime": end.isoformat()}
@@ -389,6 +402,7 @@ class GoldcardClient(MeterClient):
             )
         return records
 
+    @override
     async def async_register_meter(self, registration: MeterRegistration) -> dict[str, Any]:
         """1001: register a meter under a user number."""
         if not registration.meter_type or not registration.price_code:
@@ -418,6 +432,7 @@ class GoldcardClient(MeterClient):
         msg = await self._call("api/v1/collect/meter/1001", payload)
         return {"meter_id": registration.meter_no, "device_id": _device_id(msg)}
 
+    @override
     async def async_deregister_meter(self, meter: MeterData, reading: Decimal, reason: str) -> dict[str, Any]:
         """1002: deregister a meter with its final reading."""
         payload = {
@@ -429,6 +444,7 @@ class GoldcardClient(MeterClient):
         msg = await self._call("api/collect/meter/1002", payload)
         return {"meter_id": meter.meter_id, "device_id": _device_id(msg)}
 
+    @override
     async def async_replace_meter(self, meter: MeterData, replacement: MeterReplacement) -> dict[str, Any]:
         """1009: replace a meter by one of the same factor."""
         payload = {
@@ -443,10 +459,12 @@ class GoldcardClient(MeterClient):
         return {"meter_id": replacement.new_meter_no, "old_meter_id": meter.meter_id, "device_id": _device_id(msg)}
 
     @classmethod
+    @override
     def refusal_envelope(cls, message: str) -> dict[str, object]:
         """echoCode 9999 with the reason as echoMsg, as the DAS answers a bad request."""
         return {"echoCode": "9999", "echoMsg": message}
 
+    @override
     def parse_push(self, path: str, headers: Mapping[str, str], body: bytes, now: datetime) -> PushResult:
         """Authenticate and parse 2001/2002/2003."""
         path = path.strip("/")

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, override
 from urllib.parse import urlencode
 
 from ..base import MeterClient
@@ -148,23 +148,28 @@ class IotMeterClient(MeterClient):
         self._login_lock = asyncio.Lock()
 
     @classmethod
+    @override
     def unique_id(cls, config: Mapping[str, Any]) -> str:
         """Account identity: the project company number."""
         return f"iotmeter_{config[CONF_COMPANY_NO]}".lower()
 
     @classmethod
+    @override
     def title(cls, config: Mapping[str, Any]) -> str:
         """Title shown for the entry."""
         return f"IoT meter platform {config[CONF_COMPANY_NO]}"
 
+    @override
     def fields_for(self, meter: MeterData) -> frozenset[str]:
         """RTUs report doors, mains and fences, not volumes or money."""
         return RTU_FIELDS if meter.kind == "rtu" else METER_FIELDS
 
+    @override
     def supports_for(self, capability: Capability, meter: MeterData) -> bool:
         """An RTU takes no meter commands."""
         return self.supports(capability) and not (meter.kind == "rtu" and capability in CONTROL)
 
+    @override
     def unsupported_reason(self, capability: Capability, meter: MeterData | None) -> str:
         """Read-only entries (no control login) and RTUs say so."""
         if capability in CONTROL and not self.has_control:
@@ -278,6 +283,7 @@ class IotMeterClient(MeterClient):
 
     # --- data ---------------------------------------------------------------------------------
 
+    @override
     async def async_validate(self, *, credentials_only: bool = False) -> None:
         """One data call, and a login when control credentials are given (all three, or none)."""
         if self.control_missing:
@@ -290,6 +296,7 @@ class IotMeterClient(MeterClient):
         if self.has_control:
             await self._login()
 
+    @override
     async def async_get_meters(self) -> dict[str, MeterData]:
         """GetRealList2, page by page: meters and RTUs."""
         meters: dict[str, MeterData] = {}
@@ -299,6 +306,7 @@ class IotMeterClient(MeterClient):
                 meters[meter.meter_id] = meter
         return meters
 
+    @override
     async def async_get_meter(self, meter_id: str) -> MeterData | None:
         """GetRealModel: one device's latest record."""
         envelope = await self._data(f"api/Data/MeterData/GetRealModel/{meter_id}", {})
@@ -329,6 +337,7 @@ class IotMeterClient(MeterClient):
             month = next_month
         return bodies
 
+    @override
     async def async_history(self, meter: MeterData, start: datetime, end: datetime) -> list[HistoryPoint]:
         """GetHistoryList2: frozen (data_type 1) standard volumes, oldest first."""
         points: dict[datetime, HistoryPoint] = {}
@@ -340,6 +349,7 @@ class IotMeterClient(MeterClient):
                     points[point.time] = point
         return [points[when] for when in sorted(points)]
 
+    @override
     async def async_alarms_since(self, since: datetime) -> list[Alarm]:
         """DeviceAlarm/GetList2 and DeviceEvent/GetList2 since `since`, oldest first."""
         alarms: list[Alarm] = []
@@ -371,15 +381,18 @@ class IotMeterClient(MeterClient):
             raise ResponseError("CtrlData/Add returned no ctrl_id")
         return CommandReceipt(serial=serial, meter_id=meter.meter_id, accepted_at=now, vendor_id=str(new_id))
 
+    @override
     def recharge_serial(self, reference: str) -> str:
         """ctrl_define_no: the reference itself, so a retry finds the queued command."""
         return reference
 
+    @override
     async def async_set_valve(self, meter: MeterData, open_valve: bool, serial: str) -> CommandReceipt:
         """common.setvalveon / setvalveoff."""
         kind = CommandKind.VALVE_OPEN if open_valve else CommandKind.VALVE_CLOSE
         return await self._queue(meter, kind, {}, serial)
 
+    @override
     async def async_recharge(
         self,
         meter: MeterData,
@@ -402,6 +415,7 @@ class IotMeterClient(MeterClient):
         data = {"charge_value": float(amount), "total_value": float(total), "charge_times": counter}
         return await self._queue(meter, CommandKind.RECHARGE, data, serial)
 
+    @override
     def charge_counters_of(self, result: CommandResult) -> ChargeCounters | None:
         """remote_charge_state of a finished getchargestate: the meter's remote count and total."""
         data = result.data or {}
@@ -410,6 +424,7 @@ class IotMeterClient(MeterClient):
             return None
         return ChargeCounters(times=times, total=as_decimal(data.get("remote_total_value"), 3) or Decimal(0))
 
+    @override
     async def async_set_price(self, meters: list[MeterData], schedule: PriceSchedule) -> dict[str, Any]:
         """prepay.setprice for each meter, in one AddMulti request."""
         now = self._now()
@@ -444,6 +459,7 @@ class IotMeterClient(MeterClient):
             raise CommandError("; ".join(f"{k}: {v}" for k, v in refused.items()) or "refused", code="failed")
         return {"price_code": code, "meters": list(commands), "commands": commands, "refused": refused}
 
+    @override
     async def async_command(
         self, meter: MeterData, kind: CommandKind, params: Mapping[str, Any], *, serial: str
     ) -> CommandReceipt:
@@ -461,10 +477,12 @@ class IotMeterClient(MeterClient):
             raise UnsupportedError(kind)
         return await self._queue(meter, kind, data, serial)
 
+    @override
     async def async_cancel_command(self, meter: MeterData, command: CommandRef) -> None:
         """CtrlData/Cancel/{ctrl_id}: only while the command waits or is being sent."""
         await self._control(f"api/Conf/CtrlData/Cancel/{self._ctrl_id(command)}")
 
+    @override
     async def async_retry_command(self, meter: MeterData, command: CommandRef) -> None:
         """CtrlData/Retry/{ctrl_id}: a failed, cancelled or timed-out command goes back in the queue."""
         await self._control(f"api/Conf/CtrlData/Retry/{self._ctrl_id(command)}")
@@ -475,6 +493,7 @@ class IotMeterClient(MeterClient):
             raise CommandError(command.serial, reason="no_pending_command")
         return command.vendor_id
 
+    @override
     async def async_command_states(self, commands: list[CommandRef]) -> list[CommandResult]:
         """GetModel for each command under way (a handful at most; the Report push is the fast path)."""
         results = []
@@ -501,6 +520,7 @@ class IotMeterClient(MeterClient):
                 results.append(result)
         return results
 
+    @override
     async def async_list_commands(self, meter: MeterData) -> list[dict[str, Any]]:
         """The platform's queue for one device, newest first."""
         rows = await self._pages(self._control, "api/Conf/CtrlData/GetList", {"target_comm_no": meter.meter_id})
@@ -526,10 +546,12 @@ class IotMeterClient(MeterClient):
     # --- pushes -------------------------------------------------------------------------------
 
     @classmethod
+    @override
     def refusal_envelope(cls, message: str) -> dict[str, object]:
         """The platform's own envelope: State failed with the reason."""
         return {"Data": None, "State": "failed", "Message": message}
 
+    @override
     def parse_push(self, path: str, headers: Mapping[str, str], body: bytes, now: datetime) -> PushResult:
         """Push mode: authenticate by company_no + data_api_key, parse, answer with the spec's envelope."""
         path = path.strip("/")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from functools import partial
-from typing import Any, ClassVar
+from typing import Any, ClassVar, override
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import aiohttp
@@ -84,6 +84,7 @@ class Node:
         """Our id of the device: node code and serial (a node may hold several devices)."""
         return meter_id(self.code, self.serial)
 
+    @override
     def __str__(self) -> str:
         """As a person would name it in a list."""
         return f"{self.code} · {self.devtype} {self.serial}"
@@ -184,17 +185,20 @@ class KumirClient(KumirSessionClient):
         self._kinds: dict[str, Node] = {}
 
     @classmethod
+    @override
     def unique_id(cls, config: Mapping[str, Any]) -> str:
         """Account identity: the server and the login."""
         host = str(config.get(CONF_BASE_URL) or DEFAULT_BASE_URL).rstrip("/").split("://", 1)[-1]
         return f"kumir_{host}_{config[CONF_LOGIN]}".lower()
 
     @classmethod
+    @override
     def title(cls, config: Mapping[str, Any]) -> str:
         """Title shown for the entry."""
         return f"KUMIR-RESURS {config[CONF_LOGIN]}"
 
     @classmethod
+    @override
     def timezone_for(cls, config: Mapping[str, Any]) -> str | None:
         """The zone the archives' `dat` is read in, when the user set one."""
         name = str(config.get(CONF_TIME_ZONE) or "").strip()
@@ -206,6 +210,7 @@ class KumirClient(KumirSessionClient):
             raise ConfigurationError(f"unknown time zone {name!r}", reason="invalid_time_zone") from err
         return name
 
+    @override
     async def async_validate(self, *, credentials_only: bool = False) -> None:
         """A real login proves the server and the credentials; one total-archive export, the followed nodes.
 
@@ -265,6 +270,7 @@ class KumirClient(KumirSessionClient):
     def _now(self) -> datetime:
         return datetime.now(self._tz).replace(microsecond=0)
 
+    @override
     async def async_get_meters(self) -> dict[str, MeterData]:
         """One export per followed archive; each named meter's newest value of every parameter.
 
@@ -322,6 +328,7 @@ class KumirClient(KumirSessionClient):
             values={key: value for key, (_, _, value) in sorted(latest.items())},
         )
 
+    @override
     async def async_discover(self) -> list[Node]:
         """The account's nodes, when an export without a node list names them (the total archive)."""
         now = self._now()
@@ -329,14 +336,17 @@ class KumirClient(KumirSessionClient):
         found = {meter_id(code, serial): Node(code, serial, devtype) for code, serial, devtype in answer.nodes}
         return list(found.values())
 
+    @override
     def meter_list(self) -> str:
         """The followed nodes in their stored form."""
         return format_nodes(self.nodes)
 
+    @override
     def followed(self) -> frozenset[str] | None:
         """The listed nodes' meters (and those they were reported as); None when every node is followed."""
         return frozenset(self._meter_ids()) if self.nodes else None
 
+    @override
     def stop_following(self, meter_id: str) -> None:
         """Take a node's device off the list (the listed line that matched it, by code or serial)."""
         reported = self._kinds.pop(meter_id, None)
@@ -348,12 +358,14 @@ class KumirClient(KumirSessionClient):
         ]
 
     @classmethod
+    @override
     def format_meter_list(cls, meters: Sequence[Any]) -> str:
         """Discovered nodes in their stored form."""
         return format_nodes(meters)
 
     # --- what the values mean -----------------------------------------------------------------
 
+    @override
     def unsupported_reason(self, capability: Capability, meter: MeterData | None) -> str:
         """Heat, electricity and gas-corrector nodes have neither a prepaid balance nor a remote valve."""
         if capability is Capability.VALVE:
@@ -362,6 +374,7 @@ class KumirClient(KumirSessionClient):
             return "no_prepaid_balance"
         return super().unsupported_reason(capability, meter)
 
+    @override
     def value_info(self, meter: MeterData, key: str) -> ValueInfo:
         """Unit, classes and defaults of one value, from the parameter table and the tariff rules."""
         system, param = split_key(key)
@@ -391,6 +404,7 @@ class KumirClient(KumirSessionClient):
 
     # --- long-term statistics -----------------------------------------------------------------
 
+    @override
     async def async_history_series(
         self, meters: Sequence[MeterData], start: datetime, end: datetime
     ) -> list[HistorySeries]:
@@ -452,6 +466,7 @@ class KumirClient(KumirSessionClient):
 
     # --- import -------------------------------------------------------------------------------
 
+    @override
     async def async_import(self, records: Sequence[ImportRecord]) -> dict[str, str]:
         """Upload readings in one import.php request (the entry's transport); the server's answer, field by field.
 

@@ -21,7 +21,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import Any, override
 
 import aiohttp
 
@@ -193,6 +193,7 @@ class KumirSessionClient(MeterClient):
         check_status(self._url(path), answer.status)
         return answer.body
 
+    @override
     async def async_close(self) -> None:
         """End the session (the spec asks for it, though it is not obligatory); a failed goodbye changes nothing."""
         async with self._lock:
