@@ -1,10 +1,14 @@
-"""What hassfest and HACS would check, replicated: manifest, hacs.json, translations, layering."""
+"""What hassfest and HACS would check, replicated: manifest, hacs.json, translations, layering; scripts/setup."""
 
 from __future__ import annotations
 
 import ast
 import json
+import os
 import re
+import shutil
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -213,3 +217,72 @@ def test_quality_scale_claims_hold() -> None:
         assert not [key for key, value in override.items() if value is False or key.startswith("ignore_")]
         for module in override["module"] if "disable_error_code" in override else ():
             assert f"{module.rsplit('.', 1)[-1]}.py" in rules["strict-typing"]["comment"], module
+
+
+def _setup(venv: Path, python: str) -> subprocess.CompletedProcess[str]:
+    """Run scripts/setup with that VENV and PYTHON (nothing else of the caller's environment chooses)."""
+    env = {key: value for key, value in os.environ.items() if key not in {"VENV", "PYTHON"}}
+    return subprocess.run(  # noqa: S603 - our own script, our own interpreter
+        [shutil.which("bash") or "bash", str(ROOT / "scripts" / "setup")],
+        env={**env, "VENV": str(venv), "PYTHON": python},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def _fake_venv(venv: Path, python: str) -> None:
+    """A directory that looks like a virtual environment whose bin/python is `python` (a script or a link)."""
+    (venv / "bin").mkdir(parents=True)
+    (venv / "pyvenv.cfg").write_text("version = fake\n", encoding="utf-8")
+    (venv / "bin" / "python").symlink_to(python)
+
+
+def test_setup_never_deletes_another_pythons_environment(tmp_path: Path) -> None:
+    """An environment made with another Python is left alone, with a message saying what to do."""
+    other = "3.13.0" if sys.version_info[1] == 14 else "3.14.10"
+    fake_python = tmp_path / "python-other"
+    fake_python.write_text(f"#!/bin/sh\necho {other}\n", encoding="utf-8")
+    fake_python.chmod(0o755)
+    venv = tmp_path / "env"
+    _fake_venv(venv, str(fake_python))
+    (venv / "precious").write_text("kept", encoding="utf-8")
+    done = _setup(venv, sys.executable)
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert f"{venv} was made with Python {other}" in done.stderr
+    assert "left alone" in done.stderr
+    assert f"rm -rf {venv}" in done.stderr
+    assert (venv / "precious").read_text(encoding="utf-8") == "kept"
+
+
+def test_setup_up_to_date_names_environment(tmp_path: Path) -> None:
+    """An installed environment of this Python: one stderr line naming it and its Python, its directory on stdout."""
+    flavour = "latest" if sys.version_info[1] == 14 else "minimum"
+    venv = tmp_path / "env"
+    _fake_venv(venv, sys.executable)
+    shutil.copy(ROOT / f"requirements-{flavour}.txt", venv / f".installed-{flavour}")
+    done = _setup(venv, sys.executable)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == f"{venv}\n"
+    assert done.stderr.count("\n") == 1
+    assert done.stderr.startswith(f"scripts/setup: {venv} ({flavour} pins")
+    assert f"Python {sys.version.split()[0]}" in done.stderr
+    assert done.stderr.rstrip().endswith("up to date")
+
+
+def test_setup_refuses_what_it_cannot_run(tmp_path: Path) -> None:
+    """A PYTHON that is no program, or not 3.13/3.14, is refused by name; nothing is created."""
+    venv = tmp_path / "env"
+    done = _setup(venv, str(tmp_path / "no-such-python"))
+    assert done.returncode == 1
+    assert "no such program" in done.stderr
+    old = tmp_path / "python-old"
+    # Answers the version question only; any other check (is it 3.13 or 3.14?) fails, as a real 3.12 would.
+    old.write_text('#!/bin/sh\ncase "$2" in *platform*) echo 3.12.1 ;; *) exit 1 ;; esac\n', encoding="utf-8")
+    old.chmod(0o755)
+    done = _setup(venv, str(old))
+    assert done.returncode == 1
+    assert "is Python 3.12.1; need 3.13" in done.stderr
+    assert not venv.exists()
