@@ -2,7 +2,9 @@
 
     python scripts/develop_seed.py seed config               prints "BACKEND PUSH_ID", a line per simulator entry
     python scripts/develop_seed.py requirements config SITE  prints packages Home Assistant will need but lacks
-    python scripts/develop_seed.py wait URL PID SECONDS      waits until URL answers (any HTTP status)
+    python scripts/develop_seed.py wait URL PID SECONDS [--progress NAME]
+                                                             waits until URL answers (any HTTP status); with
+                                                             --progress, a line every 30 s that NAME is not up yet
 
 Everything is created only when absent, each simulator entry on its own: a second run keeps the user, the entries
 and their push ids, and adds an entry a config/ seeded by an older version of this script lacks (Cangnan's, the IoT
@@ -141,8 +143,12 @@ def seed_files(config: Path) -> None:
     link = config / "custom_components" / "meter_cloud"
     if not link.exists() and not link.is_symlink():
         link.parent.mkdir(parents=True, exist_ok=True)
-        link.symlink_to(Path("..", "..", "custom_components", "meter_cloud"))
-        log(f"linked {link} -> ../../custom_components/meter_cloud")
+        # Relative for a configuration at the top of the repository (config/, config-min/), else absolute.
+        target = Path("..", "..", "custom_components", "meter_cloud")
+        if config.resolve().parent != REPO.resolve():
+            target = REPO / "custom_components" / "meter_cloud"
+        link.symlink_to(target)
+        log(f"linked {link} -> {target}")
     elif link.resolve() != (REPO / "custom_components" / "meter_cloud").resolve():
         log(f"warning: {link} does not point at this repository's integration")
 
@@ -365,10 +371,21 @@ def missing_requirements(config: Path, site: Path, *, after_dependencies: bool =
     return missing
 
 
-def wait(url: str, pid: int, seconds: float) -> bool:
-    """Poll until `url` answers with any HTTP status, `pid` exits, or time runs out."""
-    deadline = time.monotonic() + seconds
+PROGRESS_EVERY = 30.0  # seconds between `wait --progress` lines
+
+
+def wait(url: str, pid: int, seconds: float, progress: str | None = None) -> bool:
+    """Poll until `url` answers with any HTTP status, `pid` exits, or time runs out.
+
+    With `progress` (a name), say every PROGRESS_EVERY seconds that it is still not answering.
+    """
+    started = time.monotonic()
+    deadline = started + seconds
+    next_progress = started + PROGRESS_EVERY
     while time.monotonic() < deadline:
+        if progress and time.monotonic() >= next_progress:
+            log(f"{progress} is still starting ({time.monotonic() - started:.0f} s of at most {seconds:.0f} s)")
+            next_progress += PROGRESS_EVERY
         try:
             os.kill(pid, 0)
         except ProcessLookupError:
@@ -395,6 +412,7 @@ def main() -> None:
     waiting.add_argument("url")
     waiting.add_argument("pid", type=int)
     waiting.add_argument("seconds", type=float)
+    waiting.add_argument("--progress", metavar="NAME", help="say every 30 s that NAME is still starting")
     args = parser.parse_args()
     if args.command == "seed":
         for backend, push_id in seed(args.config.resolve()).items():
@@ -402,8 +420,11 @@ def main() -> None:
     elif args.command == "requirements":
         print("\n".join(missing_requirements(args.config, args.site)))
     else:
-        sys.exit(0 if wait(args.url, args.pid, args.seconds) else 1)
+        sys.exit(0 if wait(args.url, args.pid, args.seconds, args.progress) else 1)
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except KeyboardInterrupt:  # Ctrl-C in scripts/develop: it stops everything; no traceback here
+        sys.exit(130)
