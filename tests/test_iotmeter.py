@@ -18,7 +18,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 
 from custom_components.meter_cloud.api import IotMeterClient
 from custom_components.meter_cloud.compat import device_by_identifier
-from custom_components.meter_cloud.const import DOMAIN, EVENT_ALARM
+from custom_components.meter_cloud.const import DOMAIN, EVENT_ALARM, EVENT_DEVICE_EVENT
 from simulator.iotmeter import IotMeterSimulator
 
 from .conftest import IOT_PUSH_ID, iot_data
@@ -157,18 +157,20 @@ async def test_meters_and_rtus(hass: HomeAssistant, iot_entry: MockConfigEntry, 
 
 
 async def test_paging(hass: HomeAssistant, iot_sim: IotMeterSimulator, iot_server: TestServer) -> None:
-    """250 devices come in three pages of at most 100: one request per page, never one per meter."""
-    big = IotMeterSimulator(meters=240, rtus=10, command_delay=3600)
+    """Devices come a page at a time: one request per page, never one per meter (pages of 5 here, 100 for real;
+    the API tests page 250 devices by 100)."""
+    big = IotMeterSimulator(meters=12, rtus=1, command_delay=3600)
     iot_sim.devices.update(big.devices)
     iot_sim.history.update(big.history)
     data = iot_data(iot_sim, iot_server, control=False)
     entry = MockConfigEntry(domain=DOMAIN, data=data, unique_id="iot-big")
     entry.add_to_hass(hass)
-    assert await hass.config_entries.async_setup(entry.entry_id)
-    await hass.async_block_till_done()
-    assert len(entry.runtime_data.data) == len(iot_sim.devices)
+    with patch("custom_components.meter_cloud.api.iotmeter.PAGE_SIZE", 5):
+        assert await hass.config_entries.async_setup(entry.entry_id)
+        await hass.async_block_till_done()
+    assert len(entry.runtime_data.data) == len(iot_sim.devices) == 13
     pages = [q for n, q, _b in iot_sim.requests if n == "GetRealList2"]
-    assert [(p["startrow"], p["rowcount"]) for p in pages][-3:] == [("0", "100"), ("100", "100"), ("200", "100")]
+    assert [(p["startrow"], p["rowcount"]) for p in pages][-3:] == [("0", "5"), ("5", "5"), ("10", "5")]
     await big.close()
 
 
@@ -362,6 +364,7 @@ async def test_push_mode(
     """Readings, alarms and events pushed; re-sends applied once and answered alike; the key is checked."""
     meter = meters(iot_sim)[0]
     events = async_capture_events(hass, EVENT_ALARM)
+    device_events = async_capture_events(hass, EVENT_DEVICE_EVENT)
     iot_sim.tick(120)
     status, answer = await iot_sim.push_reading(meter)
     await hass.async_block_till_done()
@@ -371,9 +374,13 @@ async def test_push_mode(
     iot_sim.add_event(meter, 101, "开阀")
     await iot_sim.drain()
     await hass.async_block_till_done()
-    assert [e.data["type"] for e in events] == ["device_alarm", "device_event"]
+    # The platform has no code table: its words say what happened, in the user's language; code and words stay.
+    assert [e.data["type"] for e in events] == ["magnetic_interference"]
+    assert [(e.data["type"], e.data["message"]) for e in device_events] == [("valve_opened", "开阀")]
     state = hass.states.get(eid(hass, meter, "alarm", "event"))
-    assert (state.attributes["event_type"], state.attributes["code"]) == ("device_event", "101")
+    assert (state.attributes["event_type"], state.attributes["code"]) == ("magnetic_interference", "1")
+    state = hass.states.get(eid(hass, meter, "device_events", "event"))
+    assert (state.attributes["event_type"], state.attributes["message"]) == ("valve_opened", "开阀")
 
     body = json.dumps(iot_sim.reading_body(meter)).encode()
     headers = {"company_no": iot_sim.company_no, "data_api_key": iot_sim.data_api_key}
@@ -393,7 +400,7 @@ async def test_push_mode(
         resp = await iot_push.post(f"{PUSH}/api/Data/DeviceAlarm/Add", json=alarm, headers=headers)
         assert (await resp.json())["State"] == "success"
     await hass.async_block_till_done()
-    assert len(events) == 3
+    assert [e.data["type"] for e in events] == ["magnetic_interference", "gas_leak"]  # the re-sends fire nothing
     resp = await iot_push.post(f"{PUSH}/api/Data/DeviceAlarm/Add", json=alarm, headers={**headers, "data_api_key": "x"})
     assert resp.status == 401
     resp = await iot_push.post(f"{PUSH}/api/Conf/CtrlData/Report", data=b"[]", headers=headers)

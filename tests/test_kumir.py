@@ -24,6 +24,7 @@ from custom_components.meter_cloud.const import DOMAIN
 from simulator.kumir import REFUSAL_SHAPES, KumirSimulator, _fmt
 
 from .conftest import KUMIR_TZ, kumir_data
+from .timing import RELAXED_TIMEOUT
 
 M234, CE303, TV7, EK270, PULSAR, M230 = "Pol_276", "Pol_277", "Pol_278", "Pol_279", "Pol_280", "Pol_281"
 
@@ -118,9 +119,15 @@ async def test_values_units_and_classes(
 
     reactive = getattr(SensorDeviceClass, "REACTIVE_ENERGY", None)
     assert _state(hass, sim, M234, "s1_ERi").attributes.get("device_class") == (reactive and reactive.value)
-    # Names carry the scheme and its number.
-    assert _state(hass, sim, M234, "s3_EAi").attributes["friendly_name"].endswith("(tariff 3)")
-    assert "heat system 2" in _state(hass, sim, TV7, "s2_Q").attributes["friendly_name"]
+    # Names carry the scheme and its number first, where a picker does not cut them; sums and losses say so.
+    name = _state(hass, sim, M234, "s3_EAi").attributes["friendly_name"]
+    assert name == f"KUMIR-RESURS {M234}/{sim.nodes[M234].num} Tariff 3: active energy import"
+    assert "Heat system 2: heat energy" in _state(hass, sim, TV7, "s2_Q").attributes["friendly_name"]
+    assert (
+        "Tariff 6 (sum of 1-4): active energy import" in _state(hass, sim, M230, "s6_EAi").attributes["friendly_name"]
+    )
+    assert "Tariff 5 (technical losses): active" in _state(hass, sim, M230, "s5_EAi").attributes["friendly_name"]
+    assert "Tariff 1 (sum of 2-5): active" in _state(hass, sim, CE303, "s1_EAi").attributes["friendly_name"]
     assert _device(hass, kumir_entry, sim, M234).model == "m234"
 
 
@@ -154,7 +161,7 @@ async def test_unknown_elements_never_break_a_poll(
     assert kumir_entry.runtime_data.last_update_success
     state = _state(hass, kumir_sim, M234, "s1_RF9")
     assert Decimal(state.state) == Decimal("1.5")
-    assert state.attributes["friendly_name"].endswith("RF9 (system 1)")
+    assert state.attributes["friendly_name"].endswith("System 1: RF9")
     entry = er.async_get(hass).async_get(state.entity_id)
     assert entry is not None
     assert entry.disabled_by is None  # the suite enables everything; the default is checked below
@@ -252,6 +259,7 @@ async def test_hostile_or_broken_answers_change_nothing(
     assert _state(hass, kumir_sim, M234, "s1_EAi").state == "unavailable"
     assert not _tracebacks(caplog)
     assert "Pol_evil" not in str(coordinator.data)
+    coordinator.client.request_timeout = RELAXED_TIMEOUT  # only the hang may time out
     await _refresh(hass, kumir_entry)
     assert coordinator.last_update_success
     assert _state(hass, kumir_sim, M234, "s1_EAi").state != "unavailable"

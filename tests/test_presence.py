@@ -86,6 +86,9 @@ async def test_listed_meter_missing_a_day_asks_the_user(
     assert manager is not None
     result = await manager.async_init(DOMAIN, data={"issue_id": key})
     assert result["type"] is FlowResultType.MENU
+    placeholders = result["description_placeholders"]
+    assert (placeholders["meter"], placeholders["title"]) == (meter.meter_id, cn_entry.title)
+    assert placeholders["since"] == raised.translation_placeholders["since"] != ""
     result = await manager.async_configure(result["flow_id"], {"next_step_id": "keep_waiting"})
     assert result["type"] is FlowResultType.CREATE_ENTRY
     assert ir.async_get(hass).async_get_issue(DOMAIN, key) is None

@@ -143,21 +143,10 @@ def test_flow_sections_shape(language: str) -> None:
 
 ISSUES = sorted(TRANSLATIONS["en"]["issues"])
 # hassfest allows a fixable issue only its fix_flow's texts (a "description" beside it is refused, and the
-# repair dialog never shows it). meter_missing (presence.py, repairs.py) has both: its facts ({since}, the
-# entities unavailable, the device kept) belong in fix_flow.step.init.description with `since` passed by the
-# repair flow, a change of the repairs code. Strict: the fix turns this into a failure to remove the mark.
-KNOWN_ISSUE_VIOLATIONS = {"meter_missing"}
+# repair dialog never shows it).
 
 
-@pytest.mark.parametrize(
-    "issue",
-    [
-        pytest.param(key, marks=pytest.mark.xfail(strict=True, reason="description beside fix_flow"))
-        if key in KNOWN_ISSUE_VIOLATIONS
-        else key
-        for key in ISSUES
-    ],
-)
+@pytest.mark.parametrize("issue", ISSUES)
 def test_issue_shape(issue: str) -> None:
     """An issue has a title and either a description or a fix_flow (a flow section), in every language."""
     for language in LANGUAGES:

@@ -7,3 +7,6 @@ both cores busy: no sub-second race.
 
 LOST_ANSWER_TIMEOUT = 2.0
 LOST_ANSWER_HANG = 6.0
+
+# Every call after the lost one (the retry, the polls that confirm) is given this much: only the lost call may time out.
+RELAXED_TIMEOUT = 30.0

@@ -27,5 +27,7 @@ MAX_PUSH_BYTES: Final = 64 * 1024
 PUSH_SERIAL_MEMORY: Final = 4096
 
 EVENT_ALARM: Final = "meter_cloud_alarm"
+# A device event (valve opened, recharge taken): the same fields as an alarm.
+EVENT_DEVICE_EVENT: Final = "meter_cloud_device_event"
 # Fired when a remote command is confirmed, fails, is cancelled or ends with an unknown outcome.
 EVENT_COMMAND_RESULT: Final = "meter_cloud_command_result"

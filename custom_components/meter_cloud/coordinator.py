@@ -46,6 +46,7 @@ from .const import (
     DOMAIN,
     EVENT_ALARM,
     EVENT_COMMAND_RESULT,
+    EVENT_DEVICE_EVENT,
     PUSH_SERIAL_MEMORY,
 )
 from .errors import to_ha_error
@@ -394,7 +395,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
             return
         async_dispatcher_send(self.hass, alarm_signal(self.config_entry.entry_id, alarm.meter_id), alarm)
         self.hass.bus.async_fire(
-            EVENT_ALARM,
+            EVENT_DEVICE_EVENT if alarm.event else EVENT_ALARM,
             {
                 "config_entry_id": self.config_entry.entry_id,
                 "device_id": device.id,

@@ -21,34 +21,57 @@ async def async_setup_entry(
 ) -> None:
     """Add an alarm event entity per meter when the backend reports alarms."""
     client = entry.runtime_data.client
-    if client.alarm_types and client.supports(Capability.PUSH):
-        add_meter_entities(entry, async_add_entities, lambda coordinator, meter_id: [MeterAlarm(coordinator, meter_id)])
+    if not client.supports(Capability.PUSH):
+        return
+
+    def build(coordinator: MeterCloudCoordinator, meter_id: str) -> list[EventEntity]:
+        entities: list[EventEntity] = []
+        if client.alarm_types:
+            entities.append(MeterAlarm(coordinator, meter_id))
+        if client.event_types:
+            entities.append(MeterDeviceEvents(coordinator, meter_id))
+        return entities
+
+    add_meter_entities(entry, async_add_entities, build)
 
 
 class MeterAlarm(MeterCloudEntity, EventEntity):
     """Alarms the cloud reports for a meter (gas leak, tampering, faults)."""
 
     _attr_translation_key = "alarm"
+    # Device events go to their own entity (MeterDeviceEvents).
+    _events = False
 
     def __init__(self, coordinator: MeterCloudCoordinator, meter_id: str) -> None:
-        """Set up with the backend's alarm kinds as event types."""
-        super().__init__(coordinator, meter_id, "alarm")
-        self._attr_event_types = [kind.value for kind in coordinator.client.alarm_types]
+        """Set up with the backend's kinds as event types."""
+        super().__init__(coordinator, meter_id, self._attr_translation_key)
+        kinds = coordinator.client.event_types if self._events else coordinator.client.alarm_types
+        self._attr_event_types = [kind.value for kind in kinds]
 
     @override
     async def async_added_to_hass(self) -> None:
-        """Listen for this meter's alarms."""
+        """Listen for this meter's alarms (or events)."""
         await super().async_added_to_hass()
         signal = alarm_signal(self.coordinator.config_entry.entry_id, self.meter_id)
         self.async_on_remove(async_dispatcher_connect(self.hass, signal, self._handle_alarm))
         # Alarms that came before this meter had a device (a meter new to the account) are fired now.
-        for alarm in self.coordinator.take_orphan_alarms(self.meter_id):
-            self.coordinator.apply_alarm(alarm)
+        if not self._events:
+            for alarm in self.coordinator.take_orphan_alarms(self.meter_id):
+                self.coordinator.apply_alarm(alarm)
 
     @callback
     def _handle_alarm(self, alarm: Alarm) -> None:
+        if alarm.event is not self._events:
+            return
         self._trigger_event(
             alarm.type.value,
             {"priority": alarm.priority.value, "code": alarm.code, "message": alarm.message},
         )
         self.async_write_ha_state()
+
+
+class MeterDeviceEvents(MeterAlarm):
+    """What a device did (valve opened, recharge taken, price changed): events, not alarms."""
+
+    _attr_translation_key = "device_events"
+    _events = True

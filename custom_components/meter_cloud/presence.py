@@ -106,7 +106,7 @@ class Presence:
                 self._coordinator.commands.save_meta()
             missing = datetime.fromisoformat(since[meter_id])
             if now - missing >= MISSING_FOR:
-                self._raise(meter_id, missing)
+                self._raise(meter_id)
         for meter_id in set(since) - followed:
             del since[meter_id]
             ir.async_delete_issue(self._coordinator.hass, DOMAIN, issue_id(self._entry_id, meter_id))
@@ -115,7 +115,12 @@ class Presence:
     def _entry_id(self) -> str:
         return self._coordinator.config_entry.entry_id
 
-    def _raise(self, meter_id: str, missing: datetime) -> None:
+    def missing_since_text(self, meter_id: str) -> str:
+        """When a listed meter went missing, in local time (empty when it is not missing)."""
+        since = self._since.get(meter_id)
+        return dt_util.as_local(datetime.fromisoformat(since)).strftime("%Y-%m-%d %H:%M") if since else ""
+
+    def _raise(self, meter_id: str) -> None:
         """Ask the user about a listed meter that has been missing for a day."""
         entry = self._coordinator.config_entry
         ir.async_create_issue(
@@ -128,7 +133,7 @@ class Presence:
             translation_placeholders={
                 "title": entry.title,
                 "meter": meter_id,
-                "since": dt_util.as_local(missing).strftime("%Y-%m-%d %H:%M"),
+                "since": self.missing_since_text(meter_id),
             },
             data={"entry_id": entry.entry_id, "meter_id": meter_id},
         )

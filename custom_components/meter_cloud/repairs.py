@@ -32,12 +32,17 @@ class MissingMeterFlow(RepairsFlow):
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> Any:
         """Offer the two ways out."""
-        if self._coordinator() is None:
+        coordinator = self._coordinator()
+        if coordinator is None:
             return self.async_abort(reason="entry_not_loaded")
         return self.async_show_menu(
             step_id="init",
             menu_options=["stop_following", "keep_waiting"],
-            description_placeholders={"meter": self._meter_id},
+            description_placeholders={
+                "meter": self._meter_id,
+                "title": coordinator.config_entry.title,
+                "since": coordinator.presence.missing_since_text(self._meter_id),
+            },
         )
 
     async def async_step_stop_following(self, user_input: dict[str, Any] | None = None) -> Any:

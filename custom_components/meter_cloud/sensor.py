@@ -27,7 +27,7 @@ from homeassistant.const import (
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
-from .api import Capability, CommandKind, CommandState, MeterData, MeterStatus
+from .api import DEVICE_STATES, Capability, CommandKind, CommandState, MeterData, MeterStatus
 from .compat import sensor_device_class
 from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator
 from .entity import MeterCloudEntity, add_entities_as_they_appear, add_meter_entities
@@ -43,6 +43,8 @@ class MeterSensorDescription(SensorEntityDescription):
 
     value_fn: Callable[[MeterData], Decimal | datetime | str | int | None]
     field: str
+    # State attributes from the meter's data (e.g. the vendor's own words beside a translated state).
+    attrs_fn: Callable[[MeterData], dict[str, Any]] | None = None
 
 
 def _value(field: str) -> Callable[[MeterData], Any]:
@@ -175,7 +177,17 @@ SENSORS: tuple[MeterSensorDescription, ...] = (
         state_class=SensorStateClass.TOTAL,
         suggested_display_precision=3,
     ),
-    _describe("state_message", entity_category=EntityCategory.DIAGNOSTIC),
+    # The device's condition in the user's language; the vendor's words ("正常", "阀门故障,低电") as an attribute.
+    MeterSensorDescription(
+        key="state_message",
+        translation_key="state_message",
+        field="state_message",
+        device_class=SensorDeviceClass.ENUM,
+        options=list(DEVICE_STATES),
+        value_fn=lambda meter: meter.device_state,
+        attrs_fn=lambda meter: {"conditions": list(meter.conditions or ()), "vendor_text": meter.state_message},
+        entity_category=EntityCategory.DIAGNOSTIC,
+    ),
     _describe("state_code", entity_category=EntityCategory.DIAGNOSTIC),
     _describe(
         "rssi",
@@ -262,6 +274,13 @@ class MeterSensor(MeterCloudEntity, SensorEntity):
         meter = self.meter
         return self.entity_description.value_fn(meter) if meter else None
 
+    @property
+    @override
+    def extra_state_attributes(self) -> dict[str, Any] | None:
+        """What the description adds beside the value."""
+        meter, attrs = self.meter, self.entity_description.attrs_fn
+        return attrs(meter) if meter is not None and attrs is not None else None
+
 
 class ValueSensor(MeterCloudEntity, SensorEntity):
     """One named value of a meter, described by its backend (unit, classes, statistics)."""
@@ -279,7 +298,7 @@ class ValueSensor(MeterCloudEntity, SensorEntity):
             state_class=SensorStateClass(info.state_class) if info.state_class else None,
             entity_registry_enabled_default=info.enabled,
         )
-        self._attr_translation_placeholders = {"system": str(info.system), "name": info.param}
+        self._attr_translation_placeholders = {"system": str(info.system), "name": info.param, "parts": info.parts}
 
     @property
     @override

@@ -23,6 +23,7 @@ from .goldcard import GoldcardClient
 from .iotmeter import IotMeterClient
 from .kumir.client import KumirClient
 from .models import (
+    DEVICE_STATES,
     Alarm,
     AlarmPriority,
     AlarmType,
@@ -68,6 +69,7 @@ BACKENDS: dict[str, Backend] = {
 
 __all__ = [
     "BACKENDS",
+    "DEVICE_STATES",
     "Alarm",
     "AlarmPriority",
     "AlarmType",

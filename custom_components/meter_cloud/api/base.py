@@ -51,6 +51,8 @@ class MeterClient(ABC):
     # What this account can do; an instance may narrow it (e.g. by billing mode).
     capabilities: frozenset[Capability] = frozenset()
     alarm_types: ClassVar[tuple[AlarmType, ...]] = ()
+    # Device events (a valve moved, a recharge taken) a backend reports apart from its alarms.
+    event_types: ClassVar[tuple[AlarmType, ...]] = ()
     config_fields: ClassVar[tuple[ConfigField, ...]] = ()
     # Values the config-flow texts show by placeholder (addresses: hassfest refuses a URL inside a translation).
     form_placeholders: ClassVar[Mapping[str, str]] = {}

@@ -20,6 +20,25 @@ class ValveState(StrEnum):
     UNKNOWN = "unknown"
 
 
+# A device's condition, most severe first (its sensor shows the first that holds; "other": words we do not know).
+DEVICE_STATES = (
+    "gas_leak",
+    "tampering",
+    "magnetic_interference",
+    "valve_fault",
+    "battery_cut",
+    "battery_fault",
+    "reed_switch_fault",
+    "communication_fault",
+    "door_open",
+    "mains_lost",
+    "fence_alarm",
+    "vibration",
+    "other",
+    "normal",
+)
+
+
 class MeterStatus(StrEnum):
     """Account/lifecycle state of a meter."""
 
@@ -42,9 +61,22 @@ class AlarmType(StrEnum):
     MAGNETIC_INTERFERENCE = "magnetic_interference"
     LOW_BALANCE = "low_balance"
     TAMPERING = "tampering"
+    # An RTU's (pressure station's) own.
+    DOOR_OPEN = "door_open"
+    MAINS_LOST = "mains_lost"
+    FENCE_ALARM = "fence_alarm"
+    VIBRATION = "vibration"
+    BATTERY_CUT = "battery_cut"
+    # A vendor alarm or event none of the kinds describe (its code and text come with it).
     DEVICE_ALARM = "device_alarm"
     DEVICE_EVENT = "device_event"
     OTHER = "other"
+    # Device events: what a device did (not an alarm).
+    VALVE_OPENED = "valve_opened"
+    VALVE_CLOSED = "valve_closed"
+    RECHARGED = "recharged"
+    PRICE_CHANGED = "price_changed"
+    METER_REPLACED = "meter_replaced"
 
 
 class AlarmPriority(StrEnum):
@@ -159,6 +191,10 @@ class MeterData:
     remain_volume: Decimal | None = None
     state_code: int | None = None
     state_message: str | None = None
+    # The device's condition as one of DEVICE_STATES (the vendor's own words stay in state_message).
+    device_state: str | None = None
+    # Every condition the vendor's state names (several can hold at once), as DEVICE_STATES values.
+    conditions: tuple[str, ...] | None = None
     rssi: int | None = None
     battery_level: int | None = None
     magnetic_attacks: int | None = None
@@ -182,6 +218,8 @@ class ValueInfo:
     # Imported into long-term statistics (cumulative and not repeated by another value).
     statistic: bool = False
     label: str = ""
+    # For a sum tariff: the tariffs it adds up, as the user reads them ("1-4").
+    parts: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +260,8 @@ class Alarm:
     time: datetime | None = None
     # A stable identity, so an alarm fetched after the fact and the same alarm pushed count once.
     key: str | None = None
+    # A device event (a valve moved, a recharge taken), not an alarm: it goes to its own event entity.
+    event: bool = False
 
 
 @dataclass(frozen=True, slots=True)

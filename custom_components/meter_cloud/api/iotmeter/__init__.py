@@ -92,6 +92,30 @@ METER_FIELDS = frozenset(
     }
 )
 RTU_FIELDS = frozenset({"reading_time", "state_code", "state_message", "rssi", "battery_voltage", "flags"})
+# Alarm and event kinds the platform's words are read as (records.ALARM_WORDS, EVENT_WORDS).
+ALARM_KINDS = (
+    AlarmType.GAS_LEAK,
+    AlarmType.TAMPERING,
+    AlarmType.MAGNETIC_INTERFERENCE,
+    AlarmType.VALVE_FAULT,
+    AlarmType.BATTERY_CUT,
+    AlarmType.BATTERY_FAULT,
+    AlarmType.REED_SWITCH_FAULT,
+    AlarmType.COMMUNICATION_FAULT,
+    AlarmType.DOOR_OPEN,
+    AlarmType.MAINS_LOST,
+    AlarmType.FENCE_ALARM,
+    AlarmType.VIBRATION,
+    AlarmType.DEVICE_ALARM,
+)
+EVENT_KINDS = (
+    AlarmType.VALVE_OPENED,
+    AlarmType.VALVE_CLOSED,
+    AlarmType.RECHARGED,
+    AlarmType.PRICE_CHANGED,
+    AlarmType.METER_REPLACED,
+    AlarmType.DEVICE_EVENT,
+)
 CONTROL = frozenset(
     {
         Capability.VALVE,
@@ -113,7 +137,8 @@ class IotMeterClient(MeterClient):
     """Client of the IoT meter data platform (processor iotmeterv1)."""
 
     backend: ClassVar[str] = "iotmeter"
-    alarm_types: ClassVar[tuple[AlarmType, ...]] = (AlarmType.DEVICE_ALARM, AlarmType.DEVICE_EVENT)
+    alarm_types: ClassVar[tuple[AlarmType, ...]] = ALARM_KINDS
+    event_types: ClassVar[tuple[AlarmType, ...]] = EVENT_KINDS
     config_fields: ClassVar[tuple[ConfigField, ...]] = (
         ConfigField(CONF_DATA_URL, kind="url"),
         ConfigField(CONF_COMPANY_NO, identity=True),

@@ -8,7 +8,7 @@ from collections.abc import Mapping
 from datetime import tzinfo
 from typing import Any
 
-from ..models import Alarm, AlarmPriority, AlarmType, HistoryPoint, MeterData, ValveState
+from ..models import DEVICE_STATES, Alarm, AlarmPriority, AlarmType, HistoryPoint, MeterData, ValveState
 from ..parse import as_datetime, as_decimal, as_int, as_str
 
 DEVICE_METER = 1
@@ -92,6 +92,8 @@ def meter_from_record(raw: Mapping[str, Any], tz: tzinfo) -> MeterData | None:
         total_recharge=as_decimal(ext.get("total_buy_value"), PLACES),
         state_code=as_int(ext.get("rtu_state")) if is_rtu else as_int(row.get("meter_state")),
         state_message=state_message,
+        device_state=(conditions_of(state_message) or (None,))[0],
+        conditions=conditions_of(state_message),
         rssi=as_int(row.get("rssi")),
         battery_voltage=as_decimal(row.get("battery_voltage"), PLACES),
         battery_level=as_int(row.get("battery_level")),
@@ -113,8 +115,58 @@ def record_key(kind: str, device: str, when: Any, code: Any) -> str:
     return hashlib.sha256(f"{kind}|{device}|{when}|{code}".encode()).hexdigest()[:32]
 
 
+# The spec has no code table for alarms, events or meter_state: the vendor's own words tell what happened. Checked in
+# order (市电 "mains" before 电 "power"; 阀门故障 before 阀); the first that matches decides.
+ALARM_WORDS: tuple[tuple[str, AlarmType], ...] = (
+    ("泄漏", AlarmType.GAS_LEAK),
+    ("漏气", AlarmType.GAS_LEAK),
+    ("拆", AlarmType.TAMPERING),
+    ("磁", AlarmType.MAGNETIC_INTERFERENCE),
+    ("阀门故障", AlarmType.VALVE_FAULT),
+    ("阀故障", AlarmType.VALVE_FAULT),
+    ("市电", AlarmType.MAINS_LOST),
+    ("电池断电", AlarmType.BATTERY_CUT),
+    ("断电", AlarmType.BATTERY_CUT),
+    ("低电", AlarmType.BATTERY_FAULT),
+    ("欠压", AlarmType.BATTERY_FAULT),
+    ("电池", AlarmType.BATTERY_FAULT),
+    ("干簧", AlarmType.REED_SWITCH_FAULT),
+    ("通讯", AlarmType.COMMUNICATION_FAULT),
+    ("通信", AlarmType.COMMUNICATION_FAULT),
+    ("门", AlarmType.DOOR_OPEN),
+    ("围栏", AlarmType.FENCE_ALARM),
+    ("振动", AlarmType.VIBRATION),
+)
+EVENT_WORDS: tuple[tuple[str, AlarmType], ...] = (
+    ("开阀", AlarmType.VALVE_OPENED),
+    ("关阀", AlarmType.VALVE_CLOSED),
+    ("充值", AlarmType.RECHARGED),
+    ("价", AlarmType.PRICE_CHANGED),
+    ("换表", AlarmType.METER_REPLACED),
+)
+NORMAL_WORDS = ("正常", "normal", "ok")
+
+
+def kind_of(text: str, words: tuple[tuple[str, AlarmType], ...], default: AlarmType) -> AlarmType:
+    """The kind a vendor's words name (the first rule that matches), or `default`."""
+    return next((kind for word, kind in words if word in text), default)
+
+
+def conditions_of(text: str | None) -> tuple[str, ...] | None:
+    """The conditions a state text names ("阀门故障,低电" → valve fault and battery fault), most severe first."""
+    if text is None:
+        return None
+    parts = [part.strip() for part in text.replace("，", ",").replace(";", ",").replace("、", ",").split(",")]
+    found = set()
+    for part in filter(None, parts):
+        if part.lower() in NORMAL_WORDS:
+            continue
+        found.add(kind_of(part, ALARM_WORDS, AlarmType.OTHER).value)
+    return tuple(state for state in DEVICE_STATES if state in found) or ("normal",)
+
+
 def alarm_from_record(raw: Mapping[str, Any], tz: tzinfo, *, event: bool) -> Alarm | None:
-    """An alarm (3.2) or device event (3.3) record as an Alarm."""
+    """An alarm (3.2) or device event (3.3) record as an Alarm, its kind read from its words."""
     row = lower_keys(raw)
     prefix = "event" if event else "alarm"
     device = as_str(row.get("device_comm_no"))
@@ -122,13 +174,18 @@ def alarm_from_record(raw: Mapping[str, Any], tz: tzinfo, *, event: bool) -> Ala
         return None
     when = as_str(row.get(f"{prefix}_time"))
     code = as_str(row.get(f"{prefix}_code")) or ""
+    message = as_str(row.get(f"{prefix}_content")) or ""
+    if event:
+        kind = kind_of(message, EVENT_WORDS, AlarmType.DEVICE_EVENT)
+    else:
+        kind = kind_of(message, ALARM_WORDS, AlarmType.DEVICE_ALARM)
     return Alarm(
         meter_id=device,
-        # The spec defines no code table: alarms and events are told apart, the code is passed on.
-        type=AlarmType.DEVICE_EVENT if event else AlarmType.DEVICE_ALARM,
+        type=kind,
         priority=AlarmPriority.LOW if event else AlarmPriority.HIGH,
-        message=as_str(row.get(f"{prefix}_content")) or "",
+        message=message,
         code=code,
         time=as_datetime(when, tz),
         key=record_key(prefix, device, when, code),
+        event=event,
     )

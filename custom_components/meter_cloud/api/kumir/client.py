@@ -45,6 +45,8 @@ CONF_ARCHIVES = "archives"
 CONF_TRANSPORT = "transport"
 CONF_TIME_ZONE = "time_zone"
 CONF_BACKFILL_DAYS = "backfill_days"
+# Energy registers whose sum and losses tariffs have names of their own (entity translations *_sum, *_losses).
+NAMED_SUM_AND_LOSSES = frozenset({"eai", "eao", "eri", "ero"})
 
 DEFAULT_SYSTEMS = "1, 2, 3, 4, 5, 6"
 DEFAULT_ARCHIVES = ("hour", "day", "total")
@@ -389,17 +391,24 @@ class KumirClient(KumirSessionClient):
         state_class = None if info.cumulative and off_dashboard else info.state_class
         lowest = min((s for s, p in map(split_key, meter.values or {}) if p == param), default=system)
         enabled = info.shown and (info.cumulative or not info.meter_wide or system == lowest)
+        translation = f"kumir_{param.lower()}"
+        if param.lower() in NAMED_SUM_AND_LOSSES and (parts or is_losses_system(devtype, system)):
+            # Named as what it is, so nobody wonders why it is not on the Energy dashboard.
+            translation += "_sum" if parts else "_losses"
         return ValueInfo(
             key,
             param,
             system,
-            f"kumir_{param.lower()}",
+            translation,
             info.unit,
             info.device_class,
             state_class,
             enabled=enabled,
             statistic=info.cumulative and not off_dashboard,
             label=info.label,
+            parts=f"{min(parts)}-{max(parts)}"
+            if len(parts) > 1 and list(parts) == list(range(min(parts), max(parts) + 1))
+            else ", ".join(map(str, parts)),
         )
 
     # --- long-term statistics -----------------------------------------------------------------
