@@ -44,6 +44,8 @@ from custom_components.meter_cloud.api import (
     ValveState,
 )
 from custom_components.meter_cloud.api.iotmeter.control import parse_expiration
+from custom_components.meter_cloud.api.iotmeter.records import alarm_from_record, conditions_of
+from custom_components.meter_cloud.api.models import DEVICE_STATES
 from simulator.iotmeter import (
     ALARMS,
     EVENTS,
@@ -269,6 +271,27 @@ def state_text(bits: int, table: dict[int, str]) -> str:
     return ",".join(text for bit, text in table.items() if bits & bit) or "正常"
 
 
+# What each simulated state bit means, in DEVICE_STATES words (independent of the client's word rules).
+BIT_STATES = {
+    "meter": {
+        1: "valve_fault",
+        2: "battery_fault",
+        4: "magnetic_interference",
+        8: "reed_switch_fault",
+        16: "tampering",
+        32: "gas_leak",
+        64: "battery_cut",
+    },
+    "rtu": {1: "door_open", 2: "mains_lost", 4: "fence_alarm", 8: "vibration"},
+}
+
+
+def conditions(bits: int, kind: str) -> tuple[str, ...]:
+    """The conditions a state word names, most severe first (DEVICE_STATES order), or ("normal",)."""
+    named = {state for bit, state in BIT_STATES[kind].items() if bits & bit}
+    return tuple(state for state in DEVICE_STATES if state in named) or ("normal",)
+
+
 def expected(dev: SimDevice) -> MeterData:
     """What the client must make of a simulated device's real-time record: every field, nothing else."""
     common: dict[str, Any] = {
@@ -280,6 +303,8 @@ def expected(dev: SimDevice) -> MeterData:
         "battery_voltage": q3(dev.battery_voltage),
         "battery_level": dev.battery_level,
         "state_code": dev.state_bits,
+        "conditions": conditions(dev.state_bits, "rtu" if dev.device_type == 2 else "meter"),
+        "device_state": conditions(dev.state_bits, "rtu" if dev.device_type == 2 else "meter")[0],
     }
     if dev.device_type == 2:
         return MeterData(
@@ -1306,9 +1331,9 @@ async def test_alarms_and_events_since(sim: IotMeterSimulator, client: IotMeterC
     sim.add_alarm(rtu, 6, "门开了", when=since + timedelta(minutes=20))
     alarms = await client.async_alarms_since(since.astimezone(UTC))
     assert [(a.meter_id, a.type, a.priority, a.code, a.message, a.time) for a in alarms] == [
-        (meter, AlarmType.DEVICE_EVENT, AlarmPriority.LOW, "101", EVENTS[101], since + timedelta(minutes=5)),
-        (meter, AlarmType.DEVICE_ALARM, AlarmPriority.HIGH, "4", ALARMS[4], since + timedelta(minutes=10)),
-        (rtu, AlarmType.DEVICE_ALARM, AlarmPriority.HIGH, "6", "门开了", since + timedelta(minutes=20)),
+        (meter, AlarmType.VALVE_OPENED, AlarmPriority.LOW, "101", EVENTS[101], since + timedelta(minutes=5)),
+        (meter, AlarmType.GAS_LEAK, AlarmPriority.HIGH, "4", ALARMS[4], since + timedelta(minutes=10)),
+        (rtu, AlarmType.DOOR_OPEN, AlarmPriority.HIGH, "6", "门开了", since + timedelta(minutes=20)),
     ]
     assert len({a.key for a in alarms}) == 3
     assert await client.async_alarms_since(since) == alarms
@@ -1379,6 +1404,55 @@ async def test_parse_reading_push(sim: IotMeterSimulator, client: IotMeterClient
     assert frozen_push.serial not in (live.serial, later.serial)
 
 
+@pytest.mark.parametrize(
+    ("text", "event", "kind"),
+    [
+        ("磁攻击", False, AlarmType.MAGNETIC_INTERFERENCE),
+        ("阀门故障", False, AlarmType.VALVE_FAULT),
+        ("电池低电", False, AlarmType.BATTERY_FAULT),
+        ("燃气泄漏", False, AlarmType.GAS_LEAK),
+        ("拆表", False, AlarmType.TAMPERING),
+        ("RTU门禁打开", False, AlarmType.DOOR_OPEN),
+        ("RTU市电中断", False, AlarmType.MAINS_LOST),
+        ("电池断电", False, AlarmType.BATTERY_CUT),
+        ("通讯异常", False, AlarmType.COMMUNICATION_FAULT),
+        ("某种新报警", False, AlarmType.DEVICE_ALARM),
+        ("开阀", True, AlarmType.VALVE_OPENED),
+        ("关阀", True, AlarmType.VALVE_CLOSED),
+        ("远程充值", True, AlarmType.RECHARGED),
+        ("价格调整", True, AlarmType.PRICE_CHANGED),
+        ("换表(累计量重置)", True, AlarmType.METER_REPLACED),
+        ("某种新事件", True, AlarmType.DEVICE_EVENT),
+    ],
+)
+def test_alarm_and_event_kinds_from_words(text: str, event: bool, kind: AlarmType) -> None:
+    """The spec has no code table: the vendor's words decide the kind; words we do not know keep the generic kind."""
+    prefix = "event" if event else "alarm"
+    row = {
+        "device_comm_no": "86000000000001",
+        f"{prefix}_time": "2026-03-01 08:30:00",
+        f"{prefix}_code": "9",
+        f"{prefix}_content": text,
+    }
+    alarm = alarm_from_record(row, TZ, event=event)
+    assert alarm is not None
+    assert (alarm.type, alarm.event, alarm.message) == (kind, event, text)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected_conditions"),
+    [
+        ("正常", ("normal",)),
+        ("", ("normal",)),
+        ("低电,燃气泄漏", ("gas_leak", "battery_fault")),
+        ("阀门故障，磁攻击、新状态", ("magnetic_interference", "valve_fault", "other")),
+    ],
+)
+def test_conditions_from_state_words(text: str, expected_conditions: tuple[str, ...]) -> None:
+    """A state text's conditions, most severe first; an unknown word is "other", nothing named is "normal"."""
+    assert conditions_of(text) == expected_conditions
+
+
 @pytest.mark.parametrize(("path", "kind"), [(ALARM, "alarm"), (EVENT, "event")])
 async def test_parse_alarm_and_event_push(sim: IotMeterSimulator, client: IotMeterClient, path: str, kind: str) -> None:
     """DeviceAlarm/Add and DeviceEvent/Add: alarm or event, the code and text, one stable id per body."""
@@ -1391,12 +1465,13 @@ async def test_parse_alarm_and_event_push(sim: IotMeterSimulator, client: IotMet
     result = client.parse_push(path, push_headers(sim), body, NOW)
     assert result.alarm == Alarm(
         meter_id=meter,
-        type=AlarmType.DEVICE_ALARM if kind == "alarm" else AlarmType.DEVICE_EVENT,
+        type=AlarmType.GAS_LEAK if kind == "alarm" else AlarmType.VALVE_CLOSED,
         priority=AlarmPriority.HIGH if kind == "alarm" else AlarmPriority.LOW,
         message=(ALARMS if kind == "alarm" else EVENTS)[code],
         code=str(code),
         time=when,
         key=result.serial,
+        event=kind == "event",
     )
     assert result.serial
     assert isinstance(envelope(result)["Data"], int)
@@ -1552,10 +1627,10 @@ async def test_pushes_over_http(sim: IotMeterSimulator, client: IotMeterClient, 
     assert [(r.commands[0].vendor_id, r.commands[0].success) for r in reports] == [(receipt.vendor_id, True)]
     events = [r.alarm for r in accepted if r.alarm is not None]
     assert [(a.type, a.code) for a in events] == [
-        (AlarmType.DEVICE_ALARM, "4"),
-        (AlarmType.DEVICE_ALARM, "4"),
-        (AlarmType.DEVICE_EVENT, "101"),
-        (AlarmType.DEVICE_EVENT, "102"),  # the valve closing, as the simulator logs it
+        (AlarmType.GAS_LEAK, "4"),
+        (AlarmType.GAS_LEAK, "4"),
+        (AlarmType.VALVE_OPENED, "101"),
+        (AlarmType.VALVE_CLOSED, "102"),  # the valve closing, as the simulator logs it
     ]
     sim.data_api_key = "0" * 32
     status, answer = await sim.push_reading(dev.comm_no)
