@@ -71,6 +71,26 @@ async def test_two_recharges_before_the_counters_are_known(
     assert [commands.get(r).state.value for r in ("IOT-TWO-1", "IOT-TWO-2")] == ["confirmed", "confirmed"]
 
 
+async def test_learned_counters_survive_a_restart(
+    hass: HomeAssistant, iot_push: TestClient, iot_entry: MockConfigEntry, iot_sim: IotMeterSimulator
+) -> None:
+    """The counters one getchargestate taught are on disk: after a restart the next recharge goes out at once
+    with the next numbers, no second read (and the meter takes them)."""
+    dev = first_meter(iot_sim)
+    target = device(hass, iot_entry, BACKEND, dev.comm_no)
+    await act(hass, "recharge", {"device_id": target, "amount": 10, "reference": "IOT-KEEP-1"})
+    await settle(hass, iot_sim)
+    assert await hass.config_entries.async_reload(iot_entry.entry_id)
+    await hass.async_block_till_done()
+    before = dev.remain_money
+    response = await act(hass, "recharge", {"device_id": target, "amount": 5, "reference": "IOT-KEEP-2"})
+    assert response["state"] == "pending"
+    assert len([c for c in iot_sim.commands.values() if c["ctrl_type"].endswith("getchargestate")]) == 1
+    await settle(hass, iot_sim)
+    assert iot_entry.runtime_data.commands.get("IOT-KEEP-2").state.value == "confirmed"
+    assert dev.remain_money == before + 5
+
+
 async def test_another_systems_charge_makes_us_read_the_counters_again(
     hass: HomeAssistant, iot_push: TestClient, iot_entry: MockConfigEntry, iot_sim: IotMeterSimulator
 ) -> None:

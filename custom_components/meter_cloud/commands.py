@@ -114,7 +114,9 @@ class CommandTracker:
     async def async_load(self) -> None:
         """Read what was persisted; a command Home Assistant stopped in the middle of sending is unknown."""
         stored = await self._store.async_load() or {}
-        self.meta = dict(stored.get("meta", {}))
+        # In place: the books kept in meta (counters, account states) hold this very dict.
+        self.meta.clear()
+        self.meta.update(stored.get("meta", {}))
         for item in stored.get("commands", []):
             command = TrackedCommand.from_dict(item)
             if command.state is CommandState.SENDING:
