@@ -80,6 +80,9 @@ def _parser() -> argparse.ArgumentParser:
     cangnan.add_argument("--encryption-padding", choices=("pkcs7", "zero"), default="pkcs7")
     cangnan.add_argument("--encryption-mac", choices=("x919", "hmac_sha256"), default="x919")
     cangnan.add_argument("--encryption-encoding", choices=("base64", "hex"), default="base64")
+    cangnan.add_argument(
+        "--state-column", metavar="NAME", help="ReadingData rows carry the meter state (0/1/-1/-2) in this column"
+    )
     iot = _gas_cloud(
         vendors,
         "iotmeter",
@@ -183,6 +186,7 @@ async def _run_cangnan(args: argparse.Namespace) -> None:
         seed=args.seed,
         envelope=envelope,
     )
+    sim.state_column = args.state_column
     base = f"http://{args.host}:{args.port}"
     if envelope is None:
         encryption = "off"

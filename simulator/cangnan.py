@@ -290,6 +290,9 @@ class CangnanSimulator(SimulatorBase):
         self.foreign_trade_nos = strict  # other terminals' TradeNos are taken too (see the class)
         # True: every valve command ends "11" (abnormal); a set: only those of these MeterIDs.
         self.fail_valves: bool | set[str] = False
+        # A column name (e.g. "MeterState"): ReadingData rows carry the meter state (0/1/-1/-2) in it, as a
+        # platform using the spec's reserved columns might. None (the default): the documented columns only.
+        self.state_column: str | None = None
         # MeterID → for how many more polls its pair is refused 80002013 (refuse_pair()).
         self.refused_pairs: dict[str, int] = {}
         self.meters: dict[str, SimMeter] = {}
@@ -321,6 +324,7 @@ class CangnanSimulator(SimulatorBase):
         self.add_control_routes(app)
         app.router.add_post("/_sim/foreign_trade", self._sim_foreign_trade)
         app.router.add_post("/_sim/refuse_pair", self._sim_refuse_pair)
+        app.router.add_post("/_sim/meter_state", self._sim_meter_state)
         return app
 
     def _seed_meter(self) -> None:
@@ -740,6 +744,8 @@ class CangnanSimulator(SimulatorBase):
             row["Price"] = num(m.price)
         else:
             row["TotalUsedGas"] = num(m.total_used_gas)
+        if self.state_column is not None:
+            row[self.state_column] = m.state if m.index % 2 == 0 else str(m.state)
         if m.index % 3 == 2:  # other casing and an unknown key, as a newer platform version might send
             row = {QUIRKY_KEYS.get(key, key): value for key, value in row.items()}
             row["SignalQuality"] = "87"
@@ -790,6 +796,12 @@ class CangnanSimulator(SimulatorBase):
         if meter_id not in self.meters:
             raise KeyError(meter_id)
         self.refused_pairs[meter_id] = polls
+
+    def set_state(self, meter_id: str, state: int) -> None:
+        """Put the meter in a state (chapter 8) as another CIS terminal would: 0, 1, -1 suspended, -2 cancelled."""
+        if state not in (OPENED, IN_USE, SUSPENDED, CANCELLED):
+            raise ValueError(f"meter state {state!r} is none of 0, 1, -1, -2")
+        self.meters[meter_id].state = state
 
     def foreign_trade(
         self,
@@ -1014,6 +1026,17 @@ class CangnanSimulator(SimulatorBase):
         except (TypeError, ValueError) as err:
             return reply({"error": str(err)}, status=400)
         return reply({"ok": True, "refused_pairs": self.refused_pairs})
+
+    async def _sim_meter_state(self, request: web.Request) -> web.Response:
+        """{"meter_id", "state" (0, 1, -1, -2)}: see set_state."""
+        data = await read_body(request)
+        try:
+            self.set_state(str(data.get("meter_id")), int(data.get("state", "")))
+        except KeyError:
+            return reply({"error": f"unknown meter {data.get('meter_id')!r}"}, status=404)
+        except (TypeError, ValueError) as err:
+            return reply({"error": str(err)}, status=400)
+        return reply({"ok": True})
 
     @override
     async def _sim_alarm(self, request: web.Request) -> web.Response:

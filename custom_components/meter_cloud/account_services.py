@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable
 from decimal import Decimal
 from typing import Any
 
@@ -10,7 +11,16 @@ import voluptuous as vol
 from homeassistant.core import ServiceCall, ServiceResponse, SupportsResponse
 from homeassistant.helpers import config_validation as cv
 
-from .api import Capability, CustomerInfo, ImportRecord, MeterRegistration, MeterReplacement
+from .account_state import INACTIVE_REASON
+from .api import (
+    Capability,
+    CustomerInfo,
+    ImportRecord,
+    MeterCloudError,
+    MeterRegistration,
+    MeterReplacement,
+    MeterStatus,
+)
 from .api.kumir import ARCHIVES
 from .coordinator import MeterCloudCoordinator
 from .service_helpers import (
@@ -74,6 +84,7 @@ async def _register_meter(call: ServiceCall) -> ServiceResponse:
         price=price,
     )
     result = await run(coordinator, coordinator.client.async_register_meter(registration))
+    coordinator.account_states.learn(str(result["meter_id"]), MeterStatus.OPENED)
     await _account_changed(coordinator)
     return result
 
@@ -83,13 +94,27 @@ async def _modify_customer(call: ServiceCall) -> ServiceResponse:
     coordinator, meter_id = resolve(call.hass, call.data[ATTR_DEVICE_ID])
     require(coordinator, Capability.MODIFY_CUSTOMER)
     meter = coordinator.meter(meter_id)
-    return await run(coordinator, coordinator.client.async_modify_customer(meter, _customer(dict(call.data))))
+    customer = _customer(dict(call.data))
+    return await _run_on(coordinator, meter_id, coordinator.client.async_modify_customer(meter, customer))
+
+
+async def _run_on[T](coordinator: MeterCloudCoordinator, meter_id: str, call: Awaitable[T]) -> T:
+    """An account operation on one meter; a refusal because its account is inactive is remembered."""
+    try:
+        return await call
+    except MeterCloudError as err:
+        if err.reason == INACTIVE_REASON:
+            coordinator.account_states.refused(meter_id)
+            coordinator.async_update_meter(meter_id)
+        raise coordinator.error_for(err) from err
 
 
 async def _suspend(call: ServiceCall, suspend: bool) -> ServiceResponse:
     coordinator, meter_id = resolve(call.hass, call.data[ATTR_DEVICE_ID])
     require(coordinator, Capability.SUSPEND_METER)
-    result = await run(coordinator, coordinator.client.async_suspend_meter(coordinator.meter(meter_id), suspend))
+    meter = coordinator.meter(meter_id)
+    result = await _run_on(coordinator, meter_id, coordinator.client.async_suspend_meter(meter, suspend))
+    coordinator.account_states.learn(meter_id, MeterStatus.SUSPENDED if suspend else MeterStatus.ACTIVE)
     await coordinator.async_refresh()
     return result
 
@@ -112,9 +137,10 @@ async def _deregister_meter(call: ServiceCall) -> ServiceResponse:
     reading = call.data.get("reading", meter.reading)
     if reading is None:
         raise invalid("reading_required")
-    result = await run(
-        coordinator, coordinator.client.async_deregister_meter(meter, reading, call.data.get("reason", ""))
+    result = await _run_on(
+        coordinator, meter_id, coordinator.client.async_deregister_meter(meter, reading, call.data.get("reason", ""))
     )
+    coordinator.account_states.forget(meter_id)
     coordinator.presence.forget(meter_id)  # closed through Home Assistant: no need to wait for the evidence
     await _account_changed(coordinator)
     return result
@@ -137,7 +163,9 @@ async def _replace_meter(call: ServiceCall) -> ServiceResponse:
         new_meter_protocol=call.data.get("new_meter_protocol"),
         transfer_amount=call.data.get("transfer_amount"),
     )
-    result = await run(coordinator, coordinator.client.async_replace_meter(meter, replacement))
+    result = await _run_on(coordinator, meter_id, coordinator.client.async_replace_meter(meter, replacement))
+    coordinator.account_states.forget(meter_id)
+    coordinator.account_states.learn(str(result["meter_id"]), MeterStatus.OPENED)
     coordinator.presence.forget(meter_id)
     await _account_changed(coordinator)
     return result

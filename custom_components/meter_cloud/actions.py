@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from homeassistant.exceptions import HomeAssistantError
 from homeassistant.util import dt as dt_util
 
+from .account_state import INACTIVE_REASON
 from .api import (
     CommandError,
     CommandKind,
@@ -398,11 +399,14 @@ class MeterActions:
                 self.tracker.apply(command.serial, Event.LOST, str(err), code=err.code)
             else:
                 self.tracker.apply(command.serial, Event.REFUSED, str(err), code=err.code, reason=err.reason)
+                if err.reason == INACTIVE_REASON:
+                    self._coordinator.account_states.refused(command.meter_id)
             await self.tracker.async_flush()
             self._coordinator.async_update_meter(command.meter_id)
             raise self._error(command, err) from err
         else:
             self.tracker.apply(command.serial, Event.ACCEPTED, vendor_id=receipt.vendor_id)
+            self._coordinator.account_states.accepted(command.meter_id)
         await self.tracker.async_flush()
         self._coordinator.async_update_meter(command.meter_id)
         return self.tracker.get(command.serial) or command

@@ -19,6 +19,7 @@ from homeassistant.helpers.dispatcher import async_dispatcher_send
 from homeassistant.helpers.update_coordinator import DataUpdateCoordinator, UpdateFailed
 from homeassistant.util import dt as dt_util
 
+from .account_state import AccountStates
 from .actions import MeterActions
 from .api import (
     BACKENDS,
@@ -120,6 +121,12 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         self.commands = CommandTracker(hass, entry.entry_id)
         self.commands.listener = self._announce
         self.actions = MeterActions(self, self.commands)
+        self.account_states = AccountStates(
+            self.commands.meta,
+            self.commands.save_meta,
+            self._account_state_changed,
+            enabled=client.learns_account_state,
+        )
         self.presence = Presence(self)
         self.health = PushHealth(self)
         # Alarms of meters whose device does not exist yet, handed to the meter's event entity when it appears.
@@ -156,7 +163,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
             ) from err
         valve_commands = self.actions.latest_valve_commands()
         data = {
-            meter_id: self.actions.reconcile(merge(self._details.get(meter_id), meter), valve_commands)
+            meter_id: self.actions.reconcile(merge(self._details.get(meter_id), self._fresh(meter)), valve_commands)
             for meter_id, meter in meters.items()
         }
         try:
@@ -223,6 +230,15 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
 
         await asyncio.gather(*(fetch(meter) for meter in due))
 
+    def _fresh(self, meter: MeterData) -> MeterData:
+        """What the cloud just said of a meter, with the account state the entry knows if the cloud said none."""
+        return self.account_states.apply(meter)
+
+    def _account_state_changed(self, meter_id: str) -> None:
+        """The entry learned a meter's account state (an operation, a refusal): show it now."""
+        if (meter := (self.data or {}).get(meter_id)) is not None:
+            self.set_meter(replace(meter, status=self.account_states.known(meter_id)))
+
     def refresh_meter_soon(self, meter_id: str) -> None:
         """Read one device again after a command took effect (backends that can read one alone)."""
         if self.client.supports(Capability.SINGLE_READ):
@@ -238,7 +254,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
             return
         current = (self.data or {}).get(meter_id)
         if fresh is not None and current is not None:
-            meter = self.actions.reconcile(merge(current, fresh))
+            meter = self.actions.reconcile(merge(current, self._fresh(fresh)))
             self.actions.settle_from(meter)
             self.set_meter(meter)
 
@@ -331,13 +347,13 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
                 return
             if self.client.followed() is not None:
                 # A listed meter the last poll missed: the push is evidence it is back.
-                self.set_meter(self.actions.reconcile(reading))
+                self.set_meter(self.actions.reconcile(self._fresh(reading)))
                 return
             self._discover_soon(reading.meter_id)
             return
         if current.reading_time and reading.reading_time and reading.reading_time < current.reading_time:
             return  # an older reading re-sent late must not roll the meter back
-        meter = self.actions.reconcile(merge(current, reading))
+        meter = self.actions.reconcile(merge(current, self._fresh(reading)))
         self.actions.settle_from(meter)
         self.set_meter(meter)
 
@@ -426,5 +442,6 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
             "push_serials_remembered": len(self._seen_serials),
             "commands": [c.as_dict() for c in self.commands.all()],
             "presence": self.presence.diagnostics(),
+            "account_states": self.account_states.diagnostics(),
             "last_push": self.commands.meta.get("last_push"),
         }

@@ -82,6 +82,8 @@ class MeterClient(ABC):
     fields: frozenset[str] = frozenset()
     # Recharges carry the meter's sequence number (and cumulative total): see async_charge_counters().
     uses_charge_counters: ClassVar[bool] = False
+    # The cloud has account states its polls never return (Cangnan): the entry keeps what it learns of them.
+    learns_account_state: ClassVar[bool] = False
     # Backends with no "all meters" call follow a list kept in the entry under this key.
     meter_list_key: ClassVar[str | None] = None
 

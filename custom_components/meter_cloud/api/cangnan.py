@@ -44,7 +44,7 @@ from .models import (
     PushResult,
     ValveState,
 )
-from .parse import as_datetime, as_decimal, as_str, money
+from .parse import as_datetime, as_decimal, as_int, as_str, money
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -144,7 +144,15 @@ DUPLICATE_CODES = frozenset({"80002033", "80002036"})
 MONEY_CAPABILITIES = frozenset(
     {Capability.RECHARGE, Capability.CANCEL_COMMAND, Capability.SET_PRICE, Capability.ADJUST_BALANCE}
 )
-METER_FIELDS = frozenset({"reading", "reading_time", "valve", "temperature", "pressure", "total_gas"})
+METER_FIELDS = frozenset({"reading", "reading_time", "valve", "temperature", "pressure", "total_gas", "status"})
+# Meter state (chapter 8): no documented call returns it; a row's reserved column may ("预留", any of these names).
+METER_STATES = {
+    "0": MeterStatus.OPENED,
+    "1": MeterStatus.ACTIVE,
+    "-1": MeterStatus.SUSPENDED,
+    "-2": MeterStatus.CANCELLED,
+}
+STATE_KEYS = ("meterstate", "meterstatus", "state", "status")
 MONEY_FIELDS = frozenset({"balance", "price", "total_money", "total_recharge"})
 PAIR = re.compile(r"^\s*([^\s:;,/]+)\s*[:/]\s*([^\s:;,/]+)\s*$")
 
@@ -167,6 +175,14 @@ def parse_meter_list(text: str, *, allow_empty: bool = False) -> list[tuple[str,
 def format_meter_list(pairs: list[tuple[str, str]]) -> str:
     """The stored form of a meter list."""
     return "\n".join(f"{user}:{meter}" for user, meter in pairs)
+
+
+def _state(row: Mapping[str, Any]) -> MeterStatus | None:
+    """The meter state of a row (lower-case keys) that carries one; numbers may come as strings."""
+    for key in STATE_KEYS:
+        if (value := as_int(row.get(key))) is not None:
+            return METER_STATES.get(str(value))
+    return None
 
 
 def _lower_keys(obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -201,6 +217,7 @@ class CangnanClient(MeterClient):
     manufacturer: ClassVar[str] = "Cangnan"
     currency: ClassVar[str] = "CNY"
     meter_list_key: ClassVar[str | None] = CONF_METERS
+    learns_account_state: ClassVar[bool] = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Read the billing side, the followed meters and the optional envelope."""
@@ -385,6 +402,7 @@ class CangnanClient(MeterClient):
             balance=as_decimal(row.get("remainmoney"), PLACES) if money_known else None,
             total_money=as_decimal(row.get("totalusedmoney"), PLACES) if money_known else None,
             price=as_decimal(row.get("price"), PLACES) if money_known else None,
+            status=_state(row),
         )
 
     # --- commands ---------------------------------------------------------------------------
@@ -649,6 +667,7 @@ class CangnanClient(MeterClient):
                 valve=VALVE.get(as_str(data.get("valvestate")) or ""),
                 temperature=as_decimal(data.get("temperature")),
                 pressure=as_decimal(data.get("pressure")),
+                status=_state(data),
             )
             return PushResult(serial=serial, response=response, reading=reading)
         code = as_str(data.get("alarmtype")) or ""
