@@ -8,6 +8,7 @@ from typing import Any
 from unittest.mock import patch
 
 import pytest
+import voluptuous as vol
 from aiohttp.test_utils import TestClient, TestServer
 from homeassistant.config_entries import SOURCE_USER
 from homeassistant.core import HomeAssistant
@@ -279,10 +280,16 @@ async def test_set_price_single_and_batch(
     await call(hass, "set_price", {"device_id": devs[0], "price_1": 2.8, "price_code": "P28"})
     single = sent(cn_sim, "changePrice")[-1]
     assert (single["PriceID"], single["PriceMode"], single["Price1"]) == ("P28", "100", "2.8000")
+    assert "Version" not in single  # optional: never a made-up version
+    assert "IniDate" not in single
     assert value(hass, meters[0].meter_id, "price") == Decimal("2.8")
     tiered = {"device_id": devs, "price_1": 1.2, "ladder_1": 2000, "price_2": 1.8, "ladder_2": 5000, "price_3": 3}
-    await call(hass, "set_price", {**tiered, "price_code": "T3"})
+    await call(
+        hass, "set_price", {**tiered, "price_code": "T3", "price_version": " 309 ", "effective_date": "2026-07-01"}
+    )
     batch = sent(cn_sim, "batchChangePrice")
+    assert (batch[0]["Version"], batch[0]["IniDate"]) == ("309", "2026-07-01 00:00:00")
+    assert (cn_sim.prices["T3"]["version"], cn_sim.prices["T3"]["ini_date"]) == ("309", "2026-07-01 00:00:00")
     assert len(batch) == 1
     assert len(batch[0]["Meters"]) == 3
     assert (batch[0]["PriceMode"], batch[0]["Level1"], batch[0]["Level2"], batch[0]["MonthCount"]) == (
@@ -297,6 +304,8 @@ async def test_set_price_single_and_batch(
     with pytest.raises(ServiceValidationError) as err:
         await call(hass, "set_price", {**tiered, "ladder_3": 6000, "price_4": 4})
     assert err.value.translation_key == "invalid_price_schedule"
+    with pytest.raises(vol.Invalid):
+        await call(hass, "set_price", {**tiered, "price_version": "v" * 21})
 
 
 # --- accounts ---------------------------------------------------------------------------------
@@ -311,6 +320,8 @@ async def test_account_lifecycle(hass: HomeAssistant, cn_entry: MockConfigEntry,
         "meter_type": "CNMCPUJE",
         "meter_protocol": "CNModbusV61",
         "price_1": 2.5,
+        "price_version": "12",
+        "effective_date": "2026-12-01",
         "opening_balance": 100,
         "user_name": "新用户",
         "building": "3栋",
@@ -324,6 +335,7 @@ async def test_account_lifecycle(hass: HomeAssistant, cn_entry: MockConfigEntry,
     assert value(hass, "012345679001", "balance") == Decimal(100)
     opened = sent(cn_sim, "meteradd")[-1]
     assert (opened["PreSaving"], opened["PriceMode"], opened["BuildingName"]) == ("100.0000", "100", "3栋")
+    assert (opened["Version"], opened["IniDate"]) == ("12", "2026-12-01 00:00:00")
 
     dev = device(hass, cn_entry, "012345679001")
     await call(hass, "modify_customer", {"device_id": dev, "phone": "13566956201"})

@@ -28,6 +28,7 @@ from .service_helpers import (
     ATTR_CONFIG_ENTRY_ID,
     ATTR_DEVICE_ID,
     DEVICE,
+    PRICE_VERSION,
     TIERS,
     Handler,
     admin,
@@ -67,7 +68,13 @@ async def _register_meter(call: ServiceCall) -> ServiceResponse:
     data = dict(call.data)
     price = None
     if "price_1" in data:
-        price = price_schedule(data, coordinator.client.max_price_tiers, code=data.get("price_code"))
+        price = price_schedule(
+            data,
+            coordinator.client.max_price_tiers,
+            code=data.get("price_code"),
+            version=data.get("price_version"),
+            effective_date=data.get("effective_date"),
+        )
     registration = MeterRegistration(
         user_no=data["user_no"],
         meter_no=data["meter_no"],
@@ -256,6 +263,8 @@ ACCOUNT_SERVICES: dict[str, tuple[Handler, vol.Schema, SupportsResponse]] = {
                 vol.Optional("meter_type"): cv.string,
                 vol.Optional("meter_protocol"): cv.string,
                 vol.Optional("price_code"): vol.All(cv.string, vol.Length(min=1, max=25)),
+                vol.Optional("price_version"): PRICE_VERSION,
+                vol.Optional("effective_date"): cv.date,
                 **{
                     key: value
                     for key, value in TIERS.items()

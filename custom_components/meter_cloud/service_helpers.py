@@ -41,6 +41,8 @@ def as_decimal(value: Any) -> Decimal:
 
 DEVICE: dict[Any, Any] = {vol.Required(ATTR_DEVICE_ID): cv.string}
 AMOUNT = vol.All(as_decimal, vol.Range(min=0))
+# A price's version (Cangnan Version VARCHAR(20), Goldcard 1007 priceVersion).
+PRICE_VERSION = vol.All(cv.string, vol.Strip, vol.Length(min=1, max=20))
 TIERS: dict[Any, Any] = {
     **{vol.Optional(f"price_{i}"): AMOUNT for i in range(1, MAX_TIERS + 1)},
     **{vol.Optional(f"ladder_{i}"): AMOUNT for i in range(1, MAX_TIERS)},

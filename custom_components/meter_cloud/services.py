@@ -19,6 +19,7 @@ from .queue_services import QUEUE_SERVICES
 from .service_helpers import (
     ATTR_DEVICE_ID,
     DEVICE,
+    PRICE_VERSION,
     TIERS,
     Handler,
     admin,
@@ -87,6 +88,7 @@ async def _set_price(call: ServiceCall) -> ServiceResponse:
         dict(call.data),
         coordinator.client.max_price_tiers,
         code=call.data.get("price_code"),
+        version=call.data.get("price_version"),
         effective_date=call.data.get("effective_date"),
         adjust=call.data["adjust"],
         reset_cycle=call.data["reset_cycle"],
@@ -134,6 +136,7 @@ SERVICES: dict[str, tuple[Handler, vol.Schema, SupportsResponse]] = {
                 vol.Required(ATTR_DEVICE_ID): vol.All(cv.ensure_list, [cv.string], vol.Length(min=1)),
                 **TIERS,
                 vol.Optional("price_code"): vol.All(cv.string, vol.Length(min=1, max=25)),
+                vol.Optional("price_version"): PRICE_VERSION,
                 vol.Optional("effective_date"): cv.date,
                 vol.Optional("adjust", default=False): cv.boolean,
                 vol.Optional("reset_cycle", default=False): cv.boolean,

@@ -480,11 +480,9 @@ class CangnanClient(MeterClient):
             raise InvalidRequestError("more than 3 tiers", reason="invalid_price_schedule")
         if any(limit != limit.to_integral_value() for limit in schedule.ladder_limits):
             raise InvalidRequestError("tier limits must be whole m³", reason="ladder_not_integer")
-        fields: dict[str, Any] = {
-            "PriceID": code,
-            "Version": schedule.version or "1",
-            "PriceMode": "101" if schedule.tiered else "100",
-        }
+        fields: dict[str, Any] = {"PriceID": code, "PriceMode": "101" if schedule.tiered else "100"}
+        if schedule.version is not None:  # optional (VARCHAR(20)): never a made-up version
+            fields["Version"] = schedule.version
         if schedule.effective_date is not None:
             fields["IniDate"] = f"{schedule.effective_date.isoformat()} 00:00:00"
         if schedule.tiered:
