@@ -25,6 +25,8 @@ _LOGGER = logging.getLogger(__name__)
 
 WALL_FORMAT = "%Y-%m-%d %H:%M:%S"
 HISTORY_DAYS = 60
+# A seeded meter on a tiered price crossed into its second tier this many days ago.
+TIER_CROSSED_DAYS_AGO = 10
 DEFAULT_TZ = ZoneInfo("Asia/Shanghai")
 # Appendix 5.
 METER_TYPES = ("441", "502", "10521", "10522", "10524", "10523")
@@ -86,11 +88,23 @@ class DasError(Exception):
 
 @dataclass(slots=True)
 class DayUse:
-    """One day of a meter's usage, as 1015 reports it."""
+    """One day of a meter's usage, as 1015 reports it: totals, and a record per tier price the day was billed at."""
 
     gas: Decimal
     amount: Decimal
     price: Decimal
+    # Tier price → (gas, amount) billed at it; a day that crossed a tier has two, and 1015 lists each.
+    tiers: dict[Decimal, tuple[Decimal, Decimal]] = field(default_factory=dict)
+
+    def bill(self, parts: list[tuple[Decimal, Decimal]]) -> Decimal:
+        """Add (gas, price) parts to the day; return their cost."""
+        cost = ZERO
+        for gas, price in parts:
+            amount = q4(gas * price)
+            before_gas, before_amount = self.tiers.get(price, (ZERO, ZERO))
+            self.tiers[price] = (before_gas + gas, before_amount + amount)
+            self.gas, self.amount, self.price, cost = self.gas + gas, self.amount + amount, price, cost + amount
+        return cost
 
 
 @dataclass(slots=True)
@@ -121,6 +135,7 @@ class SimMeter:
     user_name: str = ""
     address: str = ""
     rate: Decimal = Decimal("0.0300")  # m³ per 15 minutes while the valve is open
+    cycle_gas: Decimal = ZERO  # m³ used in the current tier cycle (tiered prices bill by it)
     history: dict[date, DayUse] = field(default_factory=dict)
     recharges: list[tuple[datetime, Decimal]] = field(default_factory=list)
 
@@ -227,10 +242,16 @@ class GoldcardSimulator(SimulatorBase):
             valve="closed" if index % 3 == 2 else "open",
         )
         meter.base_num = q4(Decimal(rng.randint(0, 500)) / 10)
-        for back in range(HISTORY_DAYS, 0, -1):
-            # 96 quarter-hours a day, ±40 % from day to day.
-            gas = q4(meter.rate * 96 * Decimal(rng.randint(60, 140)) / 100)
-            meter.history[today - timedelta(days=back)] = DayUse(gas, q4(gas * meter.price), meter.price)
+        # 96 quarter-hours a day, ±40 % from day to day.
+        uses = [q4(meter.rate * 96 * Decimal(rng.randint(60, 140)) / 100) for _ in range(HISTORY_DAYS)]
+        if (ends := self._ladder(meter)[1]) and len(uses) > TIER_CROSSED_DAYS_AGO:
+            # A tiered meter crosses its first tier limit TIER_CROSSED_DAYS_AGO days ago, so 1015 shows a split day.
+            before = sum(uses[: len(uses) - TIER_CROSSED_DAYS_AGO], ZERO)
+            meter.cycle_gas = ends[0] - before - q4(uses[-TIER_CROSSED_DAYS_AGO] / 2)
+        for back, gas in zip(range(HISTORY_DAYS, 0, -1), uses, strict=True):
+            day = meter.history[today - timedelta(days=back)] = DayUse(ZERO, ZERO, meter.price)
+            day.bill(self._split(meter, gas))
+        meter.price = self._price_now(meter)
         meter.sum_gas = sum((use.gas for use in meter.history.values()), ZERO)
         meter.sum_money = sum((use.amount for use in meter.history.values()), ZERO)
         meter.reading = meter.base_num + meter.sum_gas
@@ -255,13 +276,37 @@ class GoldcardSimulator(SimulatorBase):
             if meter.valve != "open" or meter.state != "2":
                 continue
             gas = q4(meter.rate * factor * Decimal(self._rng.randint(75, 125)) / 100)
-            cost = q4(gas * meter.price)
+            day = meter.history.setdefault(now.date(), DayUse(ZERO, ZERO, meter.price))
+            cost = day.bill(self._split(meter, gas))
+            meter.price = self._price_now(meter)
             meter.reading, meter.sum_gas = meter.reading + gas, meter.sum_gas + gas
             meter.sum_money, meter.balance = meter.sum_money + cost, meter.balance - cost
-            day = meter.history.setdefault(now.date(), DayUse(ZERO, ZERO, meter.price))
-            day.gas, day.amount, day.price = day.gas + gas, day.amount + cost, meter.price
             if meter.balance <= 0:
                 meter.valve = "closed"  # a prepaid meter shuts its own valve when the money runs out
+
+    def _ladder(self, meter: SimMeter) -> tuple[list[Decimal], list[Decimal]]:
+        """The tier prices of the meter's price and the m³ each tier but the last ends at (per cycle)."""
+        detail = self.prices[meter.price_code]["priceDetail"]
+        length = int(detail.get("priceLength", "1"))
+        prices = [Decimal(detail[f"price{index}"]) for index in range(1, length + 1)]
+        return prices, [Decimal(detail[f"ladder{index}End"]) for index in range(1, length)]
+
+    def _price_now(self, meter: SimMeter) -> Decimal:
+        """The tier price the next m³ is billed at."""
+        prices, ends = self._ladder(meter)
+        return prices[sum(1 for end in ends if meter.cycle_gas >= end)]
+
+    def _split(self, meter: SimMeter, gas: Decimal) -> list[tuple[Decimal, Decimal]]:
+        """`gas` as (m³, price) parts by tier, moving the meter through its cycle."""
+        prices, ends = self._ladder(meter)
+        parts = []
+        while gas > 0:
+            tier = sum(1 for end in ends if meter.cycle_gas >= end)
+            room = ends[tier] - meter.cycle_gas if tier < len(ends) else gas
+            part = min(gas, room)
+            parts.append((part, prices[tier]))
+            meter.cycle_gas, gas = meter.cycle_gas + part, gas - part
+        return parts
 
     async def settle(self) -> None:
         """Finish every pending command now instead of after its delay (for deterministic tests)."""
@@ -579,7 +624,7 @@ class GoldcardSimulator(SimulatorBase):
         self.prices[code]["priceDetail"] = detail
         for meter in self.meters.values():
             if meter.price_code == code:  # adjustments apply at once; priceBeginDate is not waited for
-                meter.price = Decimal(detail["price1"])
+                meter.price = self._price_now(meter)
         return self._ack(p["serialNo"])
 
     def _price_detail(self, raw: Any, kind: str) -> dict[str, str]:
@@ -601,7 +646,8 @@ class GoldcardSimulator(SimulatorBase):
         meter = self._account(p)
         if (code := str(p["newPriceCode"]).strip()) not in self.prices:
             raise DasError("9999", f"价格编码 {code} 不存在")
-        meter.price_code, meter.price = code, Decimal(self.prices[code]["priceDetail"]["price1"])
+        meter.price_code, meter.cycle_gas = code, ZERO  # a newly assigned price starts its own cycle
+        meter.price = self._price_now(meter)
         return self._ack(p["serialNo"], meter.device_id)
 
     def _replace(self, p: dict[str, Any]) -> dict[str, Any]:
@@ -697,11 +743,13 @@ class GoldcardSimulator(SimulatorBase):
         end = self._parse(p["endTime"], "%Y-%m-%d", "endTime").date()
         if start > end:
             raise DasError("9999", "开始时间不能晚于结束时间")
+        # One record per day and tier price it was billed at (a day that crossed a tier has two).
         rows = [
-            {"useDate": day.isoformat(), "price": s4(use.price), "useGas": s4(use.gas), "useAmount": s4(use.amount)}
+            {"useDate": day.isoformat(), "price": s4(price), "useGas": s4(gas), "useAmount": s4(amount)}
             | {"deviceId": m.device_id, "meterNo": m.meter_no}
             for day, use in sorted(m.history.items())
             if start <= day <= end
+            for price, (gas, amount) in (use.tiers or {use.price: (use.gas, use.amount)}).items()
         ]
         return {"serialNo": str(p["serialNo"]), "gasData": rows}
 
@@ -821,7 +869,11 @@ class GoldcardSimulator(SimulatorBase):
         meters = []
         for meter in self.meters.values():
             recent = sorted(meter.history.items())[-14:]
-            meters.append(asdict(meter) | {"history": {day.isoformat(): asdict(use) for day, use in recent}})
+            history = {
+                day.isoformat(): asdict(use) | {"tiers": {str(price): part for price, part in use.tiers.items()}}
+                for day, use in recent
+            }
+            meters.append(asdict(meter) | {"history": history})
         credentials = {"app_code": self.app_code, "app_secret": self.app_secret}
         credentials |= {"company_code": self.company_code, "factor_no": self.factor_no}
         return {

@@ -556,6 +556,20 @@ class IotMeterSimulator(SimulatorBase):
         dev.magatt_times, dev.guid, dev.acquired, dev.received = 0, self._guid(), self._now(), self._now()
         self.add_event(comm_no, 105, data={"std_sum": n3(dev.std_sum)})
 
+    def recharged_on(self, comm_no: str, day: date, amount: Decimal | float | str) -> None:
+        """A recharge another system made during `day`: the frozen records after it and the meter now hold it too.
+
+        The frozen balance and cumulative recharge (ext_data.total_buy_value) of every later midnight rise by
+        `amount`, as they would have had the meter taken it that day.
+        """
+        dev, value = self._device(comm_no, METER), q3(Decimal(str(amount)))
+        dev.remain_money, dev.total_buy_value = dev.remain_money + value, dev.total_buy_value + value
+        for record in self.history[comm_no]:
+            if record["acquisition_time"][:10] > day.isoformat():
+                record["remain_money"] = n3(Decimal(str(record["remain_money"])) + value)
+                ext = record["ext_data"] = dict(record["ext_data"])
+                ext["total_buy_value"] = n3(Decimal(str(ext["total_buy_value"])) + value)
+
     def gap(self, comm_no: str, days: int | date | Iterable[date]) -> int:
         """Remove frozen records: of the `days` days before today (an int), or of the given dates; return how many."""
         if isinstance(days, int):

@@ -129,6 +129,8 @@ class Capability(StrEnum):
     CANCEL_COMMAND = "cancel_command"
     SET_PRICE = "set_price"
     DAILY_USAGE = "daily_usage"
+    # Money each meter used per day, as the cloud counted it (tiers included): see MeterClient.async_daily_spend.
+    DAILY_SPEND = "daily_spend"
     REGISTER_METER = "register_meter"
     DEREGISTER_METER = "deregister_meter"
     REPLACE_METER = "replace_meter"
@@ -336,6 +338,14 @@ class DailyUsage:
     volume: Decimal
     amount: Decimal
     price: Decimal
+
+
+@dataclass(frozen=True, slots=True)
+class DailySpend:
+    """Money a meter used on one day of the vendor's calendar, every tier of the day together."""
+
+    day: date
+    amount: Decimal
 
 
 @dataclass(frozen=True, slots=True)
