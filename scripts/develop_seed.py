@@ -5,6 +5,9 @@
     python scripts/develop_seed.py wait URL PID SECONDS [--progress NAME]
                                                              waits until URL answers (any HTTP status); with
                                                              --progress, a line every 30 s that NAME is not up yet
+    python scripts/develop_seed.py dashboard URL             creates the "Meter Cloud" dashboard on the running
+                                                             Home Assistant (or updates it in place), as the
+                                                             default one (scripts/develop_dashboard.py)
 
 Everything is created only when absent, each simulator entry on its own: a second run keeps the user, the entries
 and their push ids, and adds an entry a config/ seeded by an older version of this script lacks (Cangnan's, the IoT
@@ -413,12 +416,20 @@ def main() -> None:
     waiting.add_argument("pid", type=int)
     waiting.add_argument("seconds", type=float)
     waiting.add_argument("--progress", metavar="NAME", help="say every 30 s that NAME is still starting")
+    commands.add_parser("dashboard").add_argument("url")
     args = parser.parse_args()
     if args.command == "seed":
         for backend, push_id in seed(args.config.resolve()).items():
             print(backend, push_id)
     elif args.command == "requirements":
         print("\n".join(missing_requirements(args.config, args.site)))
+    elif args.command == "dashboard":
+        develop_dashboard = importlib.import_module("develop_dashboard")  # beside this script
+        try:
+            asyncio.run(develop_dashboard.run(args.url, DEV_USERNAME, DEV_PASSWORD))
+        except Exception as err:  # scripts/develop goes on without the dashboard
+            log(f"could not create the dashboard: {err!r}")
+            sys.exit(1)
     else:
         sys.exit(0 if wait(args.url, args.pid, args.seconds, args.progress) else 1)
 
