@@ -37,6 +37,18 @@ class CommandError(Exception):
         self.code = code
 
 
+# A valve tile's open and close buttons: frontends of Home Assistant 2026 have them; 2025.4's has none for a valve (the
+# feature shows "Unknown type encountered", and its toggle feature shows nothing), so there the tile goes without and
+# its icon opens and closes the valve.
+OPEN_CLOSE_SINCE = (2026, 1)
+
+
+def valve_features(version: str) -> list[dict[str, str]]:
+    """The tile features that open and close a valve on this Home Assistant version."""
+    major, minor = (int(part) for part in re.findall(r"\d+", version)[:2])
+    return [{"type": "valve-open-close"}] if (major, minor) >= OPEN_CLOSE_SINCE else []
+
+
 # The classes of the counters the Energy dashboard takes: those get a daily-use graph.
 ENERGY_CLASSES = frozenset({"energy", "gas", "water"})
 
@@ -143,7 +155,11 @@ def _daily_use(rows: list[dict[str, Any]], states: dict[str, dict[str, Any]], na
 
 
 def _entry_view(
-    entry: dict[str, Any], rows: list[dict[str, Any]], states: dict[str, dict[str, Any]], names: _Names
+    entry: dict[str, Any],
+    rows: list[dict[str, Any]],
+    states: dict[str, dict[str, Any]],
+    names: _Names,
+    features: list[dict[str, str]],
 ) -> dict[str, Any]:
     """The view of one entry: a section per kind of entity it has."""
     rows = sorted(rows, key=lambda row: (names.device(row["device_id"]), row["unique_id"]))
@@ -167,7 +183,7 @@ def _entry_view(
                 "type": "tile",
                 "entity": row["entity_id"],
                 "name": names.device(row["device_id"]) or names.own(row),
-                "features": [{"type": "valve-open-close"}],
+                **({"features": features} if features else {}),
             }
             for row in valves
         ]
@@ -188,6 +204,7 @@ def build_dashboard(
     entities: list[dict[str, Any]],
     states: list[dict[str, Any]],
     devices: list[dict[str, Any]],
+    version: str,
 ) -> dict[str, Any]:
     """The dashboard's config from what the websocket API lists: entries, registry entities, states, devices."""
     state_of = {state["entity_id"]: state for state in states}
@@ -206,7 +223,7 @@ def build_dashboard(
             continue
         rows = [row for row in ours if row["config_entry_id"] == entry["entry_id"]]
         if rows:
-            views.append(_entry_view(entry, rows, state_of, names))
+            views.append(_entry_view(entry, rows, state_of, names, valve_features(version)))
     return {"title": TITLE, "views": views}
 
 
@@ -216,7 +233,8 @@ async def install_dashboard(call: Call) -> str:
     entities = await call("config/entity_registry/list")
     states = await call("get_states")
     devices = await call("config/device_registry/list")
-    config = build_dashboard(entries, entities, states, devices)
+    version = (await call("get_config"))["version"]
+    config = build_dashboard(entries, entities, states, devices, version)
     existing = next((d for d in await call("lovelace/dashboards/list") if d["url_path"] == URL_PATH), None)
     fields = {"title": TITLE, "icon": ICON, "show_in_sidebar": True, "require_admin": False}
     if existing is None:

@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 from homeassistant.components.frontend import storage as frontend_storage
+from homeassistant.const import __version__ as HA_VERSION
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from homeassistant.setup import async_setup_component
@@ -29,6 +30,8 @@ def _load_script() -> ModuleType:
 
 
 dashboard = _load_script()
+# Open and close buttons where the frontend has them (2026); 2025.4's has no valve feature: the tile's icon does it.
+VALVE_FEATURES = [{"type": "valve-open-close"}] if tuple(map(int, HA_VERSION.split(".")[:2])) >= (2026, 1) else None
 
 
 @pytest.fixture
@@ -141,7 +144,7 @@ async def test_dashboard_sections(hass: HomeAssistant, entries: list[MockConfigE
             assert attributes["device_class"] in {"energy", "gas", "water"}, entity_id
         assert in_graphs <= readings
         tiles = _cards(view, "Valves")
-        assert all(tile["type"] == "tile" and tile["features"] == [{"type": "valve-open-close"}] for tile in tiles)
+        assert all(tile["type"] == "tile" and tile.get("features") == VALVE_FEATURES for tile in tiles)
         assert {tile["entity"] for tile in tiles} == _enabled(hass, entry, "valve")
         assert set(_referenced(_cards(view, "Balances"))) == _enabled(hass, entry, "sensor", "balance")
         alarms = set(_referenced(_cards(view, "Alarms")))
@@ -198,6 +201,20 @@ async def test_dashboard_updated_in_place(hass: HomeAssistant, entries: list[Moc
     else:  # 2025.4: the default is the browser's
         assert done == []
         assert user is None
+
+
+@pytest.mark.parametrize(
+    ("version", "feature"),
+    [
+        ("2025.4.4", []),
+        ("2025.12.0", []),
+        ("2026.1.0", [{"type": "valve-open-close"}]),
+        ("2026.10.4", [{"type": "valve-open-close"}]),
+    ],
+)
+def test_valve_features(version: str, feature: list[dict[str, str]]) -> None:
+    """The valve tiles' buttons follow the version."""
+    assert dashboard.valve_features(version) == feature
 
 
 @pytest.mark.default_entities
