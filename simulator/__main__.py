@@ -273,7 +273,8 @@ async def _run_kumir(args: argparse.Namespace) -> None:
         f"  control       GET {base}/_sim/state",
         "  nodes (code  serial  device type  systems):",
         *(
-            f"{node.code}  {node.num}  {node.dev}  {KUMIR_KINDS[node.dev].describe()}  [{KUMIR_KINDS[node.dev].title}]"
+            f"{node.code}  {node.num}  {node.dev}  {KUMIR_KINDS[node.kind or node.dev].describe()}  "
+            f"[{KUMIR_KINDS[node.kind or node.dev].title}]"
             for node in sim.nodes.values()
         ),
     ]

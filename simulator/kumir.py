@@ -208,7 +208,40 @@ KINDS: dict[str, DeviceKind] = {
         "channels",
         (1, 2, 3, 4),
         {"C": Counter(900.0, 0.05)},
-        scale={2: 0.6, 3: 0.3, 4: 0.1},
+        # Not 0.6 + 0.3 + 0.1: channel 1 would be the exact sum of the others, which a client rightly takes for a sum.
+        scale={2: 0.6, 3: 0.35, 4: 0.1},
+    ),
+    # Device types whose parameter names Meter Cloud's table does not know (an independent reading of what a
+    # gas corrector and a pulse counter report): Vc/Vr standard and working volume, Tw operating hours, Imp pulses.
+    "spg761": DeviceKind(
+        "Logika SPG761 gas volume corrector",
+        "channels",
+        (1, 2),
+        {
+            "Vc": Counter(98000.0, 4.2),
+            "Vr": Counter(96000.0, 4.1),
+            "P": Gauge(104.0, 1.5, 2),
+            "T": Gauge(7.0, 4.0, 2),
+            "Tw": Counter(25000.0, 1.0, flat=True),
+        },
+        scale={2: 0.5},
+    ),
+    "imp4": DeviceKind(
+        "Four-channel pulse counter",
+        "channels",
+        (1, 2, 3, 4),
+        {"Imp": Counter(5000.0, 0.4), "Flags": Gauge(0.0, 0.0, 0)},
+        scale={2: 0.7, 3: 0.45, 4: 0.2},
+    ),
+    # Not a device type of its own: a Mercury 234 laid out like the 230 ART (add_node(..., "m234", kind="m234_art")).
+    "m234_art": DeviceKind(
+        "Mercury 234 electricity meter laid out like the 230 ART",
+        "tariffs",
+        (1, 2, 3, 4, 5, 6),
+        _MERCURY,
+        hours={1: PEAK, 2: NIGHT, 3: HALF_PEAK, 4: frozenset()},
+        derived={5: ((1, 2, 3, 4), 0.02), 6: ((1, 2, 3, 4), 1.0)},
+        shared_gauges=True,
     ),
 }
 KIND_ORDER = ("m234", "ce303", "tv7", "ek270", "pulsar", "m230")
@@ -258,6 +291,7 @@ class SimNode:
     scale: float = 1.0
     position: int = 0
     imported_only: bool = False  # created by an import: it has only what was imported
+    kind: str = ""  # what it reports, when not what its device type usually does (KINDS key; "" = dev)
     resets: list[tuple[str, datetime, float]] = field(default_factory=list)
     gaps: list[tuple[datetime, datetime]] = field(default_factory=list)
     # (archive, system, dat) → None for nodata, else the parameters as imported
@@ -335,11 +369,11 @@ class KumirSimulator(SimulatorBase):
         password: str = "example",  # noqa: S107 - the spec's sample credentials
         tz: tzinfo = DEFAULT_TZ,
         session_ttl: float = 1800.0,
-        nodes: int | Sequence[tuple[str, str, str]] = 6,
+        nodes: int | Sequence[tuple[str, ...]] = 6,
         seed: int = 1,
         lists_nodes: bool = True,
     ) -> None:
-        """Build the nodes (a count cycling through KIND_ORDER, or (code, serial, device type) triples) and the app.
+        """Build the nodes (a count cycling through KIND_ORDER, or (code, serial, device type[, kind])) and the app.
 
         `lists_nodes=False`: an export that names no node answers with none (an account that does not
         list its nodes on its own; named ones are still answered).
@@ -356,20 +390,25 @@ class KumirSimulator(SimulatorBase):
         self._offset = timedelta()
         if isinstance(nodes, int):
             nodes = [self._default_node(i) for i in range(nodes)]
-        for code, num, dev in nodes:
-            self.add_node(code, num, dev)
+        for code, num, dev, *kind in nodes:
+            self.add_node(code, num, dev, kind=kind[0] if kind else None)
         self.app = self.make_app()
 
     def _default_node(self, index: int) -> tuple[str, str, str]:
         num = "34781353" if index == 0 else str(self._rng.randint(10_000_000, 99_999_999))
         return f"Pol_{276 + index}", num, KIND_ORDER[index % len(KIND_ORDER)]
 
-    def add_node(self, code: str, num: str, dev: str, *, imported_only: bool = False) -> SimNode:
-        """Add a node of a known device type (any type when it only holds imported data)."""
-        if dev not in KINDS and not imported_only:
-            raise ValueError(f"unknown device type {dev!r}; use one of {sorted(KINDS)}")
+    def add_node(
+        self, code: str, num: str, dev: str, *, imported_only: bool = False, kind: str | None = None
+    ) -> SimNode:
+        """Add a node of a known device type (any type when it only holds imported data).
+
+        `kind` makes it report like another KINDS entry (an m234 laid out like the m230: kind "m234_art").
+        """
+        if (kind or dev) not in KINDS and not imported_only:
+            raise ValueError(f"unknown device type {kind or dev!r}; use one of {sorted(KINDS)}")
         scale = random.Random(f"{self.seed}:{code}").uniform(0.6, 1.6)
-        node = SimNode(code, num, dev, scale, len(self.nodes), imported_only)
+        node = SimNode(code, num, dev, scale, len(self.nodes), imported_only, kind=kind or "")
         self.nodes[code] = node
         return node
 
@@ -414,7 +453,7 @@ class KumirSimulator(SimulatorBase):
     def reset(self, node: str, param: str, value: float = 0.0, at: datetime | None = None) -> None:
         """Restart cumulative `param` of `node` at `value` on every system from `at` (now): a replaced meter."""
         target = self._node(node)
-        kind = None if target.imported_only else KINDS.get(target.dev)
+        kind = None if target.imported_only else KINDS.get(target.kind or target.dev)
         if kind is None or not isinstance(kind.params.get(param), Counter):
             raise ValueError(f"{param!r} is not a cumulative parameter of {target.dev}")
         target.resets.append((param, (at or self._now()).astimezone(self.tz), value))
@@ -502,7 +541,7 @@ class KumirSimulator(SimulatorBase):
 
     def counter_value(self, node: SimNode, sys: int, param: str, when: datetime) -> float:
         """A cumulative parameter of one system at `when`, after any meter replacement."""
-        kind = KINDS[node.dev]
+        kind = KINDS[node.kind or node.dev]
         if sys in kind.derived:
             parts, factor = kind.derived[sys]
             return factor * sum(self.counter_value(node, part, param, when) for part in parts)
@@ -515,7 +554,7 @@ class KumirSimulator(SimulatorBase):
         return raw
 
     def _gauge(self, node: SimNode, sys: int, param: str, gauge: Gauge, key: str) -> str:
-        sys_key = 0 if KINDS[node.dev].shared_gauges else sys
+        sys_key = 0 if KINDS[node.kind or node.dev].shared_gauges else sys
         digest = hashlib.blake2b(f"{self.seed}|{node.code}|{sys_key}|{param}|{key}".encode(), digest_size=8).digest()
         noise = int.from_bytes(digest) / 2**64
         return _fmt(gauge.centre + gauge.spread * (2 * noise - 1), gauge.digits)
@@ -565,7 +604,7 @@ class KumirSimulator(SimulatorBase):
             name: self._gauge(node, sys, name, spec, key)
             if isinstance(spec, Gauge)
             else _fmt(self.counter_value(node, sys, name, when))
-            for name, spec in KINDS[node.dev].params.items()
+            for name, spec in KINDS[node.kind or node.dev].params.items()
         }
 
     def rows(
@@ -573,7 +612,7 @@ class KumirSimulator(SimulatorBase):
     ) -> list[tuple[str, dict[str, str] | None]]:
         """(dat, parameters or None) of one node's system in one archive, imported rows overriding ours."""
         found: dict[str, dict[str, str] | None] = {}
-        if not node.imported_only and sys in KINDS[node.dev].systems:
+        if not node.imported_only and sys in KINDS[node.kind or node.dev].systems:
             for when in self._periods(archive, begin, end):
                 found[when.astimezone(self.tz).strftime(DAT_FORMAT)] = self._row(node, archive, sys, when)
         first = next(self._periods(archive, begin, begin), begin).astimezone(self.tz).strftime(DAT_FORMAT)
@@ -601,7 +640,8 @@ class KumirSimulator(SimulatorBase):
         return root
 
     def _systems(self, node: SimNode) -> list[int]:
-        own = set(KINDS[node.dev].systems) if node.dev in KINDS and not node.imported_only else set()
+        kind = KINDS.get(node.kind or node.dev)
+        own = set(kind.systems) if kind is not None and not node.imported_only else set()
         return sorted(own | {sys for _arch, sys, _dat in node.imported})
 
     @staticmethod

@@ -496,8 +496,14 @@ async def test_diagnostics_hide_credentials(
 
 
 async def test_options_without_push_url_or_details(hass: HomeAssistant, kumir_entry: MockConfigEntry) -> None:
-    """The options form of a backend that never pushes and has no details: the poll interval only, no push URL."""
+    """The options form of a backend that never pushes and has no details: the poll interval only, no push URL.
+
+    KUMIR-RESURS options open on a menu (polling, parameters, tariff layout); polling is the form of the others.
+    """
     result = await hass.config_entries.options.async_init(kumir_entry.entry_id)
+    assert result["type"] == "menu"
+    assert result["menu_options"] == ["polling", "parameters", "tariff_layout"]
+    result = await hass.config_entries.options.async_configure(result["flow_id"], {"next_step_id": "polling"})
     assert result["step_id"] == "polling"
     assert list(result["data_schema"].schema) == ["scan_interval"]
     assert not result["description_placeholders"]

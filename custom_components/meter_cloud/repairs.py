@@ -70,6 +70,10 @@ class MissingMeterFlow(RepairsFlow):
 async def async_create_fix_flow(
     hass: HomeAssistant, issue_id: str, data: dict[str, str | int | float | None] | None
 ) -> RepairsFlow:
-    """The fix flow of an issue (only missing meters have one)."""
+    """The fix flow of an issue: a missing meter, or a tariff layout the data contradict."""
     assert data is not None
+    if data.get("kind") == "tariff_layout":
+        from .value_issues import TariffLayoutFlow  # noqa: PLC0415
+
+        return TariffLayoutFlow(str(data["entry_id"]), str(data["meter_id"]))
     return MissingMeterFlow(str(data["entry_id"]), str(data["meter_id"]))

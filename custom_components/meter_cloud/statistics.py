@@ -41,6 +41,9 @@ _LOGGER = logging.getLogger(__name__)
 
 # Meters already backfilled, by id, in the ledger's meta; and the old external statistics already merged.
 BACKFILLED = "history_backfilled"
+# Per meter, the named values (KUMIR system x parameter) whose statistic was backfilled: a value that becomes a
+# counter later (the user described it) gets its own backfill.
+BACKFILLED_VALUES = "history_backfilled_values"
 MERGED = "statistics_merged"
 HOUR = timedelta(hours=1)
 # The old external statistics reach back at most this far (the longest backfill was 366 days).
@@ -280,10 +283,18 @@ async def async_import_history(hass: HomeAssistant, coordinator: MeterCloudCoord
     end = dt_util.utcnow()
     meters = [m for m in (coordinator.data or {}).values() if _has_history(client, m)]
     done = set(coordinator.commands.meta.get(BACKFILLED, []))
+    values_done: dict[str, list[str]] = coordinator.commands.meta.setdefault(BACKFILLED_VALUES, {})
+    counters = {m.meter_id: _counters(client, m) for m in meters}
+    for meter_id in done - set(values_done):
+        # Backfilled before values were tracked: its counters of today were part of it.
+        values_done[meter_id] = sorted(counters.get(meter_id, ()))
+    fresh = {
+        m.meter_id for m in meters if m.meter_id not in done or counters[m.meter_id] - set(values_done[m.meter_id])
+    }
     backfill = client.backfill or client.history_lookback
     groups = [
-        ([m for m in meters if m.meter_id in done], client.history_lookback, False),
-        ([m for m in meters if m.meter_id not in done], max(backfill, client.history_lookback), True),
+        ([m for m in meters if m.meter_id not in fresh], client.history_lookback, False),
+        ([m for m in meters if m.meter_id in fresh], max(backfill, client.history_lookback), True),
     ]
     written = 0
     for group, window, first in groups:
@@ -302,10 +313,16 @@ async def async_import_history(hass: HomeAssistant, coordinator: MeterCloudCoord
             written += await sensor.merge(_hours(one, sensor), end - window)
         if first:
             done.update(m.meter_id for m in group)
-    if done != set(coordinator.commands.meta.get(BACKFILLED, [])):
+            values_done.update({m.meter_id: sorted(counters[m.meter_id]) for m in group})
+    if done != set(coordinator.commands.meta.get(BACKFILLED, [])) or fresh:
         coordinator.commands.meta[BACKFILLED] = sorted(done)
         coordinator.commands.save_meta()
     return written
+
+
+def _counters(client: MeterClient, meter: MeterData) -> set[str]:
+    """The named values of a meter that feed statistics now."""
+    return {key for key in meter.values or {} if client.value_info(meter, key).statistic}
 
 
 def _has_history(client: MeterClient, meter: MeterData) -> bool:

@@ -26,8 +26,10 @@ import aiohttp
 
 from ..errors import ConfigurationError, InvalidRequestError
 from ..models import Capability, ConfigField, HistoryPoint, HistorySeries, ImportRecord, MeterData, ValueInfo
+from ..values import Layout, LayoutFinding, LayoutRow, ValueParam, ValueProblem, layouts_from, meanings_from
 from .archive import ARCHIVES, ArchiveRow, ExportAnswer, export_request, import_document, parse_export_answer
-from .params import PARAMS, describe, is_losses_system, sum_components
+from .parameters import ParamTable
+from .params import PARAMS
 from .refusal import result_fields
 from .session import (
     CONF_BASE_URL,
@@ -38,6 +40,7 @@ from .session import (
     TRANSPORTS,
     KumirSessionClient,
 )
+from .tariffs import Resolved, SumDetector, agrees, glossary_layout, resolve
 
 CONF_NODES = "nodes"
 CONF_SYSTEMS = "systems"
@@ -146,6 +149,7 @@ class KumirClient(KumirSessionClient):
     """Client of KUMIR-RESURS (NTC KUMIR): archives of heat, electricity, gas and pulse meters."""
 
     backend: ClassVar[str] = "kumir"
+    value_options: ClassVar[bool] = True
     config_fields: ClassVar[tuple[ConfigField, ...]] = (
         ConfigField(CONF_BASE_URL, kind="url", default=DEFAULT_BASE_URL, identity=True),
         ConfigField(CONF_LOGIN, credential=True, identity=True),
@@ -185,6 +189,13 @@ class KumirClient(KumirSessionClient):
         # (meter, key) → (time, archive rank, value): the newest value seen, kept across polls.
         self._latest: dict[str, dict[str, tuple[datetime, int, Decimal]]] = {}
         self._kinds: dict[str, Node] = {}
+        # The parameter table and tariff layouts in force (the entry's options: see use_options).
+        self._table = ParamTable()
+        self._layouts: dict[str, Layout] = {}
+        # Device type (lower case) → its spelling and the parameters and systems its rows carried.
+        self._seen: dict[str, tuple[str, dict[str, None], set[int]]] = {}
+        self._detectors: dict[str, SumDetector] = {}
+        self._findings: dict[str, LayoutFinding] = {}
 
     @classmethod
     @override
@@ -290,6 +301,7 @@ class KumirClient(KumirSessionClient):
                     self._kinds.setdefault(meter, Node(code, serial, devtype))
             for row in answer.rows:
                 self._remember(row)
+            self._judge(answer.rows)
         return {meter: self._meter(meter) for meter in self._meter_ids() if meter in named}
 
     def _meter_ids(self) -> list[str]:
@@ -308,6 +320,9 @@ class KumirClient(KumirSessionClient):
             return
         meter = meter_id(row.node_code, row.serial)
         self._kinds[meter] = Node(row.node_code, row.serial, row.devtype)
+        _, params, systems = self._seen.setdefault(row.devtype.lower(), (row.devtype, {}, set()))
+        params.update(dict.fromkeys(row.values))
+        systems.add(row.system)
         latest = self._latest.setdefault(meter, {})
         rank = PRIORITY.get(row.archive, len(PRIORITY))
         # Compared as instants: the repeated hour of a DST fall-back has the same wall time.
@@ -378,21 +393,23 @@ class KumirClient(KumirSessionClient):
 
     @override
     def value_info(self, meter: MeterData, key: str) -> ValueInfo:
-        """Unit, classes and defaults of one value, from the parameter table and the tariff rules."""
+        """Unit, classes and defaults of one value, from the parameter table and the tariff layout in force."""
         system, param = split_key(key)
         devtype = meter.model or ""
-        info = describe(param)
+        info = self._table.info(devtype, param)
         if info is None:
             return ValueInfo(key, param, system, UNKNOWN_TRANSLATION, None, None, None, enabled=False)
         # A sum tariff repeats energy the followed component tariffs already count; losses are not use.
-        parts = sum_components(devtype, system)
+        layout = self._resolved(meter)
+        parts = layout.sums.get(system, ())
+        losses = system in layout.losses
         repeats = bool(parts) and any(part in self.systems for part in parts)
-        off_dashboard = repeats or is_losses_system(devtype, system)
+        off_dashboard = repeats or losses or not info.energy
         state_class = None if info.cumulative and off_dashboard else info.state_class
         lowest = min((s for s, p in map(split_key, meter.values or {}) if p == param), default=system)
         enabled = info.shown and (info.cumulative or not info.meter_wide or system == lowest)
-        translation = f"kumir_{param.lower()}"
-        if param.lower() in NAMED_SUM_AND_LOSSES and (parts or is_losses_system(devtype, system)):
+        translation = f"kumir_{param.lower()}" if param in PARAMS else UNKNOWN_TRANSLATION
+        if param.lower() in NAMED_SUM_AND_LOSSES and (parts or losses):
             # Named as what it is, so nobody wonders why it is not on the Energy dashboard.
             translation += "_sum" if parts else "_losses"
         return ValueInfo(
@@ -410,6 +427,85 @@ class KumirClient(KumirSessionClient):
             if len(parts) > 1 and list(parts) == list(range(min(parts), max(parts) + 1))
             else ", ".join(map(str, parts)),
         )
+
+    # --- the parameter table and tariff layouts (entry options) ------------------------------------
+
+    @override
+    def use_options(self, options: Mapping[str, Any]) -> None:
+        """The user's parameter meanings and tariff layouts."""
+        self._table = ParamTable(meanings_from(options))
+        self._layouts = layouts_from(options)
+
+    def _layout(self, devtype: str) -> Layout:
+        """The user's layout, else the glossary's, else detection."""
+        return self._layouts.get(devtype.lower()) or glossary_layout(devtype) or Layout()
+
+    def _resolved(self, meter: MeterData) -> Resolved:
+        reported = {split_key(key)[0] for key in meter.values or {}}
+        return resolve(self._layout(meter.model or ""), self._findings.get(meter.meter_id), reported)
+
+    def _judge(self, rows: Iterable[ArchiveRow]) -> None:
+        """Feed each meter's records (all systems of one time) to its sum detector."""
+        records: dict[tuple[str, str, datetime], dict[int, Mapping[str, Decimal]]] = {}
+        for row in rows:
+            if self._follows(row.node_code, row.serial):
+                meter = meter_id(row.node_code, row.serial)
+                records.setdefault((meter, row.archive, row.time.astimezone(UTC)), {})[row.system] = row.values
+        for (meter, archive, when), record in records.items():
+            devtype = self._kinds[meter].devtype
+            counters = {
+                param
+                for values in record.values()
+                for param in values
+                if (info := self._table.info(devtype, param)) is not None and info.cumulative
+            }
+            self._detectors.setdefault(meter, SumDetector()).feed(archive, when, record, counters)
+        for meter in {meter for meter, _, _ in records}:
+            finding = self._detectors[meter].finding(meter)
+            if finding is not None:
+                self._findings[meter] = finding
+
+    @override
+    def value_params(self) -> list[ValueParam]:
+        """Every parameter each device type's rows carried (and those the user described), with what is known."""
+        rows: list[ValueParam] = []
+        described = {devtype: dict.fromkeys(params) for devtype, params in self._table.described().items()}
+        for lower in sorted({*self._seen, *described}):
+            spelling, params, _ = self._seen.get(lower, (lower, {}, set()))
+            for param in {**params, **described.get(lower, {})}:
+                rows.append(self._table.row(spelling, param))
+        return rows
+
+    @override
+    def value_layouts(self) -> list[LayoutRow]:
+        """Every device type with more than one system: its layout in force and what each meter's data showed."""
+        rows: list[LayoutRow] = []
+        for lower, (spelling, _, systems) in sorted(self._seen.items()):
+            if len(systems) < 2:
+                continue
+            findings = tuple(
+                finding
+                for meter, finding in sorted(self._findings.items())
+                if meter in self._kinds and self._kinds[meter].devtype.lower() == lower
+            )
+            rows.append(
+                LayoutRow(spelling, tuple(sorted(systems)), self._layout(spelling), lower in self._layouts, findings)
+            )
+        return rows
+
+    @override
+    def value_problems(self) -> list[ValueProblem]:
+        """Meters whose data contradict their device type's declared layout."""
+        problems: list[ValueProblem] = []
+        for meter, finding in sorted(self._findings.items()):
+            node = self._kinds.get(meter)
+            if node is None:
+                continue
+            layout = self._layout(node.devtype)
+            reported = {split_key(key)[0] for key in self._latest.get(meter, {})}
+            if layout.mode == "declared" and not agrees(layout, finding, reported):
+                problems.append(ValueProblem(meter, node.devtype, layout, finding))
+        return problems
 
     # --- long-term statistics -----------------------------------------------------------------
 
@@ -429,7 +525,7 @@ class KumirClient(KumirSessionClient):
                     if meter not in wanted:
                         continue
                     for param, value in row.values.items():
-                        param_info = PARAMS.get(param)
+                        param_info = self._table.info(row.devtype, param)
                         if param_info is None or not param_info.cumulative:
                             continue
                         slot = points.setdefault((meter, value_key(row.system, param)), {})

@@ -14,7 +14,7 @@ archive that holds readings and check monotonicity before feeding long-term stat
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from types import MappingProxyType
 
 TOTAL_INCREASING = "total_increasing"
@@ -36,6 +36,10 @@ class ParamInfo:
     meter_wide: bool = False
     # Created enabled (an undocumented parameter is there to switch on, not shown by default).
     shown: bool = True
+    # A counter offered for long-term statistics and the Energy dashboard (False: a counter kept off them).
+    energy: bool = True
+    # Named by the spec's own sample (the m234 export); the others are the usual names, not confirmed by it.
+    documented: bool = False
 
 
 def _counter(name: str, label: str, unit: str | None, device_class: str | None) -> ParamInfo:
@@ -106,7 +110,14 @@ _TABLE: tuple[ParamInfo, ...] = (
     _counter("C", "Pulse total", None, None),
 )
 
-PARAMS: Mapping[str, ParamInfo] = MappingProxyType({info.name: info for info in _TABLE})
+# The spec's m234 sample names these (and only these); its glossary explains none of them.
+DOCUMENTED = frozenset(
+    {"EAi", "EAo", "ERi", "ERo", "U_A", "U_B", "U_C", "I_A", "I_B", "I_C", "F0"}
+    | {"COS_A", "COS_B", "COS_C", "COS_S", "F_AB", "F_CA", "F_BC", "RF7"}
+)
+PARAMS: Mapping[str, ParamInfo] = MappingProxyType(
+    {info.name: replace(info, documented=info.name in DOCUMENTED) for info in _TABLE}
+)
 
 
 def describe(name: str) -> ParamInfo | None:
