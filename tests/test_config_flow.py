@@ -168,7 +168,12 @@ async def test_options(hass: HomeAssistant, setup_entry: MockConfigEntry) -> Non
     result = await hass.config_entries.options.async_init(setup_entry.entry_id)
     assert result["type"] is FlowResultType.FORM
     assert result["step_id"] == "init"
-    assert list(result["data_schema"].schema) == [CONF_SCAN_INTERVAL, "details_interval"]
+    assert list(result["data_schema"].schema) == [
+        CONF_SCAN_INTERVAL,
+        "details_interval",
+        "low_balance_amount",
+        "low_balance_days",
+    ]
     assert "/api/meter_cloud/push/" in result["description_placeholders"]["push_url"]
     result = await hass.config_entries.options.async_configure(
         result["flow_id"], {CONF_SCAN_INTERVAL: 30, "details_interval": 120}

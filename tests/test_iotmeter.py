@@ -463,8 +463,9 @@ async def test_diagnostics_hide_iot_secrets(
 
 
 async def test_options_show_push_url_without_details(hass: HomeAssistant, iot_entry: MockConfigEntry) -> None:
-    """A pushing backend without a details call: the push URL, and only the poll interval."""
+    """A pushing backend without a details call: the push URL, the poll interval and no details interval (the
+    low-balance thresholds of its prepaid meters besides)."""
     result = await hass.config_entries.options.async_init(iot_entry.entry_id)
     assert result["step_id"] == "init"
-    assert list(result["data_schema"].schema) == ["scan_interval"]
+    assert list(result["data_schema"].schema) == ["scan_interval", "low_balance_amount", "low_balance_days"]
     assert f"/api/meter_cloud/push/{iot_entry.data['push_id']}/" in result["description_placeholders"]["push_url"]

@@ -105,6 +105,7 @@ def test_code_keys_are_translated() -> None:
         assert (
             key in english["exceptions"]
             or key in english.get("issues", {})
+            or key in english["selector"]
             or any(key in english["entity"][p] for p in english["entity"])
         ), key
     for key in re.findall(r'_invalid\("(\w+)"', source):
@@ -161,6 +162,7 @@ def test_icons() -> None:
     from custom_components.meter_cloud.api.kumir.client import UNKNOWN_TRANSLATION
     from custom_components.meter_cloud.api.kumir.params import PARAMS
     from custom_components.meter_cloud.binary_sensor import FLAGS
+    from custom_components.meter_cloud.money_entities import FORESIGHT, GAS_COST, LOW_BALANCE
     from custom_components.meter_cloud.sensor import RECHARGE_STATUS, SENSORS
     from custom_components.meter_cloud.valve import MeterValve
 
@@ -168,19 +170,20 @@ def test_icons() -> None:
     assert set(icons) == {"entity", "services"}
     english = load(COMPONENT / "translations" / "en.json")["entity"]
     assert set(icons["entity"]) <= set(english)
-    sensors = [*SENSORS, RECHARGE_STATUS]
+    sensors = [*SENSORS, RECHARGE_STATUS, *FORESIGHT, GAS_COST]
+    flags = {**FLAGS, LOW_BALANCE.key: LOW_BALANCE.device_class}
     # KUMIR-RESURS values: kumir_<parameter>, or kumir_<parameter>_<what it is> for a named tariff.
     kumir = {f"kumir_{name.lower()}": info.device_class for name, info in PARAMS.items()}
     kumir.update({key: kumir.get(key.rsplit("_", 1)[0]) for key in english["sensor"] if key not in kumir})
     device_classes: dict[str, dict[str, Any]] = {
         "sensor": {**kumir, **{d.key: d.device_class for d in sensors}, UNKNOWN_TRANSLATION: None},
-        "binary_sensor": dict(FLAGS),
+        "binary_sensor": flags,
         "valve": {"valve": MeterValve._attr_device_class},
         "event": {"alarm": None},
     }
     states: dict[str, dict[str, set[str]]] = {
         "sensor": {d.key: set(d.options or ()) for d in sensors},
-        "binary_sensor": {key: {"on", "off"} for key in FLAGS},
+        "binary_sensor": {key: {"on", "off"} for key in flags},
         "valve": {"valve": {state.value for state in ValveState}},
         "event": {"alarm": set()},
     }

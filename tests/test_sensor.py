@@ -110,7 +110,8 @@ async def test_entity_budget_per_meter(
     enabled = {
         e.unique_id.removeprefix(f"goldcard_{meter_no}_") for e in ours if meter_no in e.unique_id and not e.disabled
     }
-    assert enabled == {"reading", "balance", "price", "status", "recharge_status", "valve", "alarm"}
+    # Gas cost is the Energy dashboard's cost entity; the foresight sensors are there to switch on.
+    assert enabled == {"reading", "balance", "price", "status", "recharge_status", "valve", "alarm", "gas_cost"}
     disabled = [e for e in ours if e.disabled_by is er.RegistryEntryDisabler.INTEGRATION]
     assert {e.unique_id.rsplit("_", 2)[-1] for e in disabled} >= {"voltage", "strength"}
     assert hass.states.get(entity_id(hass, meter_no, "battery_voltage")) is None

@@ -16,6 +16,7 @@ from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator, async_bui
 from .push import MeterCloudPushView
 from .services import async_setup_services
 from .statistics import async_setup_history
+from .value_issues import async_setup_value_issues
 
 PLATFORMS = [Platform.BINARY_SENSOR, Platform.EVENT, Platform.SENSOR, Platform.VALVE]
 CONFIG_SCHEMA = cv.config_entry_only_config_schema(DOMAIN)
@@ -32,6 +33,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: MeterCloudConfigEntry) -
     """Connect to the entry's cloud and poll it."""
     try:
         client = await async_build_client(hass, entry.data)
+        client.use_options(entry.options)
     except ConfigurationError as err:
         raise ConfigEntryError(
             translation_domain=DOMAIN, translation_key=err.reason, translation_placeholders={"error": str(err)}
@@ -41,7 +43,9 @@ async def async_setup_entry(hass: HomeAssistant, entry: MeterCloudConfigEntry) -
     entry.runtime_data = coordinator
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
     async_setup_history(hass, coordinator)
+    async_setup_value_issues(hass, coordinator)
     coordinator.health.async_start()
+    await coordinator.foresight.async_start()
     reload_on_options(entry)
     return True
 
@@ -57,10 +61,12 @@ async def async_unload_entry(hass: HomeAssistant, entry: MeterCloudConfigEntry) 
 
 
 async def async_remove_entry(hass: HomeAssistant, entry: MeterCloudConfigEntry) -> None:
-    """Delete the entry's command ledger."""
+    """Delete the entry's command ledger and stored spending."""
     from .commands import CommandTracker  # noqa: PLC0415
+    from .foresight import async_remove_stored  # noqa: PLC0415
 
     await CommandTracker(hass, entry.entry_id).async_remove()
+    await async_remove_stored(hass, entry.entry_id)
 
 
 async def async_remove_config_entry_device(

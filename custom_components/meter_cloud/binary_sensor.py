@@ -15,6 +15,7 @@ from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
 from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator
 from .entity import MeterCloudEntity, add_meter_entities
+from .money_entities import low_balance_sensors
 
 PARALLEL_UPDATES = 0
 
@@ -62,9 +63,11 @@ async def async_setup_entry(
 
     def build(coordinator: MeterCloudCoordinator, meter_id: str) -> list[BinarySensorEntity]:
         meter = coordinator.data[meter_id]
+        entities = low_balance_sensors(coordinator, meter_id)
         if "flags" not in coordinator.client.fields_for(meter) or not meter.flags:
-            return []
-        return [MeterFlag(coordinator, meter_id, DESCRIPTIONS[key]) for key in meter.flags if key in DESCRIPTIONS]
+            return entities
+        flags = [MeterFlag(coordinator, meter_id, DESCRIPTIONS[key]) for key in meter.flags if key in DESCRIPTIONS]
+        return [*entities, *flags]
 
     add_meter_entities(entry, async_add_entities, build)
 

@@ -243,13 +243,17 @@ class CommandTracker:
         wanted = kinds if isinstance(kinds, tuple) else (kinds,)
         return next((c for c in self.all() if c.meter_id == meter_id and c.kind in wanted), None)
 
-    def expire(self, now: datetime) -> bool:
-        """Commands with no result after COMMAND_EXPIRY: pending ones become unknown, preparing ones failed."""
-        changed = False
+    def expire(self, now: datetime) -> set[str]:
+        """Commands with no result after COMMAND_EXPIRY: pending ones become unknown, preparing ones failed.
+
+        Returns the meters whose commands changed (their entities must be written even if their data did not).
+        """
+        changed: set[str] = set()
         for command in list(self._commands.values()):
             if now - command.updated > COMMAND_EXPIRY:
                 waiting = command.state is CommandState.PREPARING
                 if command.state is CommandState.PENDING or waiting:
                     text = "nothing was sent: its preparation did not finish" if waiting else "no result from the cloud"
-                    changed = bool(self.apply(command.serial, Event.EXPIRED, text)) or changed
+                    if self.apply(command.serial, Event.EXPIRED, text):
+                        changed.add(command.meter_id)
         return changed

@@ -36,7 +36,6 @@ from .api import (
     MeterCloudError,
     ResponseError,
 )
-from .compat import ReloadingOptionsFlow
 from .const import (
     CONF_BACKEND,
     CONF_DETAILS_INTERVAL,
@@ -49,6 +48,8 @@ from .const import (
 )
 from .coordinator import MeterCloudConfigEntry, async_build_client
 from .health import push_url
+from .money_entities import THRESHOLD_KEYS, money_client, threshold_fields, threshold_option
+from .value_options import ValueOptionsFlow
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -359,12 +360,14 @@ for _step, _backend in itertools.product(BACKEND_STEPS, BACKENDS):
     )
 
 
-class MeterCloudOptionsFlow(ReloadingOptionsFlow):
+class MeterCloudOptionsFlow(ValueOptionsFlow):
     """Polling intervals (a saved change reloads the entry once); shows the push URL to backends that push."""
 
     async def async_step_init(self, user_input: dict[str, Any] | None = None) -> ConfigFlowResult:
         """One form: `init` with the push URL, `polling` for a backend that never pushes."""
         client_cls = _client_cls(self.config_entry.data[CONF_BACKEND])
+        if client_cls.value_options:
+            return await self.async_step_settings()
         if not client_cls.push_paths:
             return await self.async_step_polling(user_input)
         return self._form("init", client_cls, user_input)
@@ -374,10 +377,12 @@ class MeterCloudOptionsFlow(ReloadingOptionsFlow):
         return self._form("polling", _client_cls(self.config_entry.data[CONF_BACKEND]), user_input)
 
     def _form(self, step_id: str, client_cls: type[MeterClient], user_input: dict[str, Any] | None) -> ConfigFlowResult:
+        money = money_client(self.config_entry)
         if user_input is not None:
-            return self.async_create_entry(
-                data={**self.config_entry.options, **{k: int(v) for k, v in user_input.items()}}
-            )
+            # A threshold left empty is absent from the input: it is removed, not kept.
+            kept = {k: v for k, v in self.config_entry.options.items() if k not in THRESHOLD_KEYS}
+            given = {k: threshold_option(k, v, money) if k in THRESHOLD_KEYS else int(v) for k, v in user_input.items()}
+            return self.async_create_entry(data={**kept, **given})
         options = self.config_entry.options
         minutes = NumberSelector(
             NumberSelectorConfig(min=MIN_SCAN_INTERVAL, max=1440, step=1, mode=NumberSelectorMode.BOX)
@@ -392,6 +397,8 @@ class MeterCloudOptionsFlow(ReloadingOptionsFlow):
                     CONF_DETAILS_INTERVAL, default=options.get(CONF_DETAILS_INTERVAL, DEFAULT_DETAILS_INTERVAL)
                 )
             ] = minutes
+        if money is not None:
+            fields |= threshold_fields(options, money)
         placeholders = {}
         if step_id == "init":
             placeholders["push_url"] = push_url(self.hass, self.config_entry.data[CONF_PUSH_ID])

@@ -11,6 +11,9 @@ CONF_BACKEND: Final = "backend"
 CONF_PUSH_ID: Final = "push_id"
 CONF_SCAN_INTERVAL: Final = "scan_interval"
 CONF_DETAILS_INTERVAL: Final = "details_interval"
+# Low balance thresholds (options, both optional): money in the meter's currency, and days of credit left.
+CONF_LOW_BALANCE_AMOUNT: Final = "low_balance_amount"
+CONF_LOW_BALANCE_DAYS: Final = "low_balance_days"
 
 # Vendor clouds throttle and meters report a few times a day: poll gently by default.
 DEFAULT_SCAN_INTERVAL: Final = 10  # minutes

@@ -51,6 +51,7 @@ from .const import (
     PUSH_SERIAL_MEMORY,
 )
 from .errors import to_ha_error
+from .foresight import Foresight
 from .health import PushHealth
 from .presence import Presence
 
@@ -129,6 +130,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         )
         self.presence = Presence(self)
         self.health = PushHealth(self)
+        self.foresight = Foresight(hass, self)
         # Alarms of meters whose device does not exist yet, handed to the meter's event entity when it appears.
         self._orphan_alarms: dict[str, list[Alarm]] = {}
         self._discovery_requested = 0.0
@@ -137,6 +139,8 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         self._details_every = 60 * entry.options.get(CONF_DETAILS_INTERVAL, DEFAULT_DETAILS_INTERVAL)
         self._seen_serials: OrderedDict[str, None] = OrderedDict()
         self.requests_last_poll = 0
+        # Meters whose entities the next listener update must write although their data did not change.
+        self.dirty_meters: set[str] = set()
 
     @override
     async def _async_setup(self) -> None:
@@ -174,7 +178,12 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         self.requests_last_poll = self.client.request_count - sent_before
         for meter in data.values():
             self.actions.settle_from(meter)
-        self.commands.expire(dt_util.utcnow())
+        self.dirty_meters |= self.commands.expire(dt_util.utcnow())
+        # An unchanged meter keeps its very object: its entities see that and write nothing (entity.py).
+        previous = self.data or {}
+        for meter_id, meter in data.items():
+            if (old := previous.get(meter_id)) is not None and old == meter:
+                data[meter_id] = old
         self.presence.after_poll(data)
         for meter_id in set(self._orphan_alarms) - set(data):
             _LOGGER.debug("Alarms for meter %s dropped: the account does not list it", meter_id)
@@ -363,6 +372,13 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         # only this meter's entities are told: a push for one meter costs the same for 10 or 1000.
         self.data = {**(self.data or {}), meter.meter_id: meter}
         self.async_update_meter(meter.meter_id)
+
+    @callback
+    @override
+    def async_update_listeners(self) -> None:
+        """Tell every listener; entities of unchanged meters then write nothing (entity.py)."""
+        super().async_update_listeners()
+        self.dirty_meters.clear()
 
     @callback
     def async_update_meter(self, meter_id: str) -> None:

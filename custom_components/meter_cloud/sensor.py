@@ -31,6 +31,7 @@ from .api import DEVICE_STATES, Capability, CommandKind, CommandState, MeterData
 from .compat import sensor_device_class
 from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator
 from .entity import MeterCloudEntity, add_entities_as_they_appear, add_meter_entities
+from .money_entities import foresight_sensors
 
 PARALLEL_UPDATES = 0
 
@@ -238,6 +239,7 @@ async def async_setup_entry(
         entities: list[SensorEntity] = [MeterSensor(coordinator, meter_id, d) for d in SENSORS if d.field in fields]
         if client.supports(Capability.RECHARGE) and "balance" in fields:
             entities.append(RechargeStatusSensor(coordinator, meter_id))
+        entities.extend(foresight_sensors(coordinator, meter_id))
         return entities
 
     add_meter_entities(entry, async_add_entities, build)

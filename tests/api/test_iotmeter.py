@@ -389,7 +389,13 @@ async def test_identity_and_capabilities(
     config = iot_config(sim, server)
     assert IotMeterClient.unique_id(config) == "iotmeter_1001"
     assert IotMeterClient.title(config) == "IoT meter platform 1001"
-    read = {Capability.PUSH, Capability.HISTORY, Capability.ALARM_HISTORY, Capability.SINGLE_READ}
+    read = {
+        Capability.PUSH,
+        Capability.HISTORY,
+        Capability.DAILY_SPEND,
+        Capability.ALARM_HISTORY,
+        Capability.SINGLE_READ,
+    }
     control = {
         Capability.VALVE,
         Capability.RECHARGE,

@@ -26,6 +26,7 @@ from .models import (
     CommandResult,
     ConfigField,
     CustomerInfo,
+    DailySpend,
     DailyUsage,
     HistoryPoint,
     HistorySeries,
@@ -37,6 +38,7 @@ from .models import (
     PushResult,
     ValueInfo,
 )
+from .values import LayoutRow, ValueParam, ValueProblem
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -102,6 +104,25 @@ class MeterClient(ABC):
     def value_info(self, meter: MeterData, key: str) -> ValueInfo:
         """What a named value (MeterData.values) is; only backends that report values have any."""
         raise UnsupportedError("named values")
+
+    # The user may describe the named values (parameter meanings, system layouts) in the entry's options.
+    value_options: ClassVar[bool] = False
+
+    def use_options(self, options: Mapping[str, Any]) -> None:
+        """Read what the user said about the named values (entry options; see api/values.py)."""
+        return
+
+    def value_params(self) -> list[ValueParam]:
+        """The named values' parameters seen so far, with what is known of each (value_options backends)."""
+        return []
+
+    def value_layouts(self) -> list[LayoutRow]:
+        """Per device type: its systems, the layout in force and what the data showed (value_options backends)."""
+        return []
+
+    def value_problems(self) -> list[ValueProblem]:
+        """Meters whose data contradict a declared layout (value_options backends)."""
+        return []
 
     def new_serial(self) -> str:
         """A fresh 32-character request serial."""
@@ -208,6 +229,15 @@ class MeterClient(ABC):
     async def async_daily_usage(self, meter: MeterData, start: date, end: date) -> list[DailyUsage]:
         """Daily usage records between two dates, inclusive."""
         raise UnsupportedError(Capability.DAILY_USAGE)
+
+    async def async_daily_spend(self, meter: MeterData, start: date, end: date) -> list[DailySpend]:
+        """Money used on each day between two dates (inclusive) the cloud can tell; a day it cannot is left out."""
+        raise UnsupportedError(Capability.DAILY_SPEND)
+
+    @property
+    def tz(self) -> tzinfo:
+        """The vendor's time zone: its days are the days of daily usage and spend."""
+        return self._tz
 
     async def async_register_meter(self, registration: MeterRegistration) -> dict[str, Any]:
         """Open an account for a new meter."""

@@ -34,6 +34,7 @@ from .models import (
     CommandRef,
     CommandResult,
     ConfigField,
+    DailySpend,
     DailyUsage,
     MeterData,
     MeterRegistration,
@@ -109,6 +110,7 @@ class GoldcardClient(MeterClient):
             Capability.CANCEL_COMMAND,
             Capability.SET_PRICE,
             Capability.DAILY_USAGE,
+            Capability.DAILY_SPEND,
             Capability.REGISTER_METER,
             Capability.DEREGISTER_METER,
             Capability.REPLACE_METER,
@@ -401,6 +403,14 @@ class GoldcardClient(MeterClient):
                 )
             )
         return records
+
+    @override
+    async def async_daily_spend(self, meter: MeterData, start: date, end: date) -> list[DailySpend]:
+        """1015's useAmount per day: the DAS's own bill, the records of one day (one per tier) added up."""
+        by_day: dict[date, Decimal] = {}
+        for record in await self.async_daily_usage(meter, start, end):
+            by_day[record.day] = by_day.get(record.day, Decimal(0)) + record.amount
+        return [DailySpend(day, by_day[day]) for day in sorted(by_day)]
 
     @override
     async def async_register_meter(self, registration: MeterRegistration) -> dict[str, Any]:

@@ -9,7 +9,7 @@ import hmac
 import json
 import logging
 from collections.abc import Mapping
-from datetime import datetime, timedelta
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, override
 from urllib.parse import urlencode
@@ -38,6 +38,7 @@ from ..models import (
     CommandRef,
     CommandResult,
     ConfigField,
+    DailySpend,
     HistoryPoint,
     MeterData,
     PriceSchedule,
@@ -46,7 +47,15 @@ from ..models import (
 from ..parse import as_decimal, as_int, as_str
 from .auth import CONF_CONTROL_URL, CONF_LOGIN, CONF_PASSWORD, is_token_refusal, missing_control_fields
 from .control import ctrl_record, ladder, open_account_data, parse_expiration, result_of
-from .records import alarm_from_record, history_point, lower_keys, meter_from_record, record_key
+from .records import (
+    alarm_from_record,
+    history_point,
+    lower_keys,
+    meter_from_record,
+    money_point,
+    record_key,
+    spend_between,
+)
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -163,7 +172,13 @@ class IotMeterClient(MeterClient):
         """Control features only with a control URL, a login name and a password."""
         super().__init__(*args, **kwargs)
         self.fields = METER_FIELDS
-        reading = {Capability.PUSH, Capability.HISTORY, Capability.ALARM_HISTORY, Capability.SINGLE_READ}
+        reading = {
+            Capability.PUSH,
+            Capability.HISTORY,
+            Capability.DAILY_SPEND,
+            Capability.ALARM_HISTORY,
+            Capability.SINGLE_READ,
+        }
         # An entry saved with only part of them (before the config flow refused that) stays read-only and says why.
         self.control_missing = missing_control_fields(self._config)
         self.has_control = not self.control_missing and bool(as_str(self._config.get(CONF_CONTROL_URL)))
@@ -362,17 +377,51 @@ class IotMeterClient(MeterClient):
             month = next_month
         return bodies
 
+    async def _frozen(self, meter: MeterData, start: datetime, end: datetime) -> list[dict[str, Any]]:
+        """GetHistoryList2: the frozen (data_type 1) records of one meter between two instants."""
+        rows: list[dict[str, Any]] = []
+        for window in self._window(start.astimezone(self._tz), end.astimezone(self._tz)):
+            body = {"meter_comm_no": meter.meter_id, "data_type": 1, **window}
+            rows.extend(await self._pages(self._data, "api/Data/MeterData/GetHistoryList2", body))
+        return rows
+
     @override
     async def async_history(self, meter: MeterData, start: datetime, end: datetime) -> list[HistoryPoint]:
         """GetHistoryList2: frozen (data_type 1) standard volumes, oldest first."""
         points: dict[datetime, HistoryPoint] = {}
-        for window in self._window(start.astimezone(self._tz), end.astimezone(self._tz)):
-            body = {"meter_comm_no": meter.meter_id, "data_type": 1, **window}
-            for row in await self._pages(self._data, "api/Data/MeterData/GetHistoryList2", body):
-                point = history_point(row, self._tz)
-                if point is not None and start <= point.time <= end:
-                    points[point.time] = point
+        for row in await self._frozen(meter, start, end):
+            point = history_point(row, self._tz)
+            if point is not None and start <= point.time <= end:
+                points[point.time] = point
         return [points[when] for when in sorted(points)]
+
+    @override
+    async def async_daily_spend(self, meter: MeterData, start: date, end: date) -> list[DailySpend]:
+        """The money the meter deducted each day, from the balance and cumulative recharge of its frozen records.
+
+        A frozen record at the start of a day closes the day before: day D's spend is what the records of D and D+1
+        tell (the balance's fall plus what was recharged between them); a day without both records is left out.
+        """
+        first = datetime.combine(start, time(), self._tz)
+        last = datetime.combine(end + timedelta(days=1), time(23, 59), self._tz)
+        at: dict[date, tuple[datetime, Decimal, Decimal | None]] = {}
+        for row in await self._frozen(meter, first, last):
+            point = money_point(row, self._tz)
+            if point is None:
+                continue
+            day = point[0].astimezone(self._tz).date()
+            if day not in at or point[0] < at[day][0]:
+                at[day] = point
+        spends = []
+        day = start
+        while day <= end:
+            after = day + timedelta(days=1)
+            if day in at and after in at:
+                spent = spend_between(at[day][1:], at[after][1:])
+                if spent is not None:
+                    spends.append(DailySpend(day, spent))
+            day = after
+        return spends
 
     @override
     async def async_alarms_since(self, since: datetime) -> list[Alarm]:

@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from datetime import tzinfo
+from datetime import datetime, tzinfo
+from decimal import Decimal
 from typing import Any
 
 from ..models import DEVICE_STATES, Alarm, AlarmPriority, AlarmType, HistoryPoint, MeterData, ValveState
@@ -108,6 +109,30 @@ def history_point(raw: Mapping[str, Any], tz: tzinfo) -> HistoryPoint | None:
     when = as_datetime(row.get("acquisition_time"), tz)
     value = as_decimal(row.get("std_sum"), PLACES)
     return HistoryPoint(when, value) if when is not None and value is not None else None
+
+
+def money_point(raw: Mapping[str, Any], tz: tzinfo) -> tuple[datetime, Decimal, Decimal | None] | None:
+    """A frozen record's balance and cumulative recharge (None when it lacks them) at its freeze time."""
+    row = lower_keys(raw)
+    when = as_datetime(row.get("acquisition_time"), tz)
+    remain = as_decimal(row.get("remain_money"), PLACES)
+    if when is None or remain is None:
+        return None
+    return when, remain, as_decimal(ext_data(row.get("ext_data")).get("total_buy_value"), PLACES)
+
+
+def spend_between(before: tuple[Decimal, Decimal | None], after: tuple[Decimal, Decimal | None]) -> Decimal | None:
+    """Money the meter deducted between two frozen records: the balance's fall plus what was recharged meanwhile.
+
+    None when it cannot be told: a balance that rose with no cumulative recharge to explain it, or less than nothing
+    (a balance set by hand, a refund).
+    """
+    (remain, bought), (remain_after, bought_after) = before, after
+    if bought is not None and bought_after is not None:
+        spent = remain - remain_after + (bought_after - bought)
+    else:
+        spent = remain - remain_after
+    return spent if spent >= 0 else None
 
 
 def record_key(kind: str, device: str, when: Any, code: Any) -> str:
