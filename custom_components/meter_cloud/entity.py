@@ -21,6 +21,8 @@ class MeterCloudEntity(CoordinatorEntity[MeterCloudCoordinator]):
     """An entity of one meter."""
 
     _attr_has_entity_name = True
+    _written_meter: MeterData | None = None
+    _written_available: bool | None = None
 
     def __init__(self, coordinator: MeterCloudCoordinator, meter_id: str, key: str) -> None:
         """Bind to a meter; ids come from the vendor's meter number, never the entry."""
@@ -42,7 +44,35 @@ class MeterCloudEntity(CoordinatorEntity[MeterCloudCoordinator]):
         """Also follow changes to this meter alone (pushes, commands)."""
         await super().async_added_to_hass()
         signal = meter_signal(self.coordinator.config_entry.entry_id, self.meter_id)
-        self.async_on_remove(async_dispatcher_connect(self.hass, signal, self.async_write_ha_state))
+        self.async_on_remove(async_dispatcher_connect(self.hass, signal, self._write_meter_state))
+        # Home Assistant writes the state once the entity is added: for this data.
+        self._written_meter = self.meter
+        self._written_available = self.available
+
+    @callback
+    @override
+    def _handle_coordinator_update(self) -> None:
+        """Write only when this meter's data or availability changed since the last write.
+
+        A poll that brings nothing new for a meter keeps its MeterData object (coordinator), so this is an identity
+        check: 1000 unchanged meters cost no state writes. Commands, pushes and account changes write through the
+        meter's own signal (async_update_meter), and a command that expired during the poll marks its meter dirty.
+        """
+        meter = self.meter
+        if (
+            meter is self._written_meter
+            and self.available is self._written_available
+            and self.meter_id not in self.coordinator.dirty_meters
+        ):
+            return
+        self._write_meter_state()
+
+    @callback
+    def _write_meter_state(self) -> None:
+        """Write, remembering for which data."""
+        self._written_meter = self.meter
+        self._written_available = self.available
+        self.async_write_ha_state()
 
     @property
     def meter(self) -> MeterData | None:

@@ -1,0 +1,89 @@
+"""A poll writes entity state only for meters whose values (or availability) changed: counted per poll."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Generator
+from decimal import Decimal
+from typing import Any
+from unittest.mock import patch
+
+import pytest
+from homeassistant.core import HomeAssistant
+from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.entity import Entity
+from pytest_homeassistant_custom_component.common import MockConfigEntry
+
+from simulator.goldcard import GoldcardSimulator
+from simulator.iotmeter import IotMeterSimulator
+
+
+@pytest.fixture
+def writes() -> Generator[Counter[str]]:
+    """How often each entity's state was written (Home Assistant's own write, under every path)."""
+    counted: Counter[str] = Counter()
+    original = Entity._async_write_ha_state
+
+    def counting(self: Entity) -> None:
+        counted[self.entity_id] += 1
+        original(self)
+
+    with patch.object(Entity, "_async_write_ha_state", counting):
+        yield counted
+
+
+def of_meter(hass: HomeAssistant, entry: MockConfigEntry, meter_id: str) -> set[str]:
+    """The enabled entities of one meter."""
+    registry = er.async_get(hass)
+    return {
+        e.entity_id
+        for e in er.async_entries_for_config_entry(registry, entry.entry_id)
+        if e.unique_id.startswith(f"{entry.data['backend']}_{meter_id}_") and e.disabled_by is None
+    }
+
+
+async def poll(hass: HomeAssistant, entry: MockConfigEntry, writes: Counter[str]) -> Counter[str]:
+    """One poll; the writes it caused."""
+    writes.clear()
+    await entry.runtime_data.async_refresh()
+    await hass.async_block_till_done()
+    return Counter(writes)
+
+
+async def test_goldcard_steady_changed_failed_recovered(
+    hass: HomeAssistant, sim: GoldcardSimulator, setup_entry: MockConfigEntry, writes: Counter[str]
+) -> None:
+    """Nothing new: no writes. One meter changed: its entities only. The cloud fails: all (unavailable).
+    It recovers: all again; then nothing."""
+    ours = {e.entity_id for e in er.async_entries_for_config_entry(er.async_get(hass), setup_entry.entry_id)}
+    enabled = {eid for eid in ours if hass.states.get(eid) is not None}
+    assert len(enabled) > 20
+    await poll(hass, setup_entry, writes)  # the first one after set-up also computes money foresight
+    assert await poll(hass, setup_entry, writes) == Counter()
+    meter_no, meter = next(iter(sim.meters.items()))
+    meter.balance -= Decimal("3.25")
+    written = await poll(hass, setup_entry, writes)
+    assert written
+    assert set(written) <= of_meter(hass, setup_entry, meter_no)
+    assert Decimal(hass.states.get(f"sensor.goldcard_{meter_no}_balance").state) == meter.balance
+    sim.fail_next("http500")
+    written = await poll(hass, setup_entry, writes)
+    assert set(written) == enabled
+    assert hass.states.get(f"sensor.goldcard_{meter_no}_balance").state == "unavailable"
+    assert set(await poll(hass, setup_entry, writes)) == enabled
+    assert hass.states.get(f"sensor.goldcard_{meter_no}_balance").state != "unavailable"
+    assert await poll(hass, setup_entry, writes) == Counter()
+
+
+async def test_iot_changed_meters_only(
+    hass: HomeAssistant, iot_sim: IotMeterSimulator, iot_entry: MockConfigEntry, writes: Counter[str]
+) -> None:
+    """The IoT platform: a steady poll writes nothing; after one meter reports, only that meter's entities."""
+    await poll(hass, iot_entry, writes)  # the first one after set-up also computes money foresight
+    assert await poll(hass, iot_entry, writes) == Counter()
+    meter: Any = next(d for d in iot_sim.devices.values() if d.device_type == 1)
+    meter.remain_money -= Decimal("1.5")
+    written = await poll(hass, iot_entry, writes)
+    assert written
+    assert set(written) <= of_meter(hass, iot_entry, meter.comm_no)
+    assert all(eid.split(".")[0] in ("sensor", "binary_sensor", "valve", "event") for eid in written)
