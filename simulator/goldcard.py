@@ -129,6 +129,8 @@ class SimMeter:
     last_recharge_date: datetime | None = None
     recharge_count: int = 0
     valve: str = "open"  # open | closed | unknown
+    # 1 the meter bills itself; 2/3 the CIS or the collection system bills it, driving it through 2001 answers.
+    billing_model: str = "1"
     voltage: Decimal = Decimal("6.14")
     signal: int = 59
     state: str = "2"  # 1014 meterState: 1 disabled, 2 enabled
@@ -174,6 +176,13 @@ class GoldcardSimulator(SimulatorBase):
         self.check_recharge_count = strict
         # True fails every command; a set fails only those meters' commands.
         self.fail_commands: bool | set[str] = False
+        # Centre-billed meters: the 2001 answers they took, how many answers to lose next, valves that do not move.
+        self.centre_answers: list[tuple[str, dict[str, Any]]] = []
+        self.lose_answers = 0
+        self.stuck_valves: set[str] = set()
+        # Days a meter did not report: 1013 readingDate answers the reading before them; 2001 can back-fill them.
+        self.silent_days: dict[str, set[date]] = {}
+        self.back_filled: set[str] = set()
         self.commands: dict[str, dict[str, Any]] = {}
         self.prices = {code: {"priceCode": code, **copy.deepcopy(price)} for code, price in PRICES.items()}
         self.meters: dict[str, SimMeter] = {}
@@ -446,6 +455,7 @@ class GoldcardSimulator(SimulatorBase):
         meter = self._new_meter(meter_no, user_no, str(p["meterType"]), code, reading=initial)
         meter.device_id = str(p.get("deviceId") or "").strip() or meter.device_id
         meter.user_name, meter.address = str(p.get("username") or ""), str(p.get("address") or "")
+        meter.billing_model = str(p["billingModel"])
         self.meters[meter_no] = meter
         return self._ack(p["serialNo"], meter.device_id)
 
@@ -466,6 +476,9 @@ class GoldcardSimulator(SimulatorBase):
             return self._answers[serial]  # already accepted: answer as the first time, do not run it again
         self._require(p, "serialNo userNo factorNo meterNo paramNo paramContext companyCode sdateTime")
         meter = self._account(p)
+        if meter.billing_model != "1" and self.strict:
+            # The CIS (or the collection system) drives a centre-billed meter through its 2001 answers.
+            raise DasError("9999", "中心计费表具不支持该指令")
         context = p["paramContext"]
         data = context.get("data") if isinstance(context, dict) else None
         if not isinstance(data, dict):
@@ -681,8 +694,21 @@ class GoldcardSimulator(SimulatorBase):
             raise DasError("9999", "用户不存在")
         day = self._parse(p["readingDate"], "%Y-%m-%d", "readingDate").date() if p.get("readingDate") else None
         meters = [self.meters[meter_no]] if meter_no else list(self.meters.values())
-        rows = [self._reading_row(m, day) for m in meters if day is None or day >= m.set_up_time]
+        rows = [self._reading_row(m, self._contact_day(m, day)) for m in meters if day is None or day >= m.set_up_time]
         return {"readingData": {"total": str(len(rows)), "data": rows}, "serialNo": str(p["serialNo"])}
+
+    def _contact_day(self, m: SimMeter, day: date | None) -> date | None:
+        """A day the meter did not report (silent_days) has no reading of its own: the nearest before it answers."""
+        while day is not None and day in self.silent_days.get(m.meter_no, set()):
+            day -= timedelta(days=1)
+        return day
+
+    def add_gas(self, meter_no: str) -> dict[str, str]:
+        """2001 addGas for the meter's silent days: each day's closing standard reading."""
+        m = self.meters[meter_no]
+        return {
+            day.isoformat(): self._reading_row(m, day)["readNum"] for day in sorted(self.silent_days.get(meter_no, ()))
+        }
 
     def _reading_row(self, m: SimMeter, day: date | None) -> dict[str, str]:
         reading, gas, money, balance, when = m.reading, m.sum_gas, m.sum_money, m.balance, m.read_time
@@ -769,16 +795,20 @@ class GoldcardSimulator(SimulatorBase):
         return {"serialNo": serial or uuid.uuid4().hex, "userNo": user, "deviceId": device, "factorNo": self.factor_no}
 
     def reading_body(self, meter_no: str, serial: str | None = None) -> dict[str, Any]:
-        """Build the 2001 report of a meter-side-billing meter (spec 2.4.11)."""
+        """Build the 2001 report (spec 2.4.11); a centre-billed meter has no price, balance or sums of its own."""
         m = self.meters[meter_no]
         blank = ("temperature", "standardTotalValue", "workTotalValue", "standardInstantValue", "workInstantValue")
+        centre = m.billing_model != "1"
         return self._push_head(m, serial) | {
             "meterNo": m.meter_no,
-            "billingModel": "1",
+            "billingModel": m.billing_model,
             "readNum": s4(m.reading),
-            "addGas": "",
-            "sumUseGas": s4(m.sum_gas),
-            "sumUseAmount": s4(m.sum_money),
+            # The first report after silent days back-fills them; later ones do not repeat it.
+            "addGas": self.add_gas(meter_no)
+            if meter_no not in self.back_filled and self.silent_days.get(meter_no)
+            else "",
+            "sumUseGas": "" if centre else s4(m.sum_gas),
+            "sumUseAmount": "" if centre else s4(m.sum_money),
             "readDate": m.read_time.strftime("%Y%m%d"),
             "readTime": m.read_time.strftime("%H%M%S"),
             "batteryCap": str(m.voltage),
@@ -786,8 +816,8 @@ class GoldcardSimulator(SimulatorBase):
             **dict.fromkeys(blank, ""),
             "pressureValue": "",
             "valveState": VALVE_2001[m.valve],
-            "curPrice": s4(m.price),
-            "meterBalance": s4(m.balance),
+            "curPrice": "" if centre else s4(m.price),
+            "meterBalance": "" if centre else s4(m.balance),
             "companyCode": self.company_code,
             "sdateTime": self._now().strftime("%Y-%m-%d"),
         }
@@ -825,8 +855,30 @@ class GoldcardSimulator(SimulatorBase):
 
     @override
     async def push_reading(self, meter_no: str, serial: str | None = None) -> tuple[int, Any]:
-        """POST a signed 2001 for `meter_no`; return the HTTP status and the answer."""
-        return await self._post("2001", self.reading_body(meter_no, serial))
+        """POST a signed 2001 for `meter_no`; return the HTTP status and the answer.
+
+        A centre-billed meter does what the answer says: valvecontrol 0 opens, 1 or 3 closes, 2 leaves it;
+        currentprice and remainquantity are what it shows next (`lose_answer`: the answer never reaches it).
+        """
+        body = self.reading_body(meter_no, serial)
+        status, answer = await self._post("2001", body)
+        if body["addGas"] and status == 200:
+            self.back_filled.add(meter_no)
+        meter = self.meters.get(meter_no)
+        if meter is not None and meter.billing_model != "1" and status == 200 and isinstance(answer, dict):
+            if self.lose_answers > 0:
+                self.lose_answers -= 1
+                return status, answer
+            if answer.get("echoCode") == "0000":
+                self.centre_answers.append((meter_no, dict(answer)))
+                valve = str(answer.get("valvecontrol", "2"))
+                if valve in ("0", "1", "3") and meter.valve != "unknown" and meter_no not in self.stuck_valves:
+                    meter.valve = "open" if valve == "0" else "closed"
+                if answer.get("currentprice") not in (None, ""):
+                    meter.price = Decimal(str(answer["currentprice"]))
+                if answer.get("remainquantity") not in (None, ""):
+                    meter.balance = Decimal(str(answer["remainquantity"]))
+        return status, answer
 
     @override
     async def push_alarm(

@@ -146,6 +146,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
     async def _async_setup(self) -> None:
         """Load the command ledger before the first poll."""
         await self.commands.async_load()
+        self.client.attach_store(self.commands.meta.setdefault("client", {}), self.commands.save_meta)
 
     @override
     async def _async_update_data(self) -> dict[str, MeterData]:

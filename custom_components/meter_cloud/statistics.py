@@ -193,11 +193,17 @@ class _Statistic:
 
 
 def _hours(series: HistorySeries, statistic: _Statistic) -> dict[datetime, Decimal]:
-    """The archive's readings by the hour they close, in the statistic's unit."""
-    return {
-        dt_util.as_utc(p.time).replace(minute=0, second=0, microsecond=0) - HOUR: statistic.convert(p.value)
-        for p in series.points
-    }
+    """The archive's readings by the hour they close, in the statistic's unit.
+
+    A reading at 00:00 closes 23:00-24:00; one at 23:59:59 (a day's last reading) closes the same hour.
+    """
+    return {_closed_hour(dt_util.as_utc(p.time)): statistic.convert(p.value) for p in series.points}
+
+
+def _closed_hour(when: datetime) -> datetime:
+    """The start of the hour a reading at `when` closes (the hour it falls in, or the one before on the hour)."""
+    start = when.replace(minute=0, second=0, microsecond=0)
+    return start - HOUR if start == when else start
 
 
 def _sensor(hass: HomeAssistant, coordinator: MeterCloudCoordinator, series: HistorySeries) -> _Statistic | None:
@@ -291,10 +297,11 @@ async def async_import_history(hass: HomeAssistant, coordinator: MeterCloudCoord
     fresh = {
         m.meter_id for m in meters if m.meter_id not in done or counters[m.meter_id] - set(values_done[m.meter_id])
     }
-    backfill = client.backfill or client.history_lookback
+    lookback = client.lookback()
+    backfill = client.backfill or lookback
     groups = [
-        ([m for m in meters if m.meter_id not in fresh], client.history_lookback, False),
-        ([m for m in meters if m.meter_id in fresh], max(backfill, client.history_lookback), True),
+        ([m for m in meters if m.meter_id not in fresh], lookback, False),
+        ([m for m in meters if m.meter_id in fresh], max(backfill, lookback), True),
     ]
     written = 0
     for group, window, first in groups:

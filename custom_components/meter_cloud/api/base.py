@@ -6,7 +6,7 @@ import asyncio
 import logging
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta, tzinfo
 from decimal import Decimal
 from typing import Any, ClassVar
@@ -77,6 +77,9 @@ class MeterClient(ABC):
         self.request_timeout = DEFAULT_TIMEOUT
         # Requests sent so far, for the coordinator's per-poll figure and the benchmark.
         self.request_count = 0
+        # What the client keeps across restarts (attach_store); in memory only until the entry attaches one.
+        self._store_state: dict[str, Any] = {}
+        self._store_save: Callable[[], None] = lambda: None
 
     manufacturer: ClassVar[str] = ""
     currency: ClassVar[str] = "CNY"
@@ -123,6 +126,18 @@ class MeterClient(ABC):
     def value_problems(self) -> list[ValueProblem]:
         """Meters whose data contradict a declared layout (value_options backends)."""
         return []
+
+    def attach_store(self, state: dict[str, Any], save: Callable[[], None]) -> None:
+        """A dict kept across restarts for this client, and how to have it saved (after a change to it).
+
+        For backends that must remember something of their own between runs (Goldcard: what it owes
+        centre-billed meters in its next answer).
+        """
+        self._store_state, self._store_save = state, save
+
+    def lookback(self) -> timedelta:
+        """How far back the next history import reads (a backend may widen it once, e.g. for back-filled days)."""
+        return self.history_lookback
 
     def new_serial(self) -> str:
         """A fresh 32-character request serial."""
@@ -267,6 +282,26 @@ class MeterClient(ABC):
 
     async def async_list_commands(self, meter: MeterData) -> list[dict[str, Any]]:
         """The cloud's command queue for a device."""
+        raise UnsupportedError(Capability.COMMAND_QUEUE)
+
+    async def async_update_command(
+        self, meter: MeterData, command: CommandRef, changes: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """Change a command still waiting in the cloud's queue (schedule, timeout, parameters)."""
+        raise UnsupportedError(Capability.COMMAND_QUEUE)
+
+    async def async_delete_command(self, meter: MeterData, command: CommandRef) -> None:
+        """Remove a command from the cloud's queue."""
+        raise UnsupportedError(Capability.COMMAND_QUEUE)
+
+    async def async_command_detail(self, meter: MeterData, command: CommandRef) -> str:
+        """The cloud's own description of a queued command."""
+        raise UnsupportedError(Capability.COMMAND_QUEUE)
+
+    async def async_commands_batch(
+        self, operation: str, commands: list[tuple[MeterData, CommandRef]], changes: Mapping[str, Any]
+    ) -> dict[str, str | None]:
+        """Cancel, retry, delete or update several queued commands in one request: serial → None or the refusal."""
         raise UnsupportedError(Capability.COMMAND_QUEUE)
 
     async def async_history(self, meter: MeterData, start: datetime, end: datetime) -> list[HistoryPoint]:

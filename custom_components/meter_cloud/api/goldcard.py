@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import re
 import uuid
-from collections.abc import Mapping
-from datetime import date, datetime, timedelta
+from collections.abc import Mapping, Sequence
+from datetime import date, datetime, time, timedelta
 from decimal import Decimal
 from typing import Any, ClassVar, override
 
@@ -22,6 +23,7 @@ from .errors import (
     InvalidRequestError,
     PushError,
     ResponseError,
+    UnsupportedError,
 )
 from .http import post_json
 from .models import (
@@ -30,12 +32,15 @@ from .models import (
     AlarmType,
     Capability,
     ChargeCounters,
+    CommandKind,
     CommandReceipt,
     CommandRef,
     CommandResult,
     ConfigField,
     DailySpend,
     DailyUsage,
+    HistoryPoint,
+    HistorySeries,
     MeterData,
     MeterRegistration,
     MeterReplacement,
@@ -95,6 +100,16 @@ PUSH_COMMAND = "api/collect/meter/2002"
 PUSH_ALARM = "api/collect/meter/2003"
 PUSH_WINDOW = timedelta(minutes=5)
 DEFAULT_TIER_CYCLE_MONTHS = 12
+# billingModel: 1 the meter bills itself; 2 the CIS bills, 3 the collection system bills. A centre-billed meter is
+# driven through our answer to its 2001 report (valvecontrol, currentprice, remainquantity), not through 1004.
+CENTRE_BILLED = frozenset({"2", "3"})
+# Our answer's valvecontrol: 0 open, 1 close, 2 leave alone (3 "ordinary close" is not used).
+ANSWER_VALVE = {True: "0", False: "1"}
+# Reports that may pass after delivering a valve directive before the meter's valve must show it.
+CENTRE_VALVE_TRIES = 3
+# History: days asked of 1013 at once; a back-filled (addGas) day's reading stands at its end.
+HISTORY_DAYS_AT_ONCE = 4
+DAY_END = time(23, 59, 59)
 
 
 class GoldcardClient(MeterClient):
@@ -109,6 +124,8 @@ class GoldcardClient(MeterClient):
             Capability.RECHARGE,
             Capability.CANCEL_COMMAND,
             Capability.SET_PRICE,
+            Capability.SET_REMAINING,
+            Capability.HISTORY,
             Capability.DAILY_USAGE,
             Capability.DAILY_SPEND,
             Capability.REGISTER_METER,
@@ -134,6 +151,12 @@ class GoldcardClient(MeterClient):
     manufacturer: ClassVar[str] = "Goldcard"
     currency: ClassVar[str] = "CNY"
     uses_charge_counters: ClassVar[bool] = True
+    # Reading history: 1013 with readingDate answers every meter's reading of that day in one request, so a day of
+    # history costs one request for the whole account: 30 on the first import, the last 2 days every 6 hours after.
+    history_lookback: ClassVar[timedelta] = timedelta(days=2)
+    history_interval: ClassVar[timedelta] = timedelta(hours=6)
+    backfill: timedelta | None = timedelta(days=30)
+    _widened: timedelta | None = None
     fields: frozenset[str] = frozenset(
         {
             "reading",
@@ -232,10 +255,86 @@ class GoldcardClient(MeterClient):
         """1013 with meterNo: one meter's latest reading (after a command was confirmed)."""
         return (await self._readings(meter_id)).get(meter_id)
 
-    async def _readings(self, meter_no: str) -> dict[str, MeterData]:
+    @override
+    async def async_history_series(
+        self, meters: Sequence[MeterData], start: datetime, end: datetime
+    ) -> list[HistorySeries]:
+        """Each meter's reading at the end of every day in the window (1013 readingDate: one request a day for
+        all meters, a few days at a time), plus the readings a 2001 back-filled (addGas) after days of silence."""
+        wanted = {meter.meter_id for meter in meters}
+        first, last = start.astimezone(self._tz).date(), end.astimezone(self._tz).date()
+        days = [first + timedelta(days=n) for n in range((last - first).days + 1)]
+        semaphore = asyncio.Semaphore(HISTORY_DAYS_AT_ONCE)
+
+        async def day(when: date) -> dict[str, MeterData]:
+            async with semaphore:
+                return await self._readings("", when)
+
+        points: dict[str, dict[datetime, Decimal]] = {meter_id: {} for meter_id in wanted}
+        for readings in await asyncio.gather(*(day(when) for when in days)):
+            for meter_id, meter in readings.items():
+                if meter_id in wanted and meter.reading is not None and meter.reading_time is not None:
+                    points[meter_id][meter.reading_time] = meter.reading
+        for meter_id, filled in self._store_state.get("add_gas", {}).items():
+            if meter_id in wanted:
+                for text, value in filled.items():
+                    when = datetime.combine(date.fromisoformat(text), DAY_END, tzinfo=self._tz)
+                    points[meter_id].setdefault(when, Decimal(value))
+        self._widened = None  # a widened window (addGas) has been read
+        return [
+            HistorySeries(
+                meter_id=meter_id,
+                key="volume",
+                name=f"{self.manufacturer} {meter_id} reading",
+                unit="m³",
+                points=[HistoryPoint(when, value) for when, value in sorted(found.items()) if start <= when <= end],
+                sensor_key="reading",
+            )
+            for meter_id, found in points.items()
+            if found
+        ]
+
+    @override
+    def lookback(self) -> timedelta:
+        """The usual 2 days, or back to the oldest day a 2001 back-filled since the last import."""
+        return self._widened or self.history_lookback
+
+    def _learn_add_gas(self, meter_id: str, raw: Any) -> None:
+        """2001 addGas: the standard readings of days the meter did not report ({"2018-05-20": "0", …})."""
+        if isinstance(raw, str) and raw.strip().startswith("{"):
+            try:
+                raw = json.loads(raw)
+            except ValueError:
+                return
+        if not isinstance(raw, dict) or not raw:
+            return
+        days = {
+            day.isoformat(): str(value)
+            for key, text in raw.items()
+            if (day := as_date(key)) is not None and (value := as_decimal(text)) is not None
+        }
+        if not days:
+            return
+        kept = self._store_state.setdefault("add_gas", {}).setdefault(meter_id, {})
+        kept.update(days)
+        oldest = date.fromisoformat(min(kept))
+        # Keep what the next imports can still use; widen the next import to reach the oldest filled day.
+        horizon = datetime.now(self._tz).date() - (self.backfill or timedelta(days=30))
+        for text in [text for text in kept if date.fromisoformat(text) < horizon]:
+            del kept[text]
+        reach = datetime.now(self._tz).date() - oldest + timedelta(days=1)
+        self._widened = max(self.history_lookback, reach)
+        self._store_save()
+
+    async def _readings(self, meter_no: str, day: date | None = None) -> dict[str, MeterData]:
         message = await self._call(
             "api/v2/collect/meter/1013",
-            {"companyCode": self._company, "factorNo": self._factor, "meterNo": meter_no, "readingDate": ""},
+            {
+                "companyCode": self._company,
+                "factorNo": self._factor,
+                "meterNo": meter_no,
+                "readingDate": day.isoformat() if day else "",
+            },
         )
         if not isinstance(message, dict):
             raise ResponseError("1013 answer has no readingData")
@@ -302,10 +401,117 @@ class GoldcardClient(MeterClient):
         when = as_datetime(msg.get("rdateTime"), self._tz) if isinstance(msg, dict) else None
         return CommandReceipt(serial=serial, meter_id=meter.meter_id, accepted_at=when)
 
+    # ---- centre-billed meters (billingModel 2/3): commands ride on our answer to the meter's next 2001 ----------
+
+    def centre_billed(self, meter_id: str) -> bool:
+        """Whether the meter's reports (or our own registration) said the CIS/collection system bills it."""
+        return meter_id in self._store_state.get("centre_billed", [])
+
+    def _learn_billing(self, meter_id: str, model: str | None) -> None:
+        known = set(self._store_state.get("centre_billed", []))
+        if model in CENTRE_BILLED and meter_id not in known:
+            known.add(meter_id)
+        elif model == "1" and meter_id in known:
+            known.discard(meter_id)
+        else:
+            return
+        self._store_state["centre_billed"] = sorted(known)
+        self._store_save()
+
+    def _owe(self, meter_id: str, field: str, value: str, serial: str | None) -> CommandReceipt:
+        """Queue a directive for the meter's next report; a newer one for the same field joins its serials."""
+        owed = self._store_state.setdefault("owed", {}).setdefault(meter_id, {"delivered_in": None, "tries": 0})
+        earlier = owed.get(field) or {"serials": []}
+        serials = [*earlier["serials"], serial] if serial else earlier["serials"]
+        owed[field] = {"value": value, "serials": serials}
+        owed["delivered_in"], owed["tries"] = None, 0  # delivered again, with the new value, next time
+        self._store_save()
+        return CommandReceipt(serial=serial or "", meter_id=meter_id)
+
+    def owed(self, meter_id: str) -> dict[str, Any] | None:
+        """What the next answer to this meter's report will carry (for diagnostics and tests)."""
+        found: dict[str, Any] | None = self._store_state.get("owed", {}).get(meter_id)
+        return found
+
+    def _answer_report(self, meter_id: str, serial: str, reported: ValveState) -> tuple[dict[str, str], list[Any]]:
+        """Our answer's directives for a 2001 and the results the report settles.
+
+        A report after the one our directives went out in settles them: a valve directive when the reported valve
+        shows it (else it goes out again, CENTRE_VALVE_TRIES times, then fails), a price or remaining amount at
+        once (the report proves our answer was taken). The same report again (the DAS re-sent it: our answer was
+        lost) gets the same directives and settles nothing.
+        """
+        owed_all = self._store_state.get("owed", {})
+        owed = owed_all.get(meter_id)
+        if not owed:
+            return {}, []
+        results: list[CommandResult] = []
+        delivered = owed.get("delivered_in")
+        if delivered is not None and delivered != serial:
+            if (valve := owed.get("valve")) is not None:
+                wanted = ValveState.OPEN if valve["value"] == ANSWER_VALVE[True] else ValveState.CLOSED
+                if reported is wanted:
+                    results += [CommandResult(meter_id=meter_id, serial=x, success=True) for x in valve["serials"]]
+                    del owed["valve"]
+                elif owed["tries"] >= CENTRE_VALVE_TRIES:
+                    message = f"the meter reported its valve {reported.value} after {owed['tries']} answers"
+                    results += [
+                        CommandResult(meter_id=meter_id, serial=x, success=False, message=message)
+                        for x in valve["serials"]
+                    ]
+                    del owed["valve"]
+            for field in ("remaining", "price"):
+                if (item := owed.pop(field, None)) is not None:
+                    results += [CommandResult(meter_id=meter_id, serial=x, success=True) for x in item["serials"]]
+        directives: dict[str, str] = {}
+        if owed.get("valve") is not None:
+            directives["valvecontrol"] = owed["valve"]["value"]
+        if owed.get("price") is not None:
+            directives["currentprice"] = owed["price"]["value"]
+        if owed.get("remaining") is not None:
+            directives["remainquantity"] = owed["remaining"]["value"]
+        if directives:
+            if owed.get("delivered_in") != serial:
+                owed["delivered_in"], owed["tries"] = serial, owed["tries"] + 1
+        else:
+            del owed_all[meter_id]
+        self._store_save()
+        return directives, results
+
+    @override
+    def supports_for(self, capability: Capability, meter: MeterData) -> bool:
+        """A centre-billed meter keeps no money (no recharge); only it takes a remaining amount."""
+        centre = self.centre_billed(meter.meter_id)
+        if capability is Capability.RECHARGE and centre:
+            return False
+        if capability is Capability.SET_REMAINING and not centre:
+            return False
+        return self.supports(capability)
+
+    @override
+    def unsupported_reason(self, capability: Capability, meter: MeterData | None) -> str:
+        """Say which billing model stands in the way."""
+        if meter is not None and capability is Capability.RECHARGE and self.centre_billed(meter.meter_id):
+            return "centre_billed_no_recharge"
+        if meter is not None and capability is Capability.SET_REMAINING:
+            return "meter_billed_no_remaining"
+        return super().unsupported_reason(capability, meter)
+
     @override
     async def async_set_valve(self, meter: MeterData, open_valve: bool, serial: str) -> CommandReceipt:
-        """1004 paramNo 03: valveSet 0 opens, 1 closes."""
+        """1004 paramNo 03 (valveSet 0 opens, 1 closes); a centre-billed meter gets it in our next 2001 answer."""
+        if self.centre_billed(meter.meter_id):
+            return self._owe(meter.meter_id, "valve", ANSWER_VALVE[open_valve], serial)
         return await self._command(meter, PARAM_VALVE, {"valveSet": "0" if open_valve else "1"}, serial)
+
+    @override
+    async def async_command(
+        self, meter: MeterData, kind: CommandKind, params: Mapping[str, Any], *, serial: str
+    ) -> CommandReceipt:
+        """A remaining amount for a centre-billed meter (remainquantity in our next 2001 answer)."""
+        if kind is CommandKind.SET_REMAINING and self.centre_billed(meter.meter_id):
+            return self._owe(meter.meter_id, "remaining", money(Decimal(params["amount"]), 4), serial)
+        raise UnsupportedError(kind)
 
     @override
     def recharge_serial(self, reference: str) -> str:
@@ -348,7 +554,20 @@ class GoldcardClient(MeterClient):
 
     @override
     async def async_set_price(self, meters: list[MeterData], schedule: PriceSchedule) -> dict[str, Any]:
-        """1007 creates or adjusts the price, then 1008 assigns it to each meter."""
+        """1007 creates or adjusts the price, then 1008 assigns it to each meter.
+
+        A centre-billed meter is billed by the CIS, not by a DAS price: it gets the (flat) price as currentprice in
+        our answer to its next report; a tiered price cannot be shown as one current price, so it is refused.
+        """
+        centre = [meter for meter in meters if self.centre_billed(meter.meter_id)]
+        meters = [meter for meter in meters if not self.centre_billed(meter.meter_id)]
+        if centre and schedule.tiered:
+            raise InvalidRequestError("a centre-billed meter takes one price", reason="centre_billed_flat_price")
+        for meter in centre:
+            self._owe(meter.meter_id, "price", money(schedule.prices[0], 4), None)
+        queued = {"queued": [meter.meter_id for meter in centre]} if centre else {}
+        if centre and not meters:  # only centre-billed meters: the DAS needs no price of its own
+            return {"price_code": None, "meters": [], **queued}
         code = schedule.code or f"HA{self._now_text('%Y%m%d%H%M%S')}"
         detail: dict[str, str] = {"priceLength": str(len(schedule.prices))}
         for index, price in enumerate(schedule.prices, start=1):
@@ -379,7 +598,7 @@ class GoldcardClient(MeterClient):
         for meter in meters:
             await self._call("api/collect/meter/1008", {**self._meter_fields(meter), "newPriceCode": code})
             assigned.append(meter.meter_id)
-        return {"price_code": code, "meters": assigned}
+        return {"price_code": code, "meters": assigned, **queued}
 
     @override
     async def async_daily_usage(self, meter: MeterData, start: date, end: date) -> list[DailyUsage]:
@@ -440,6 +659,7 @@ class GoldcardClient(MeterClient):
         }
         payload.update({key: value for key, value in optional.items() if value is not None})
         msg = await self._call("api/v1/collect/meter/1001", payload)
+        self._learn_billing(registration.meter_no, registration.billing_mode)
         return {"meter_id": registration.meter_no, "device_id": _device_id(msg)}
 
     @override
@@ -503,6 +723,10 @@ class GoldcardClient(MeterClient):
         stamp = now.astimezone(self._tz).strftime(signing.TIME_FORMAT)
         ack = {"serialNo": serial, "deviceId": as_str(data.get("deviceId")) or "", "rdateTime": stamp}
         if path == PUSH_READING:
+            reading = self._push_reading(meter_id, data)
+            self._learn_billing(meter_id, as_str(data.get("billingModel")))
+            self._learn_add_gas(meter_id, data.get("addGas"))
+            directives, results = self._answer_report(meter_id, serial, reading.valve or ValveState.UNKNOWN)
             return PushResult(
                 serial=serial,
                 response={
@@ -512,11 +736,13 @@ class GoldcardClient(MeterClient):
                     "deviceId": ack["deviceId"],
                     "factorNo": as_str(data.get("factorNo")) or self._factor,
                     "meterNo": meter_id,
-                    # 2 = leave the valve alone: commands go through 1004, not through this answer.
+                    # 2 = leave the valve alone, unless a centre-billed meter is owed a directive.
                     "valvecontrol": "2",
+                    **directives,
                     "rdateTime": stamp,
                 },
-                reading=self._push_reading(meter_id, data),
+                reading=reading,
+                commands=tuple(results),
             )
         response = {"echoCode": "0000", "echoMsg": ack}
         if path == PUSH_COMMAND:
