@@ -850,6 +850,11 @@ class IotMeterSimulator(SimulatorBase):
         if p.get("ctrl_timeout") not in (None, ""):
             timeout = self._parse(p["ctrl_timeout"], "ctrl_timeout")
         fields = {"upper_ctrl_id": self._int(p, "upper_ctrl_id") or 0, "processor_name": PROCESSOR}
+        if p.get("ctrl_time") not in (None, ""):
+            # A ctrl_time ahead of the clock schedules the command; one in the past (4.2.1's date) means now.
+            fields["ctrl_time"] = self._fmt(max(self._parse(p["ctrl_time"], "ctrl_time"), self._now()))
+        if (upper := fields["upper_ctrl_id"]) and upper not in self.commands:
+            raise IotError(f"找不到上级任务: {upper}")
         fields |= {"ctrl_define_no": str(p.get("ctrl_define_no") or ""), "target_comm_no": comm_no}
         fields |= {"target_devtype": METER, "ctrl_timeout": self._fmt(timeout), "ctrl_type": ctrl_type}
         return fields | {"ctrl_data": raw}
@@ -865,7 +870,7 @@ class IotMeterSimulator(SimulatorBase):
             "upper_ctrl_id": f["upper_ctrl_id"],
             "company_no": self.company_no,
             **{key: f[key] for key in ("processor_name", "ctrl_define_no", "target_comm_no", "target_devtype")},
-            "ctrl_time": self._fmt(now),
+            "ctrl_time": f.get("ctrl_time", self._fmt(now)),
             "ctrl_timeout": f["ctrl_timeout"],
             "ctrl_state": 0,
             "ctrl_state_msg": STATE_MSG[0],
@@ -1022,14 +1027,36 @@ class IotMeterSimulator(SimulatorBase):
     def _hits(setting: bool | set[str], comm_no: str) -> bool:
         return setting is True or (isinstance(setting, (set, frozenset)) and comm_no in setting)
 
-    def _advance(self, ctrl_id: int) -> None:
-        """Move one command on by one state."""
+    def _held(self, command: dict[str, Any]) -> str | None:
+        """Why a waiting command may not go yet: its ctrl_time is ahead, or its upper command has not succeeded.
+
+        Returns "wait" to keep it waiting, "upper" when its upper command ended without success (it never runs).
+        """
+        if command["ctrl_state"] != 0:
+            return None
+        if self._now() < self._parse(command["ctrl_time"], "ctrl_time"):
+            return "wait"
+        if upper_id := command.get("upper_ctrl_id"):
+            upper = self.commands.get(upper_id)
+            if upper is None or (upper["ctrl_state"] in FINAL and upper["ctrl_state"] != 3):
+                return "upper"
+            if upper["ctrl_state"] != 3:
+                return "wait"
+        return None
+
+    def _advance(self, ctrl_id: int) -> bool:
+        """Move one command on by one state; False when it cannot move now (scheduled, or its upper is under way)."""
         command = self.commands[ctrl_id]
         state, comm_no = command["ctrl_state"], command["target_comm_no"]
         if state in FINAL:
-            return
+            return False
+        held = self._held(command)
         if self._now() >= self._parse(command["ctrl_timeout"], "ctrl_timeout"):
             self._finish(command, 6, "等待应答超时")
+        elif held == "upper":
+            self._finish(command, 99, "上级任务未成功")
+        elif held == "wait":
+            return False
         elif state == 0 and self._hits(self.send_fail_commands, comm_no):
             self._finish(command, 7, "发送数据失败")
         elif state == 1 and self._hits(self.timeout_commands, comm_no):
@@ -1040,6 +1067,7 @@ class IotMeterSimulator(SimulatorBase):
             self._finish(command, 4, "表计执行失败")
         else:
             self._succeed(command)
+        return True
 
     def _expire(self) -> None:
         """Time out every unfinished command whose ctrl_timeout the clock has passed."""
@@ -1165,9 +1193,15 @@ class IotMeterSimulator(SimulatorBase):
     async def settle(self) -> None:
         """Bring every unfinished command to its final state now (for deterministic tests)."""
         await self._stop_commands()
+        moved = True
+        while moved:  # a chained command moves once its upper one (maybe later in the table) has finished
+            moved = False
+            for ctrl_id, command in self.commands.items():
+                while command["ctrl_state"] not in FINAL and self._advance(ctrl_id):
+                    moved = True
         for ctrl_id, command in self.commands.items():
-            while command["ctrl_state"] not in FINAL:
-                self._advance(ctrl_id)
+            if command["ctrl_state"] not in FINAL:
+                self._start(ctrl_id)  # scheduled or chained: still waiting, its timer runs on
         await self.drain()
 
     async def _stop_commands(self) -> None:

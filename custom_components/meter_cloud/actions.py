@@ -11,7 +11,7 @@ import logging
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
@@ -346,9 +346,21 @@ class MeterActions:
                 _LOGGER.warning("Recharge %s of meter %s could not be sent: %s", parked.reference, meter_id, err)
 
     async def async_queue(
-        self, meter_id: str, kind: CommandKind, params: dict[str, Any], reference: str | None = None
+        self,
+        meter_id: str,
+        kind: CommandKind,
+        params: dict[str, Any],
+        reference: str | None = None,
+        *,
+        schedule: datetime | None = None,
+        timeout: timedelta | None = None,
+        after: str | None = None,
     ) -> TrackedCommand:
-        """Queue another command (read price, set remaining, open account, ...) and track it."""
+        """Queue another command (read price, set remaining, open account, ...) and track it.
+
+        `schedule` lets the cloud run it no earlier, `timeout` gives it that long from then (the ledger follows),
+        `after` (a serial) makes it wait for that command's success.
+        """
         meter = self._coordinator.meter(meter_id)
         serial = reference or f"HA{uuid.uuid4().hex[:20]}"
         known = self.tracker.get(serial)
@@ -356,10 +368,19 @@ class MeterActions:
             raise to_ha_error(CommandError(serial, reason="reference_conflict"))
         if known is not None and known.state not in RESENDABLE:
             return known
-        record = known or self._record(serial, meter_id, kind, reference=serial, amount=params.get("amount"))
+        options: dict[str, Any] = {"schedule": schedule, "timeout": timeout}
+        if after is not None:
+            upper = self.tracker.get(after)
+            if upper is None or not upper.vendor_id:
+                raise to_ha_error(CommandError(after, reason="unknown_upper_command"))
+            options["upper"] = upper.vendor_id
+        seconds = int(timeout.total_seconds()) if timeout else None
+        record = known or self._record(
+            serial, meter_id, kind, reference=serial, amount=params.get("amount"), scheduled=schedule, timeout=seconds
+        )
 
         async def send(command: TrackedCommand) -> CommandReceipt:
-            return await self._client.async_command(meter, kind, params, serial=command.serial)
+            return await self._client.async_command(meter, kind, {**params, **options}, serial=command.serial)
 
         return await self._send(record, send)
 

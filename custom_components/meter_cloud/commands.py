@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
-from datetime import datetime
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -28,6 +28,8 @@ STORAGE_VERSION = 1
 KEEP_FINAL = 200
 FINAL = frozenset({CommandState.CONFIRMED, CommandState.FAILED, CommandState.CANCELLED})
 _DECIMALS = ("amount", "baseline", "total")
+# A command with its own timeout is given up this long after it, so the cloud's own "timed out" comes first.
+EXPIRY_GRACE = timedelta(minutes=10)
 
 
 @dataclass(frozen=True, slots=True)
@@ -59,6 +61,17 @@ class TrackedCommand:
     total: Decimal | None = None
     # A command waiting (PREPARING) for another one to finish first: that one's serial.
     waits_for: str | None = None
+    # When the cloud may run it (a scheduled command), and how long it has from then (seconds): the ledger gives
+    # up on it only after its own timeout. Commands stored before these existed use COMMAND_EXPIRY.
+    scheduled: datetime | None = None
+    timeout: int | None = None
+
+    def expires(self) -> datetime:
+        """When a command still without a result becomes unknown."""
+        start = max(self.updated, self.scheduled) if self.scheduled else self.updated
+        if self.timeout is None:
+            return start + COMMAND_EXPIRY
+        return start + timedelta(seconds=self.timeout) + EXPIRY_GRACE
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-friendly form, for storage and service responses."""
@@ -67,6 +80,7 @@ class TrackedCommand:
         data["state"] = self.state.value
         data["created"] = self.created.isoformat()
         data["updated"] = self.updated.isoformat()
+        data["scheduled"] = self.scheduled.isoformat() if self.scheduled else None
         for key in _DECIMALS:
             data[key] = None if data[key] is None else str(data[key])
         return data
@@ -79,6 +93,8 @@ class TrackedCommand:
         known["state"] = CommandState(data["state"])
         known["created"] = datetime.fromisoformat(data["created"])
         known["updated"] = datetime.fromisoformat(data["updated"])
+        if known.get("scheduled"):
+            known["scheduled"] = datetime.fromisoformat(known["scheduled"])
         for key in _DECIMALS:
             known[key] = None if known.get(key) is None else Decimal(known[key])
         return cls(**known)
@@ -244,13 +260,13 @@ class CommandTracker:
         return next((c for c in self.all() if c.meter_id == meter_id and c.kind in wanted), None)
 
     def expire(self, now: datetime) -> set[str]:
-        """Commands with no result after COMMAND_EXPIRY: pending ones become unknown, preparing ones failed.
+        """Commands with no result by their expiry: pending ones become unknown, preparing ones failed.
 
         Returns the meters whose commands changed (their entities must be written even if their data did not).
         """
         changed: set[str] = set()
         for command in list(self._commands.values()):
-            if now - command.updated > COMMAND_EXPIRY:
+            if now > command.expires():
                 waiting = command.state is CommandState.PREPARING
                 if command.state is CommandState.PENDING or waiting:
                     text = "nothing was sent: its preparation did not finish" if waiting else "no result from the cloud"

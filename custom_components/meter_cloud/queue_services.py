@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import re
-from datetime import date
+from datetime import date, datetime, timedelta
 from typing import Any
 
 import voluptuous as vol
 from homeassistant.core import ServiceCall, ServiceResponse, SupportsResponse
 from homeassistant.helpers import config_validation as cv
+from homeassistant.util import dt as dt_util
 from homeassistant.util.json import JsonValueType
 
 from .api import Capability, CommandKind
+from .queue_ops import async_batch, async_delete, async_detail, async_update, changes_of
 from .service_helpers import (
     AMOUNT,
     ATTR_DEVICE_ID,
@@ -20,6 +22,7 @@ from .service_helpers import (
     Handler,
     admin,
     command_response,
+    invalid,
     price_schedule,
     require,
     resolve,
@@ -30,12 +33,29 @@ REFERENCE = re.compile(r"^[A-Za-z0-9_-]{1,32}$")
 DEFAULT_WAIT = 30
 
 
+def _schedule(call: ServiceCall) -> datetime | None:
+    """schedule_time: a wall time without offset is Home Assistant's time zone."""
+    when: datetime | None = call.data.get("schedule_time")
+    if when is not None and when.tzinfo is None:
+        when = when.replace(tzinfo=dt_util.get_default_time_zone())
+    return when
+
+
 async def _queue(
     call: ServiceCall, capability: Capability, kind: CommandKind, params: dict[str, Any], *, wait: bool
 ) -> ServiceResponse:
     coordinator, meter_id = resolve(call.hass, call.data[ATTR_DEVICE_ID])
     require(coordinator, capability, meter_id)
-    command = await coordinator.actions.async_queue(meter_id, kind, params, call.data.get("reference"))
+    require(coordinator, Capability.COMMAND_QUEUE, meter_id)
+    command = await coordinator.actions.async_queue(
+        meter_id,
+        kind,
+        params,
+        call.data.get("reference"),
+        schedule=_schedule(call),
+        timeout=call.data.get("timeout"),
+        after=call.data.get("after"),
+    )
     seconds = call.data.get("wait", DEFAULT_WAIT if wait else 0)
     if seconds:
         command = await coordinator.actions.async_wait(command, seconds)
@@ -84,6 +104,64 @@ async def _retry_command(call: ServiceCall) -> ServiceResponse:
     return command_response(await coordinator.actions.async_retry(meter_id, call.data["serial"]))
 
 
+async def _set_valve(call: ServiceCall) -> ServiceResponse:
+    kind = CommandKind.VALVE_OPEN if call.data["position"] == "open" else CommandKind.VALVE_CLOSE
+    return await _queue(call, Capability.VALVE, kind, {}, wait=False)
+
+
+@admin
+async def _update_command(call: ServiceCall) -> ServiceResponse:
+    coordinator, meter_id = resolve(call.hass, call.data[ATTR_DEVICE_ID])
+    require(coordinator, Capability.COMMAND_QUEUE, meter_id)
+    params = {
+        "amount": call.data.get("amount"),
+        "std_sum": call.data.get("standard_volume"),
+        "work_sum": call.data.get("working_volume"),
+    }
+    changes = changes_of(_schedule(call), call.data.get("timeout"), params)
+    command, record = await async_update(coordinator, meter_id, call.data.get("serial"), changes)
+    return {**command_response(command), "queued": record}
+
+
+@admin
+async def _delete_command(call: ServiceCall) -> ServiceResponse:
+    coordinator, meter_id = resolve(call.hass, call.data[ATTR_DEVICE_ID])
+    require(coordinator, Capability.COMMAND_QUEUE, meter_id)
+    return command_response(await async_delete(coordinator, meter_id, call.data.get("serial")))
+
+
+async def _get_command_detail(call: ServiceCall) -> ServiceResponse:
+    coordinator, meter_id = resolve(call.hass, call.data[ATTR_DEVICE_ID])
+    require(coordinator, Capability.COMMAND_QUEUE, meter_id)
+    command, text = await async_detail(coordinator, meter_id, call.data.get("serial"))
+    lines: list[JsonValueType] = [line.strip() for line in text.split("</br>") if line.strip()]
+    return {"serial": command.serial, "ctrl_id": command.vendor_id, "detail": text, "lines": lines}
+
+
+@admin
+async def _batch_commands(call: ServiceCall) -> ServiceResponse:
+    devices: list[str] = call.data[ATTR_DEVICE_ID]
+    resolved = [resolve(call.hass, device) for device in devices]
+    coordinator = resolved[0][0]
+    if any(other is not coordinator for other, _ in resolved):
+        raise invalid("batch_one_entry")
+    meters = [meter_id for _, meter_id in resolved]
+    for meter_id in meters:
+        require(coordinator, Capability.COMMAND_QUEUE, meter_id)
+    targets: list[tuple[str, str | None]]
+    if serials := call.data.get("serial"):
+        owners = {serial: getattr(coordinator.commands.get(serial), "meter_id", "") for serial in serials}
+        if any(owner not in meters for owner in owners.values()):
+            raise invalid("no_pending_command", error=", ".join(s for s, o in owners.items() if o not in meters))
+        targets = [(owners[serial], serial) for serial in serials]
+    else:
+        targets = [(meter_id, None) for meter_id in meters]
+    changes = changes_of(_schedule(call), call.data.get("timeout"), {})
+    results = await async_batch(coordinator, call.data["operation"], targets, changes)
+    commands: dict[str, JsonValueType] = {serial: dict(item) for serial, item in results.items()}
+    return {"commands": commands}
+
+
 async def _list_commands(call: ServiceCall) -> ServiceResponse:
     coordinator, meter_id = resolve(call.hass, call.data[ATTR_DEVICE_ID])
     require(coordinator, Capability.COMMAND_QUEUE)
@@ -93,10 +171,18 @@ async def _list_commands(call: ServiceCall) -> ServiceResponse:
 
 
 WAIT = {vol.Optional("wait"): vol.All(vol.Coerce(int), vol.Range(min=0, max=300))}
-OPTIONAL_REF = {vol.Optional("reference"): vol.Match(REFERENCE)}
+# The platform re-sends for 7 days; a longer timeout would outlive everything else about the command.
+TIMEOUT = vol.All(cv.time_period, vol.Range(min=timedelta(minutes=1), max=timedelta(days=7)))
+WHEN: dict[Any, Any] = {vol.Optional("schedule_time"): cv.datetime, vol.Optional("timeout"): TIMEOUT}
+OPTIONAL_REF = {
+    vol.Optional("reference"): vol.Match(REFERENCE),
+    **WHEN,
+    vol.Optional("after"): vol.Match(REFERENCE),
+}
+SERIAL = {vol.Optional("serial"): vol.Match(REFERENCE)}
 QUEUE_SERVICES: dict[str, tuple[Handler, vol.Schema, SupportsResponse]] = {
-    "read_price": (_read_price, vol.Schema({**DEVICE, **WAIT}), SupportsResponse.ONLY),
-    "get_charge_state": (_get_charge_state, vol.Schema({**DEVICE, **WAIT}), SupportsResponse.ONLY),
+    "read_price": (_read_price, vol.Schema({**DEVICE, **WAIT, **OPTIONAL_REF}), SupportsResponse.ONLY),
+    "get_charge_state": (_get_charge_state, vol.Schema({**DEVICE, **WAIT, **OPTIONAL_REF}), SupportsResponse.ONLY),
     "set_remaining_balance": (
         _set_remaining_balance,
         vol.Schema({**DEVICE, vol.Required("amount"): AMOUNT, **OPTIONAL_REF}),
@@ -129,4 +215,37 @@ QUEUE_SERVICES: dict[str, tuple[Handler, vol.Schema, SupportsResponse]] = {
         SupportsResponse.OPTIONAL,
     ),
     "list_commands": (_list_commands, vol.Schema(DEVICE), SupportsResponse.ONLY),
+    "set_valve": (
+        _set_valve,
+        vol.Schema({**DEVICE, vol.Required("position"): vol.In(("open", "close")), **OPTIONAL_REF}),
+        SupportsResponse.OPTIONAL,
+    ),
+    "update_command": (
+        _update_command,
+        vol.Schema(
+            {
+                **DEVICE,
+                **SERIAL,
+                **WHEN,
+                vol.Optional("amount"): AMOUNT,
+                vol.Optional("standard_volume"): AMOUNT,
+                vol.Optional("working_volume"): AMOUNT,
+            }
+        ),
+        SupportsResponse.OPTIONAL,
+    ),
+    "delete_command": (_delete_command, vol.Schema({**DEVICE, **SERIAL}), SupportsResponse.OPTIONAL),
+    "get_command_detail": (_get_command_detail, vol.Schema({**DEVICE, **SERIAL}), SupportsResponse.ONLY),
+    "batch_commands": (
+        _batch_commands,
+        vol.Schema(
+            {
+                vol.Required(ATTR_DEVICE_ID): vol.All(cv.ensure_list, [cv.string], vol.Length(min=1, max=100)),
+                vol.Required("operation"): vol.In(("cancel", "retry", "delete", "update")),
+                vol.Optional("serial"): vol.All(cv.ensure_list, [vol.Match(REFERENCE)]),
+                **WHEN,
+            }
+        ),
+        SupportsResponse.OPTIONAL,
+    ),
 }

@@ -43,9 +43,11 @@ from custom_components.meter_cloud.api import (
     UnsupportedError,
     ValveState,
 )
+from custom_components.meter_cloud.api.iotmeter import LATE_UPLOADS
 from custom_components.meter_cloud.api.iotmeter.control import parse_expiration
 from custom_components.meter_cloud.api.iotmeter.records import alarm_from_record, conditions_of
 from custom_components.meter_cloud.api.models import DEVICE_STATES
+from custom_components.meter_cloud.api.parse import as_datetime
 from simulator.iotmeter import (
     ALARMS,
     EVENTS,
@@ -82,7 +84,7 @@ READING, ALARM, EVENT, REPORT = (
     "api/Data/DeviceEvent/Add",
     "api/Conf/CtrlData/Report",
 )
-COMMAND_TIMEOUT = timedelta(days=3)
+COMMAND_TIMEOUT = timedelta(hours=24)
 
 Rewrite = Callable[[Any], Any]
 
@@ -594,6 +596,31 @@ async def test_read_only_validate_does_not_log_in(sim: IotMeterSimulator, reader
     """Without control credentials validation is the data call alone."""
     await reader.async_validate()
     assert names(sim) == ["GetRealList2"]
+
+
+@pytest.mark.parametrize(
+    ("text", "wanted"),
+    [
+        ("2018-08-11 10:37:56", datetime(2018, 8, 11, 10, 37, 56, tzinfo=TZ)),  # 4.2.12's Report sample
+        ("2018-08-11T10:37:56", datetime(2018, 8, 11, 10, 37, 56, tzinfo=TZ)),  # 4.2.4's GetModel sample
+        ("2018-08-11 10:37:56.5", datetime(2018, 8, 11, 10, 37, 56, 500000, tzinfo=TZ)),
+        ("2018-08-11T10:37:56.1234567", datetime(2018, 8, 11, 10, 37, 56, 123456, tzinfo=TZ)),
+        ("2018-08-11T10:37:56+08:00", datetime(2018, 8, 11, 10, 37, 56, tzinfo=TZ)),
+        ("2018-08-11 10:37:56.25+08:00", datetime(2018, 8, 11, 10, 37, 56, 250000, tzinfo=TZ)),
+        ("2018-08-11T02:37:56Z", datetime(2018, 8, 11, 10, 37, 56, tzinfo=TZ)),
+        ("2018-08-11T02:37:56.9Z", datetime(2018, 8, 11, 10, 37, 56, 900000, tzinfo=TZ)),
+        ("2018-08-11T05:37:56+0300", datetime(2018, 8, 11, 10, 37, 56, tzinfo=TZ)),
+        ("2018-08-11 10:37", datetime(2018, 8, 11, 10, 37, tzinfo=TZ)),
+        ("2018-08-11", datetime(2018, 8, 11, tzinfo=TZ)),
+        ("2018-08-11X10:37:56", None),
+        ("2018-02-30 10:37:56.5", None),
+    ],
+)
+def test_vendor_times(text: str, wanted: datetime | None) -> None:
+    """Every time field reads fractions, `Z` or an offset, and `T` or a space between date and time."""
+    got = as_datetime(text, TZ)
+    assert got == wanted  # the same instant: an offset given is kept, none means the platform's zone
+    assert got is None or got.tzinfo is not None
 
 
 @pytest.mark.parametrize(
@@ -1131,8 +1158,9 @@ async def test_command_failures(
     assert (fine.success, fine.cancelled) == (True, False)
 
 
-async def test_command_times_out_after_three_days(sim: IotMeterSimulator, client: IotMeterClient) -> None:
-    """The client gives a command three days: just before it is still waiting, just after it is state 6."""
+async def test_command_times_out_after_a_day(sim: IotMeterSimulator, client: IotMeterClient) -> None:
+    """Without a timeout of its own a command gets 24 hours (the ledger's expiry): just before it is still waiting,
+    just after it is state 6."""
     receipt = await client.async_set_valve(MeterData(meter_id=open_meter(sim).comm_no), False, "T-1")
     sim.advance(COMMAND_TIMEOUT.total_seconds() - 120)
     assert (await state_of(client, "T-1", CommandKind.VALVE_CLOSE, receipt.vendor_id)).success is None
@@ -1330,33 +1358,37 @@ async def test_alarms_and_events_since(sim: IotMeterSimulator, client: IotMeterC
     """Alarms and events since a time, oldest first, with type, priority, code, message and a stable key."""
     meter, rtu = meter_nos(sim)[0], rtu_nos(sim)[0]
     since = datetime.now(TZ).replace(second=30, microsecond=0) - timedelta(hours=2)
-    sim.add_alarm(meter, 2, when=since - timedelta(hours=1))
-    sim.add_alarm(meter, 1, when=since - timedelta(seconds=20))  # same minute: the platform's filter lets it by
+    # Received before `since` (seen by an earlier catch-up): not again, even though it happened after it.
+    seen = sim.add_alarm(meter, 2, when=since + timedelta(minutes=1))
+    seen["receive_time"] = (since - timedelta(minutes=1)).strftime("%Y-%m-%dT%H:%M:%S")
+    sim.add_alarm(meter, 1, when=since - timedelta(hours=5))  # uploaded 5 hours late: new to us
     sim.add_alarm(meter, 4, when=since + timedelta(minutes=10))
     sim.add_event(meter, 101, when=since + timedelta(minutes=5))
     sim.add_alarm(rtu, 6, "门开了", when=since + timedelta(minutes=20))
     alarms = await client.async_alarms_since(since.astimezone(UTC))
     assert [(a.meter_id, a.type, a.priority, a.code, a.message, a.time) for a in alarms] == [
+        (meter, AlarmType.MAGNETIC_INTERFERENCE, AlarmPriority.HIGH, "1", ALARMS[1], since - timedelta(hours=5)),
         (meter, AlarmType.VALVE_OPENED, AlarmPriority.LOW, "101", EVENTS[101], since + timedelta(minutes=5)),
         (meter, AlarmType.GAS_LEAK, AlarmPriority.HIGH, "4", ALARMS[4], since + timedelta(minutes=10)),
         (rtu, AlarmType.DOOR_OPEN, AlarmPriority.HIGH, "6", "门开了", since + timedelta(minutes=20)),
     ]
-    assert len({a.key for a in alarms}) == 3
+    assert len({a.key for a in alarms}) == 4
     assert await client.async_alarms_since(since) == alarms
-    windows = IotMeterClient._window(since, datetime.now(TZ))
+    start = since - LATE_UPLOADS
+    windows = IotMeterClient._window(start, datetime.now(TZ))
     starts = ("year", "month", "start_day", "start_hour", "start_minute")
     assert {key: sent(sim, "DeviceAlarm/GetList2")[0][key] for key in starts} == {
-        "year": since.year,
-        "month": since.month,
-        "start_day": since.day,
-        "start_hour": since.hour,
-        "start_minute": since.minute,
+        "year": start.year,
+        "month": start.month,
+        "start_day": start.day,
+        "start_hour": start.hour,
+        "start_minute": start.minute,
     }
     assert names(sim).count("DeviceEvent/GetList2") == 2 * len(windows)
     # The same alarm pushed is the same Alarm, key included, so it counts once.
     entry = next(e for e in sim.alarms if e["alarm_code"] == 4)
     pushed = client.parse_push(ALARM, push_headers(sim), push_body(entry, "alarm_id"), NOW).alarm
-    assert pushed == alarms[1]
+    assert pushed == alarms[2]
 
 
 @pytest.mark.parametrize("casing", ["as_simulated", "upper"])
@@ -1370,7 +1402,7 @@ async def test_alarms_paged(serve: Serve, session: aiohttp.ClientSession, casing
         sim.add_alarm(meter, 4, f"泄漏 {n}", when=since + timedelta(seconds=n))
     alarms = await client.async_alarms_since(since)
     assert [a.message for a in alarms] == [f"泄漏 {n}" for n in range(150)]
-    windows = IotMeterClient._window(since, datetime.now(TZ))
+    windows = IotMeterClient._window(since - LATE_UPLOADS, datetime.now(TZ))
     pages = [q["startrow"] for q in queries(sim, "DeviceAlarm/GetList2")]
     assert (pages.count("100"), len(pages)) == (1, len(windows) + 1)
     assert client.request_count == 2 * len(windows) + 1

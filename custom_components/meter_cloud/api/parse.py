@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import re
 from datetime import date, datetime, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
 
+_ISO = re.compile(
+    r"(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<time>\d{2}:\d{2}(?::\d{2})?)"
+    r"(?:[.,](?P<fraction>\d+))?\s*(?P<zone>Z|z|[+-]\d{2}(?::?\d{2})?)?"
+)
 DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y%m%d%H%M%S", "%Y-%m-%dT%H:%M:%S", "%Y%m%d%H%M", "%Y-%m-%d", "%Y%m%d")
 
 
@@ -54,7 +59,26 @@ def as_datetime(value: Any, tz: tzinfo) -> datetime | None:
             return datetime.strptime(text, fmt).replace(tzinfo=tz)
         except ValueError:
             continue
-    return None
+    return _iso(text, tz)
+
+
+def _iso(text: str, tz: tzinfo) -> datetime | None:
+    """ISO 8601 with fractions (.NET writes 7 digits), `Z` or an offset, `T` or a space between date and time."""
+    match = _ISO.fullmatch(text)
+    if match is None:
+        return None
+    fraction = (match["fraction"] or "")[:6].ljust(6, "0")
+    zone = match["zone"] or ""
+    if zone in ("Z", "z"):
+        zone = "+00:00"
+    elif zone and ":" not in zone:
+        zone = f"{zone[:3]}:{zone[3:] or '00'}"
+    try:
+        clock = match["time"] if match["time"].count(":") == 2 else f"{match['time']}:00"
+        parsed = datetime.fromisoformat(f"{match['date']}T{clock}.{fraction}{zone}")
+    except ValueError:
+        return None
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
 
 
 def as_date(value: Any) -> date | None:

@@ -44,9 +44,9 @@ from ..models import (
     PriceSchedule,
     PushResult,
 )
-from ..parse import as_decimal, as_int, as_str
+from ..parse import as_datetime, as_decimal, as_int, as_str
 from .auth import CONF_CONTROL_URL, CONF_LOGIN, CONF_PASSWORD, is_token_refusal, missing_control_fields
-from .control import ctrl_record, ladder, open_account_data, parse_expiration, result_of
+from .control import TIME_FORMAT, WAITING, ctrl_record, ladder, open_account_data, parse_expiration, result_of
 from .records import (
     alarm_from_record,
     history_point,
@@ -64,8 +64,20 @@ CONF_COMPANY_NO = "company_no"
 CONF_DATA_KEY = "data_api_key"
 
 PAGE_SIZE = 100
-# A command the meter has not taken within this time is given up by the platform (state 6).
-COMMAND_TIMEOUT = timedelta(days=3)
+# A command the meter has not taken within this time is given up by the platform (state 6). Home Assistant's
+# ledger gives a command without a timeout of its own as long (COMMAND_EXPIRY), so neither outlives the other.
+COMMAND_TIMEOUT = timedelta(hours=24)
+# Alarms and events are queried by their own time (3.2.2's filter), but a meter may upload one hours after it
+# happened: each catch-up looks this far back and keeps what the platform received since the last one.
+LATE_UPLOADS = timedelta(days=3)
+# The changes a queued command's parameters take, by kind (update_command); money kinds keep theirs.
+CHANGEABLE = frozenset({CommandKind.SET_REMAINING, CommandKind.SET_CUMULATIVE})
+BATCH_PATHS = {
+    "cancel": "api/Conf/CtrlData/CancelMulti",
+    "retry": "api/Conf/CtrlData/RetryMulti",
+    "delete": "api/Conf/CtrlData/DeleteMulti",
+    "update": "api/Conf/CtrlData/UpdateMulti",
+}
 # Log in again this long before the token expires.
 TOKEN_MARGIN = timedelta(minutes=5)
 PUSH_READING = "api/Data/MeterData/Add"
@@ -425,20 +437,40 @@ class IotMeterClient(MeterClient):
 
     @override
     async def async_alarms_since(self, since: datetime) -> list[Alarm]:
-        """DeviceAlarm/GetList2 and DeviceEvent/GetList2 since `since`, oldest first."""
+        """Alarms and events the platform received since `since` (GetList2 over LATE_UPLOADS more), oldest first.
+
+        The query filters by the alarm's own time; its receive_time says whether it is new to us, so one uploaded
+        hours late is still caught. Records without a receive_time count by their alarm time.
+        """
         alarms: list[Alarm] = []
-        for window in self._window(since.astimezone(self._tz), self._now()):
+        start = (since - LATE_UPLOADS).astimezone(self._tz)
+        for window in self._window(start, self._now()):
             for path, event in (("api/Data/DeviceAlarm/GetList2", False), ("api/Data/DeviceEvent/GetList2", True)):
                 for row in await self._pages(self._data, path, window):
                     alarm = alarm_from_record(row, self._tz, event=event)
-                    if alarm is not None and (alarm.time is None or alarm.time >= since):
+                    if alarm is None:
+                        continue
+                    received = as_datetime(lower_keys(row).get("receive_time"), self._tz) or alarm.time
+                    if received is None or received >= since:
                         alarms.append(alarm)
         return sorted(alarms, key=lambda a: a.time or since)
 
     # --- commands -----------------------------------------------------------------------------
 
-    async def _queue(self, meter: MeterData, kind: CommandKind, data: Mapping[str, Any], serial: str) -> CommandReceipt:
-        """Add a command, unless the queue has one with this reference already (ours resent, or another's)."""
+    async def _queue(
+        self,
+        meter: MeterData,
+        kind: CommandKind,
+        data: Mapping[str, Any],
+        serial: str,
+        options: Mapping[str, Any] | None = None,
+    ) -> CommandReceipt:
+        """Add a command, unless the queue has one with this reference already (ours resent, or another's).
+
+        `options`: `schedule` (when it may run: ctrl_time), `timeout` (a timedelta from then: ctrl_timeout),
+        `upper` (the queue id of the command it waits for: upper_ctrl_id).
+        """
+        options = options or {}
         if meter.kind == "rtu":
             raise UnsupportedError("RTUs take no meter commands")
         existing = await self._pages(
@@ -448,7 +480,13 @@ class IotMeterClient(MeterClient):
             ctrl_id = as_str(lower_keys(existing[0]).get("ctrl_id"))
             raise DuplicateSerialError(f"the queue has {serial} already as task {ctrl_id}", vendor_id=ctrl_id)
         now = self._now()
-        body = ctrl_record(kind, meter.meter_id, data, reference=serial, now=now, timeout=now + COMMAND_TIMEOUT)
+        schedule: datetime | None = options.get("schedule")
+        start = max(schedule.astimezone(self._tz), now) if schedule else now
+        timeout: timedelta = options.get("timeout") or COMMAND_TIMEOUT
+        upper = as_str(options.get("upper"))
+        body = ctrl_record(
+            kind, meter.meter_id, data, reference=serial, now=start, timeout=start + timeout, upper=upper
+        )
         envelope = await self._control("api/Conf/CtrlData/Add", body)
         new_id = as_int(envelope.get("data"))
         if not new_id:
@@ -537,19 +575,95 @@ class IotMeterClient(MeterClient):
     async def async_command(
         self, meter: MeterData, kind: CommandKind, params: Mapping[str, Any], *, serial: str
     ) -> CommandReceipt:
-        """The other commands of 4.3.2."""
+        """The other commands of 4.3.2 (and a valve move with options), each with `_queue`'s options in params."""
         data: Mapping[str, Any]
-        if kind is CommandKind.SET_REMAINING:
-            data = {"remain_value": float(params["amount"])}
-        elif kind is CommandKind.SET_CUMULATIVE:
-            data = {"std_sum": float(params["std_sum"]), "work_sum": float(params.get("work_sum", params["std_sum"]))}
-        elif kind is CommandKind.OPEN_ACCOUNT:
+        if kind is CommandKind.OPEN_ACCOUNT:
             data = open_account_data(params, params["price"], self._tz, self._now())
-        elif kind in (CommandKind.READ_PRICE, CommandKind.CHARGE_STATE, CommandKind.RELEASE_FORCE):
+        elif kind in CHANGEABLE:
+            data = self._ctrl_data(kind, params)
+        elif kind in (
+            CommandKind.READ_PRICE,
+            CommandKind.CHARGE_STATE,
+            CommandKind.RELEASE_FORCE,
+            CommandKind.VALVE_OPEN,
+            CommandKind.VALVE_CLOSE,
+        ):
             data = {}
         else:
             raise UnsupportedError(kind)
-        return await self._queue(meter, kind, data, serial)
+        return await self._queue(meter, kind, data, serial, params)
+
+    @staticmethod
+    def _ctrl_data(kind: CommandKind, params: Mapping[str, Any]) -> dict[str, Any]:
+        if kind is CommandKind.SET_REMAINING:
+            return {"remain_value": float(params["amount"])}
+        return {"std_sum": float(params["std_sum"]), "work_sum": float(params.get("work_sum", params["std_sum"]))}
+
+    async def _waiting_model(self, command: CommandRef, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """GetModel, then the whole record again with the changes (4.2.2 and 4.2.9 take the entity)."""
+        envelope = await self._control(f"api/Conf/CtrlData/GetModel/{self._ctrl_id(command)}")
+        data = envelope.get("data")
+        if not isinstance(data, dict):
+            raise ResponseError("GetModel answer has no Data object")
+        row = lower_keys(data)
+        if as_int(row.get("ctrl_state")) != WAITING:
+            raise CommandError(f"task {command.vendor_id} is no longer waiting", reason="command_not_waiting")
+        now = self._now()
+        start = as_datetime(row.get("ctrl_time"), self._tz) or now
+        deadline = as_datetime(row.get("ctrl_timeout"), self._tz) or start + COMMAND_TIMEOUT
+        span = max(deadline - start, timedelta(minutes=1))
+        if (schedule := changes.get("schedule")) is not None:
+            start = max(schedule.astimezone(self._tz), now)
+        timeout: timedelta = changes.get("timeout") or span
+        row["ctrl_time"] = start.strftime(TIME_FORMAT)
+        row["ctrl_timeout"] = (start + timeout).strftime(TIME_FORMAT)
+        if any(key in changes for key in ("amount", "std_sum", "work_sum")):
+            if command.kind not in CHANGEABLE:
+                raise InvalidRequestError(f"{command.kind.value} keeps its parameters", reason="command_data_fixed")
+            data_now = json.loads(row.get("ctrl_data") or "{}") if isinstance(row.get("ctrl_data"), str) else {}
+            merged = {**data_now, **self._ctrl_data(command.kind, {**_current(command.kind, data_now), **changes})}
+            row["ctrl_data"] = json.dumps(merged, ensure_ascii=False)
+        return row
+
+    @override
+    async def async_update_command(
+        self, meter: MeterData, command: CommandRef, changes: Mapping[str, Any]
+    ) -> dict[str, Any]:
+        """CtrlData/Update: a waiting command's time, timeout or parameters; the rest as the platform has it."""
+        row = await self._waiting_model(command, changes)
+        await self._control("api/Conf/CtrlData/Update", row)
+        return {key: row.get(key) for key in ("ctrl_id", "ctrl_time", "ctrl_timeout", "ctrl_data")}
+
+    @override
+    async def async_delete_command(self, meter: MeterData, command: CommandRef) -> None:
+        """CtrlData/Delete/{ctrl_id}."""
+        await self._control(f"api/Conf/CtrlData/Delete/{self._ctrl_id(command)}")
+
+    @override
+    async def async_command_detail(self, meter: MeterData, command: CommandRef) -> str:
+        """CtrlData/GetDetial/{ctrl_id} (the spec's spelling): the platform's text, lines ending in `</br>`."""
+        envelope = await self._control(f"api/Conf/CtrlData/GetDetial/{self._ctrl_id(command)}")
+        return as_str(envelope.get("data")) or ""
+
+    @override
+    async def async_commands_batch(
+        self, operation: str, commands: list[tuple[MeterData, CommandRef]], changes: Mapping[str, Any]
+    ) -> dict[str, str | None]:
+        """CancelMulti, RetryMulti, DeleteMulti ([ctrl_id, ...]) or UpdateMulti (the records): one request."""
+        if operation == "update":
+            body: list[Any] = [await self._waiting_model(ref, changes) for _, ref in commands]
+        else:
+            body = [int(self._ctrl_id(ref)) for _, ref in commands]
+        envelope = await self._control(BATCH_PATHS[operation], body)
+        results = envelope.get("data")
+        if not isinstance(results, list) or len(results) != len(commands):
+            raise ResponseError(f"{BATCH_PATHS[operation]} answer has not one result per command")
+        outcome: dict[str, str | None] = {}
+        for (_, ref), raw in zip(commands, results, strict=True):
+            row = lower_keys(raw) if isinstance(raw, dict) else {}
+            done = row.get("result") is True and (as_int(row.get("ctrl_id")) or 0) > 0
+            outcome[ref.serial] = None if done else as_str(row.get("message")) or "refused"
+        return outcome
 
     @override
     async def async_cancel_command(self, meter: MeterData, command: CommandRef) -> None:
@@ -676,6 +790,13 @@ class IotMeterClient(MeterClient):
         ]
         serial = record_key("report", ",".join(f"{r.vendor_id}:{r.message}" for r in results), "", "")
         return PushResult(serial=serial, response=_ok(answer), commands=results)
+
+
+def _current(kind: CommandKind, data: Mapping[str, Any]) -> dict[str, Any]:
+    """A queued command's parameters in the words `_ctrl_data` takes."""
+    if kind is CommandKind.SET_REMAINING:
+        return {"amount": data.get("remain_value", 0)}
+    return {"std_sum": data.get("std_sum", 0), "work_sum": data.get("work_sum", data.get("std_sum", 0))}
 
 
 def _message(body: bytes) -> str | None:

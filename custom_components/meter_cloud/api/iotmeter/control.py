@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from datetime import datetime, tzinfo
 from decimal import Decimal
@@ -11,7 +10,7 @@ from typing import Any
 
 from ..errors import InvalidRequestError
 from ..models import CommandKind, CommandResult, PriceSchedule
-from ..parse import as_int, as_str
+from ..parse import as_datetime, as_int, as_str
 from .records import lower_keys
 
 PROCESSOR = "iotmeterv1"
@@ -76,10 +75,22 @@ def open_account_data(params: Mapping[str, Any], schedule: PriceSchedule, tz: tz
 
 
 def ctrl_record(
-    kind: CommandKind, comm_no: str, data: Mapping[str, Any], *, reference: str, now: datetime, timeout: datetime
+    kind: CommandKind,
+    comm_no: str,
+    data: Mapping[str, Any],
+    *,
+    reference: str,
+    now: datetime,
+    timeout: datetime,
+    upper: str | None = None,
 ) -> dict[str, Any]:
-    """A CtrlData/Add body; ctrl_data is a JSON string inside the JSON, as 4.2.1 shows."""
+    """A CtrlData/Add body; ctrl_data is a JSON string inside the JSON, as 4.2.1 shows.
+
+    `now` is the task's time (ctrl_time): a later one schedules it; `upper` chains it to that task (upper_ctrl_id).
+    """
+    chained = {"upper_ctrl_id": int(upper)} if upper else {}
     return {
+        **chained,
         "processor_name": PROCESSOR,
         "ctrl_define_no": reference,
         "target_comm_no": comm_no,
@@ -144,13 +155,5 @@ def result_of(raw: Mapping[str, Any]) -> CommandResult | None:
 
 
 def parse_expiration(value: Any, tz: tzinfo) -> datetime | None:
-    """`2017-05-17T11:17:31.6895023+08:00`: seven fraction digits, which fromisoformat refuses."""
-    text = as_str(value)
-    if text is None:
-        return None
-    text = re.sub(r"(\.\d{6})\d+", r"\1", text)
-    try:
-        parsed = datetime.fromisoformat(text)
-    except ValueError:
-        return None
-    return parsed if parsed.tzinfo else parsed.replace(tzinfo=tz)
+    """`2017-05-17T11:17:31.6895023+08:00` (2.2.2's login sample): fractions and offsets as_datetime reads."""
+    return as_datetime(value, tz)
