@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from freezegun.api import FrozenDateTimeFactory
 from homeassistant.core import HomeAssistant
-from homeassistant.exceptions import ServiceValidationError
+from homeassistant.exceptions import HomeAssistantError, ServiceValidationError
 from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events, async_fire_time_changed
 
@@ -274,3 +274,31 @@ def test_ledger_keeps_schedule_and_timeout_and_loads_old_records() -> None:
     again = TrackedCommand.from_dict(json.loads(json.dumps(scheduled.as_dict())))
     assert again == scheduled
     assert again.expires() == created + timedelta(hours=3, days=2, minutes=10)
+
+
+async def test_refusals_are_translated_and_per_command(
+    hass: HomeAssistant, iot_entry: MockConfigEntry, iot_sim: IotMeterSimulator
+) -> None:
+    """A command the platform already sent cannot be changed; a chain needs a known upper command; in a batch the
+    platform's refusal of one command stays with that command while the other is done."""
+    first, second = meters(iot_sim)[:2]
+    targets = [dev(hass, iot_entry, m) for m in (first, second)]
+    with pytest.raises(HomeAssistantError) as err:
+        await call(hass, "set_valve", {"device_id": targets[0], "position": "open", "after": "NO-SUCH-1"})
+    assert err.value.translation_key == "unknown_upper_command"
+    assert sent(iot_sim, "Add") == []
+    for target, reference in zip(targets, ("R-1", "R-2"), strict=True):
+        await call(hass, "set_valve", {"device_id": target, "position": "close", "reference": reference})
+    await iot_sim.step()  # both are "sent" (1) now: still pending here, no longer waiting there
+    with pytest.raises(HomeAssistantError) as err:
+        await call(hass, "update_command", {"device_id": targets[0], "timeout": {"hours": 5}})
+    assert err.value.translation_key == "command_not_waiting"
+    assert sent(iot_sim, "Update") == []
+    await iot_sim.step()  # answered (2): no longer cancellable at the platform
+    queued(iot_sim, "R-1")["ctrl_state"] = 1  # R-1 still cancellable
+    answer = await call(hass, "batch_commands", {"device_id": targets, "operation": "cancel"})
+    assert answer["commands"] == {
+        "R-1": {"meter_id": first, "ok": True, "message": None, "state": "cancelled"},
+        "R-2": {"meter_id": second, "ok": False, "message": "任务状态不允许取消", "state": "pending"},
+    }
+    assert len(sent(iot_sim, "CancelMulti")) == 1
