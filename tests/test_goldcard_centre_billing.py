@@ -135,6 +135,8 @@ async def test_remaining_amount_and_price_survive_a_restart(
     with pytest.raises(ServiceValidationError) as err:
         await act(hass, "set_price", {"device_id": [target], "price_1": 3, "ladder_1": 100, "price_2": 4})
     assert err.value.translation_key == "centre_billed_flat_price"
+    with pytest.raises(ServiceValidationError):  # a schedule is the IoT queue's; the DAS has none
+        await act(hass, "set_remaining_balance", {"device_id": target, "amount": 1, "timeout": {"hours": 2}})
     response = await act(hass, "set_remaining_balance", {"device_id": target, "amount": 88.5})
     assert response["state"] == "pending"
     priced = await act(hass, "set_price", {"device_id": [target], "price_1": 2.75})

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from decimal import Decimal
 from typing import Any
 
 from freezegun.api import FrozenDateTimeFactory
@@ -144,6 +145,27 @@ async def test_diagnostics_redacted(hass: HomeAssistant, setup_entry: MockConfig
     assert set(diagnostics["meter_data"]) == set(sim.meters)
     assert diagnostics["entry"]["data"]["app_secret"] == "**REDACTED**"
     assert diagnostics["last_update_success"] is True
+    for meter in sim.meters.values():  # the account the DAS keeps (1014) is personal: shown, never in diagnostics
+        assert meter.user_name not in text
+        assert meter.address not in text
+
+
+async def test_account_data_on_the_meter_state(
+    hass: HomeAssistant, setup_entry: MockConfigEntry, sim: GoldcardSimulator
+) -> None:
+    """1014's customer data as attributes of the meter state sensor, exactly as the DAS keeps it, unrecorded."""
+    for meter_no, meter in sim.meters.items():
+        state = hass.states.get(entity_id(hass, meter_no, "status"))
+        assert state is not None
+        assert {k: state.attributes.get(k) for k in ("user_name", "address", "user_type", "set_up_date")} == {
+            "user_name": meter.user_name,
+            "address": meter.address,
+            "user_type": "居民户",
+            "set_up_date": meter.set_up_time.isoformat(),
+        }
+        assert Decimal(state.attributes["base_reading"]) == meter.base_num
+    entity = hass.data["entity_components"]["sensor"].get_entity(entity_id(hass, next(iter(sim.meters)), "status"))
+    assert {"user_name", "address", "base_reading"} <= entity._unrecorded_attributes
 
 
 async def test_command_expiry(

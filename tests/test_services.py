@@ -278,10 +278,15 @@ async def test_register_replace_deregister(
             "price_code": "SIM-RES",
             "initial_reading": 12.5,
             "address": "Hangzhou",
+            "overdraft": 20,
+            "comm_no": "86000000000077",
+            "init_cycle": 123.4,
         },
     )
     await hass.async_block_till_done()
     assert response["meter_id"] == "202611220001"
+    [opened] = [p for n, p in sim.requests if n == "1001"]
+    assert (opened["overdraft"], opened["commNo"], opened["initCycle"]) == ("20.00", "86000000000077", "123.4000")
     assert sim.meters["202611220001"].reading == Decimal("12.5000")
     assert state_decimal(hass, entity_id(hass, "202611220001", "reading")) == Decimal("12.5")
 
@@ -289,9 +294,17 @@ async def test_register_replace_deregister(
     response = await call(
         hass,
         "replace_meter",
-        {"device_id": dev, "new_meter_no": "202611220002", "new_meter_type": "502", "new_reading": 0},
+        {
+            "device_id": dev,
+            "new_meter_no": "202611220002",
+            "new_meter_type": "502",
+            "new_reading": 0,
+            "new_comm_no": "C2",
+        },
     )
     await hass.async_block_till_done()
+    [swapped] = [p for n, p in sim.requests if n == "1009"]
+    assert swapped["newCommNo"] == "C2"
     assert response["meter_id"] == "202611220002"
     assert "202611220001" not in sim.meters
     assert device_by_identifier(hass, (DOMAIN, "goldcard_202611220001"), setup_entry.entry_id) is None
@@ -371,7 +384,7 @@ async def test_service_descriptions_load(hass: HomeAssistant, setup_entry: MockC
 
     descriptions = (await async_get_all_descriptions(hass))[DOMAIN]
     assert set(descriptions) == set(SERVICES)
-    assert len(SERVICES) == 20
+    assert len(SERVICES) == 25
     for name, description in descriptions.items():
         assert description["fields"], name
     assert "price_1" in descriptions["set_price"]["fields"]

@@ -89,6 +89,9 @@ async def _register_meter(call: ServiceCall) -> ServiceResponse:
         fire_date=data.get("fire_date"),
         opening_balance=data.get("opening_balance"),
         price=price,
+        overdraft=data.get("overdraft"),
+        comm_no=data.get("comm_no"),
+        init_cycle=data.get("init_cycle"),
     )
     result = await run(coordinator, coordinator.client.async_register_meter(registration))
     coordinator.account_states.learn(str(result["meter_id"]), MeterStatus.OPENED)
@@ -169,6 +172,7 @@ async def _replace_meter(call: ServiceCall) -> ServiceResponse:
         new_meter_id=call.data.get("new_meter_id"),
         new_meter_protocol=call.data.get("new_meter_protocol"),
         transfer_amount=call.data.get("transfer_amount"),
+        new_comm_no=call.data.get("new_comm_no"),
     )
     result = await _run_on(coordinator, meter_id, coordinator.client.async_replace_meter(meter, replacement))
     coordinator.account_states.forget(meter_id)
@@ -272,6 +276,9 @@ ACCOUNT_SERVICES: dict[str, tuple[Handler, vol.Schema, SupportsResponse]] = {
                 },
                 vol.Optional("initial_reading", default=Decimal(0)): AMOUNT,
                 vol.Optional("opening_balance"): AMOUNT,
+                vol.Optional("overdraft"): AMOUNT,
+                vol.Optional("comm_no"): ID,
+                vol.Optional("init_cycle"): AMOUNT,
                 vol.Optional("billing_mode", default="1"): vol.In(["1", "2", "3"]),
                 vol.Optional("pay_mode", default="1"): vol.In(["1", "2"]),
                 vol.Optional("fire_date"): cv.date,
@@ -313,6 +320,7 @@ ACCOUNT_SERVICES: dict[str, tuple[Handler, vol.Schema, SupportsResponse]] = {
                 vol.Optional("old_reading"): AMOUNT,
                 vol.Optional("new_reading", default=Decimal(0)): AMOUNT,
                 vol.Optional("transfer_amount"): AMOUNT,
+                vol.Optional("new_comm_no"): ID,
             }
         ),
         SupportsResponse.OPTIONAL,

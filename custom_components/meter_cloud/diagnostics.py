@@ -28,6 +28,7 @@ TO_REDACT = {
     "push_url",
     "user_no",
     "device_id",
+    "account",
 }
 
 

@@ -46,7 +46,10 @@ async def _queue(
 ) -> ServiceResponse:
     coordinator, meter_id = resolve(call.hass, call.data[ATTR_DEVICE_ID])
     require(coordinator, capability, meter_id)
-    require(coordinator, Capability.COMMAND_QUEUE, meter_id)
+    if any(key in call.data for key in ("schedule_time", "timeout", "after")):
+        # Scheduling, a timeout and chaining are the cloud queue's (IoT); a command alone needs only its capability
+        # (a Goldcard centre-billed meter's remaining amount rides on the DAS's next report).
+        require(coordinator, Capability.COMMAND_QUEUE, meter_id)
     command = await coordinator.actions.async_queue(
         meter_id,
         kind,

@@ -45,7 +45,7 @@ class MeterSensorDescription(SensorEntityDescription):
     value_fn: Callable[[MeterData], Decimal | datetime | str | int | None]
     field: str
     # State attributes from the meter's data (e.g. the vendor's own words beside a translated state).
-    attrs_fn: Callable[[MeterData], dict[str, Any]] | None = None
+    attrs_fn: Callable[[MeterData], dict[str, Any] | None] | None = None
 
 
 def _value(field: str) -> Callable[[MeterData], Any]:
@@ -212,6 +212,8 @@ SENSORS: tuple[MeterSensorDescription, ...] = (
         device_class=SensorDeviceClass.ENUM,
         options=[status.value for status in MeterStatus],
         value_fn=lambda meter: meter.status.value if meter.status else None,
+        # The account the cloud keeps for the meter (name, address, type, set-up date, base reading).
+        attrs_fn=lambda meter: dict(meter.account) if meter.account else None,
     ),
 )
 
@@ -262,6 +264,8 @@ class MeterSensor(MeterCloudEntity, SensorEntity):
     """A value of a meter."""
 
     entity_description: MeterSensorDescription
+    # Personal account data is shown, never written to the recorder's history.
+    _unrecorded_attributes = frozenset({"user_name", "address", "user_type", "set_up_date", "base_reading"})
 
     def __init__(self, coordinator: MeterCloudCoordinator, meter_id: str, description: MeterSensorDescription) -> None:
         """Set up the sensor; money units take the backend's currency."""

@@ -387,6 +387,7 @@ class GoldcardClient(MeterClient):
             signal_strength=as_decimal(msg.get("signalStrength")),
             status=METER_STATE_1014.get(as_str(msg.get("meterState")) or ""),
             valve=VALVE_1014.get(as_str(msg.get("valveState")) or "", ValveState.UNKNOWN),
+            account=_account(msg),
         )
 
     async def _command(self, meter: MeterData, param_no: str, data: dict[str, str], serial: str) -> CommandReceipt:
@@ -656,6 +657,8 @@ class GoldcardClient(MeterClient):
             "phoneNum": customer.phone,
             "customerType": customer.customer_type,
             "overdraft": None if registration.overdraft is None else money(registration.overdraft, 2),
+            "commNo": registration.comm_no,
+            "initCycle": None if registration.init_cycle is None else money(registration.init_cycle, 4),
         }
         payload.update({key: value for key, value in optional.items() if value is not None})
         msg = await self._call("api/v1/collect/meter/1001", payload)
@@ -681,7 +684,7 @@ class GoldcardClient(MeterClient):
             **self._meter_fields(meter),
             "newMeterType": replacement.new_meter_type,
             "newMeterNo": replacement.new_meter_no,
-            "newCommNo": "",
+            "newCommNo": replacement.new_comm_no or "",
             "oldNum": money(replacement.old_reading, 4),
             "newNum": money(replacement.new_reading, 4),
         }
@@ -784,6 +787,19 @@ class GoldcardClient(MeterClient):
             pressure=as_decimal(data.get("pressureValue")),
             valve=VALVE_2001.get(as_str(data.get("valveState")) or "", ValveState.UNKNOWN),
         )
+
+
+def _account(msg: Mapping[str, Any]) -> dict[str, str] | None:
+    """1014's customer data (the spec spells the base reading beseNum; baseNum accepted too)."""
+    base = as_decimal(msg.get("beseNum", msg.get("baseNum")))
+    found = {
+        "user_name": as_str(msg.get("userName")),
+        "address": as_str(msg.get("address")),
+        "user_type": as_str(msg.get("userType")),
+        "set_up_date": None if (day := as_date(msg.get("setUpTime"))) is None else day.isoformat(),
+        "base_reading": None if base is None else format(base, "f"),
+    }
+    return {key: value for key, value in found.items() if value} or None
 
 
 def _reject(message: str, status: int, code: str, reason: str) -> PushError:

@@ -201,6 +201,9 @@ class MeterData:
     battery_level: int | None = None
     magnetic_attacks: int | None = None
     flags: Mapping[str, bool] | None = None
+    # What the cloud keeps of the meter's account (Goldcard 1014): user_name, address, user_type, set_up_date,
+    # base_reading; personal data, never recorded or in diagnostics.
+    account: Mapping[str, str] | None = None
     # Parameters a backend reports by name (KUMIR archives): key → value, described by value_info().
     values: Mapping[str, Decimal] | None = None
 
@@ -378,6 +381,9 @@ class MeterRegistration:
     fire_date: date | None = None
     opening_balance: Decimal | None = None
     price: PriceSchedule | None = None
+    # Goldcard 1001: the meter's communication number, and the cycle volume a replacing meter starts its tiers at.
+    comm_no: str | None = None
+    init_cycle: Decimal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -391,6 +397,7 @@ class MeterReplacement:
     new_meter_id: str | None = None
     new_meter_protocol: str | None = None
     transfer_amount: Decimal | None = None
+    new_comm_no: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
