@@ -19,20 +19,23 @@ import subprocess
 import sys
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
+from unittest.mock import patch
 
 import aiohttp
 import pytest
 from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.entity import Entity
 from lxml import etree
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
-from custom_components.meter_cloud.api import BACKENDS
+from custom_components.meter_cloud.api import BACKENDS, http
 from custom_components.meter_cloud.api.kumir import archive, xmlsafe
 from custom_components.meter_cloud.api.kumir.client import MAX_EXPORT_BYTES, MAX_RECORDS_PER_EXPORT
 from custom_components.meter_cloud.const import DOMAIN
@@ -46,7 +49,18 @@ SIZES = [int(n) for n in os.environ.get("BENCH_SIZES", "10,100,1000").split(",")
 BACKEND_NAMES = os.environ.get("BENCH_BACKENDS", "goldcard,cangnan,iotmeter,kumir").split(",")
 POLLS = 5
 PUSHES = 30
+# "10% changed": polls after the simulator ticked every tenth meter (a different tenth each time).
+CHANGED_POLLS = 3
+# Push throughput: this many pushes, PUSH_IN_FLIGHT at a time, over loopback HTTP.
+PUSH_LOAD = int(os.environ.get("BENCH_PUSH_LOAD", "3000"))
+PUSH_IN_FLIGHT = 8
+# Targets (issue 15): a poll's CPU against the raw parse of its answers, parse_export against lxml, pushes/s.
+POLL_TARGET = 2.0
+PARSE_TARGET = 2.0
+PUSH_TARGET = 1000.0
 RESULTS: list[str] = []
+COST_RESULTS: list[str] = []
+PUSH_RESULTS: list[str] = []
 # Backends whose cloud never calls Home Assistant: polls only, no push latency.
 NO_PUSH = {"kumir"}
 # KUMIR-RESURS export answers to parse: NODESxDAYS of hourly archive, every system of each node.
@@ -90,6 +104,121 @@ async def wait_ready(url: str) -> None:
                 pass
             await asyncio.sleep(0.05)
     raise RuntimeError("simulator did not start")
+
+
+def _holds(ok: bool) -> str:
+    return "yes" if ok else "**no**"
+
+
+@contextmanager
+def counted_writes() -> Iterator[list[float]]:
+    """Every entity state write Home Assistant makes while inside, as the CPU seconds of the loop's thread it took."""
+    original = Entity._async_write_ha_state
+    spent: list[float] = []
+
+    def counting(self: Entity) -> None:
+        t0 = time.thread_time()
+        original(self)
+        spent.append(time.thread_time() - t0)
+
+    with patch.object(Entity, "_async_write_ha_state", counting):
+        yield spent
+
+
+@contextmanager
+def captured_answers() -> Iterator[list[bytes]]:
+    """The body of every answer the clients read while inside (every backend reads through api/http.py)."""
+    original = http._read_bounded
+    bodies: list[bytes] = []
+
+    async def capturing(stream: aiohttp.StreamReader, limit: int) -> bytes:
+        body = await original(stream, limit)
+        bodies.append(body)
+        return body
+
+    with patch.object(http, "_read_bounded", capturing):
+        yield bodies
+
+
+def raw_parse_cpu(bodies: list[bytes]) -> float:
+    """CPU seconds (median of 7) of the bare parse of a poll's answers: json.loads, or lxml for XML."""
+
+    def parse_all() -> None:
+        for body in bodies:
+            if body.lstrip()[:1] == b"<":
+                etree.fromstring(body, parser=xmlsafe.make_parser())
+            else:
+                http.decode_json(body)
+
+    return statistics.median(_timed(parse_all)[1])
+
+
+async def timed_poll(hass: HomeAssistant, coordinator: Any) -> tuple[float, float]:
+    """One poll (and everything it set off): CPU and wall seconds."""
+    c0, w0 = time.process_time(), time.perf_counter()
+    await coordinator.async_refresh()
+    await hass.async_block_till_done()
+    return time.process_time() - c0, time.perf_counter() - w0
+
+
+async def tick_some(base: str, meter_nos: list[str]) -> None:
+    """Let 15 minutes of use pass on these meters only, in the simulator's process."""
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{base}/_sim/tick", json={"minutes": 15, "meters": meter_nos}) as resp:
+            assert resp.status == 200, await resp.text()
+
+
+def push_requests(backend: str, local: Any, push_path: str, count: int) -> list[tuple[dict[str, str], bytes]]:
+    """`count` reading pushes (headers, body), every meter in turn, each round after 15 minutes of use."""
+    prepared: list[tuple[dict[str, str], bytes]] = []
+    while len(prepared) < count:
+        local.tick(15)
+        if hasattr(local, "advance"):  # IoT: a reading of the same second would be taken for a re-send
+            local.advance(1)
+        for meter_no in list(local.meters)[: count - len(prepared)]:
+            push_body = local.reading_body(meter_no)
+            if backend == "iotmeter":
+                headers = {"company_no": local.company_no, "data_api_key": local.data_api_key}
+                prepared.append((headers, json.dumps(push_body).encode()))
+            else:
+                headers, body = local.signed_push(push_path, push_body)
+                prepared.append((dict(headers), body))
+    return prepared
+
+
+async def push_throughput(
+    hass: HomeAssistant, client: Any, url: str, prepared: list[tuple[dict[str, str], bytes]]
+) -> tuple[float, float, list[float], int]:
+    """Send the pushes PUSH_IN_FLIGHT at a time: pushes/s (to the last answer and its writes), CPU s per push (sender
+    included: it shares the process), latencies, refusals."""
+    pending = iter(prepared)
+    latencies: list[float] = []
+    refused = 0
+
+    async def sender() -> None:
+        nonlocal refused
+        for headers, body in pending:
+            t0 = time.perf_counter()
+            resp = await client.post(url, data=body, headers=headers)
+            await resp.read()
+            latencies.append(time.perf_counter() - t0)
+            refused += resp.status != 200
+
+    started, cpu = time.perf_counter(), time.process_time()
+    await asyncio.gather(*(sender() for _ in range(PUSH_IN_FLIGHT)))
+    await hass.async_block_till_done()
+    rate = len(prepared) / (time.perf_counter() - started)
+    return rate, (time.process_time() - cpu) / len(prepared), sorted(latencies), refused
+
+
+def _p95(sorted_values: list[float]) -> float:
+    return sorted_values[max(0, int(len(sorted_values) * 0.95) - 1)]
+
+
+@pytest.fixture(autouse=True)
+async def enable_event_loop_debug() -> None:
+    """Measure the loop a real installation runs: without asyncio's debug mode, which the test plugin turns on."""
+    asyncio.get_running_loop().set_debug(False)
 
 
 @pytest.fixture(autouse=True)
@@ -181,14 +310,47 @@ async def test_bench(
         coordinator = entry.runtime_data
         first_requests = coordinator.requests_last_poll
 
-        cpu, wall = [], []
-        for _ in range(POLLS):
-            c0, w0 = time.process_time(), time.perf_counter()
+        await timed_poll(hass, coordinator)  # the first poll after set-up also computes money foresight
+        cpu, wall, steady_writes = [], [], []
+        with counted_writes() as spent:
+            for _ in range(POLLS):
+                spent.clear()
+                poll_cpu, poll_wall = await timed_poll(hass, coordinator)
+                cpu.append(poll_cpu)
+                wall.append(poll_wall)
+                steady_writes.append(len(spent))
+        steady_requests = coordinator.requests_last_poll
+        with captured_answers() as bodies:
             await coordinator.async_refresh()
             await hass.async_block_till_done()
-            cpu.append(time.process_time() - c0)
-            wall.append(time.perf_counter() - w0)
-        steady_requests = coordinator.requests_last_poll
+        parse_cpu = raw_parse_cpu(bodies)
+        steady_cpu = statistics.median(cpu)
+        ratio = steady_cpu / parse_cpu
+        cost = (
+            f"| {backend} | {meters} | {sum(map(len, bodies)) / 1e3:.0f} | {parse_cpu * 1000:.2f} "
+            f"| {steady_cpu * 1000:.1f} | {max(steady_writes)} | {ratio:.1f}× | ≤ {POLL_TARGET:g}× "
+            f"| {_holds(ratio <= POLL_TARGET)} |"
+        )
+        if backend in NO_PUSH:  # KUMIR-RESURS data follow the simulator's clock: no way to change a tenth of nodes
+            cost += " — | — | — | — | — | — | — |"
+        else:
+            changed_cpu, written, writes_cpu = [], [], []
+            local_ids = list(local.meters)
+            with counted_writes() as spent:
+                for turn in range(CHANGED_POLLS):
+                    await tick_some(base, local_ids[turn::10])
+                    spent.clear()
+                    changed_cpu.append((await timed_poll(hass, coordinator))[0])
+                    written.append(len(spent))
+                    writes_cpu.append(sum(spent))
+            c_cpu, w_cpu = statistics.median(changed_cpu), statistics.median(writes_cpu)
+            bound = POLL_TARGET * parse_cpu + w_cpu
+            beyond = (c_cpu - w_cpu) / parse_cpu
+            cost += (
+                f" {len(local_ids[::10])} | {c_cpu * 1000:.1f} | {statistics.median(written):.0f} | {w_cpu * 1000:.1f} "
+                f"| {bound * 1000:.1f} | {beyond:.1f}× | {_holds(c_cpu <= bound)} |"
+            )
+        COST_RESULTS.append(cost)
 
         if backend == "kumir":
             registry = er.async_get(hass)
@@ -228,7 +390,15 @@ async def test_bench(
             unsub()
         latencies.sort()
         if latencies:
-            push = f"{statistics.median(latencies) * 1000:.1f} | {latencies[int(len(latencies) * 0.95) - 1] * 1000:.1f}"
+            push = f"{statistics.median(latencies) * 1000:.1f} | {_p95(latencies) * 1000:.1f}"
+            prepared = push_requests(backend, local, push_path, PUSH_LOAD)
+            url = f"/api/meter_cloud/push/bench-push-id/{push_path}"
+            rate, per_push, loaded, refused = await push_throughput(hass, client, url, prepared)
+            PUSH_RESULTS.append(
+                f"| {backend} | {meters} | {len(prepared)} ({refused} refused) | {rate:.0f} | ≥ {PUSH_TARGET:g} "
+                f"| {rate / PUSH_TARGET:.2f}× | {_holds(rate >= PUSH_TARGET)} | {per_push * 1000:.2f} "
+                f"| {statistics.median(loaded) * 1000:.1f} | {_p95(loaded) * 1000:.1f} |"
+            )
         else:
             push = "— | —"  # never pushes
         RESULTS.append(
@@ -246,6 +416,31 @@ async def test_bench(
         )
         notes = "".join(f"\n{note}" for note in POLL_NOTES)
         sys.stdout.write("\n\n" + header + "\n" + "\n".join(RESULTS) + "\n" + notes + "\n")
+        cost_header = (
+            "| backend | meters | answer KB | raw parse CPU ms | steady poll CPU ms | writes | ratio | target | holds "
+            "| changed meters | changed poll CPU ms | writes | writes CPU ms | bound: 2× parse + writes, ms "
+            "| (CPU − writes) / parse | holds |\n|" + "---|" * 16
+        )
+        sys.stdout.write(
+            "\nPoll cost against the raw parse of its answers (json.loads / lxml of the bytes the simulator sent for "
+            "that poll; writes = entity state writes, their CPU measured around each write):\n"
+            + cost_header
+            + "\n"
+            + "\n".join(COST_RESULTS)
+            + "\n"
+        )
+        if PUSH_RESULTS:
+            push_header = (
+                "| backend | meters | pushes | pushes/s | target | ratio | holds | CPU ms per push "
+                f"| POST→200 ms median ({PUSH_IN_FLIGHT} in flight) | p95 |\n|" + "---|" * 10
+            )
+            sys.stdout.write(
+                "\nPush throughput over loopback HTTP (Home Assistant's test server; the sender shares its loop):\n"
+                + push_header
+                + "\n"
+                + "\n".join(PUSH_RESULTS)
+                + "\n"
+            )
 
 
 def kumir_export(nodes: int, days: int) -> tuple[bytes, int, int]:
@@ -291,15 +486,21 @@ async def test_bench_kumir_parse(nodes: int, days: int) -> None:
         ("archive.parse_export", lambda: archive.parse_export(data, tz, max_bytes=limit)),
     ]
     rows = 0
+    lxml_cpu = 0.0
     for stage, work in stages:
         wall, cpu, result = _timed(work)
         if stage == "archive.parse_export":
             rows = len(result)
         del result
+        lxml_cpu = lxml_cpu or statistics.median(cpu)
+        ratio = statistics.median(cpu) / lxml_cpu
+        target = (
+            f"≤ {PARSE_TARGET:g}× | {_holds(ratio <= PARSE_TARGET)}" if stage == "archive.parse_export" else "— | —"
+        )
         PARSE_RESULTS.append(
             f"| {nodes}×{days} d | {len(data) / 1e6:.1f} | {records} | {stage} | {min(wall) * 1000:.0f} | "
             f"{statistics.median(wall) * 1000:.0f} | {min(cpu) * 1000:.0f} | {statistics.median(cpu) * 1000:.0f} | "
-            f"{statistics.median(wall) / records * 1e6:.1f} |"
+            f"{statistics.median(wall) / records * 1e6:.1f} | {ratio:.1f}× | {target} |"
         )
     fits = "within" if len(data) <= MAX_EXPORT_BYTES else "OVER"
     PARSE_NOTES.append(
@@ -310,7 +511,7 @@ async def test_bench_kumir_parse(nodes: int, days: int) -> None:
     if (nodes, days) == KUMIR_PARSE[-1]:
         header = (
             "| export (nodes × days of hours) | MB | records | stage | wall ms best | wall ms median | CPU ms best "
-            "| CPU ms median | µs per record |\n|---|---|---|---|---|---|---|---|---|"
+            "| CPU ms median | µs per record | CPU × lxml | target | holds |\n|" + "---|" * 12
         )
         notes = "".join(f"\n{note}" for note in PARSE_NOTES)
         kinds = ", ".join(f"{kind} ({len(KINDS[kind].systems)} systems)" for kind in KIND_ORDER)
