@@ -23,11 +23,11 @@ README = Path(__file__).resolve().parent.parent / "README.md"
 def readme_automation(alias: str) -> dict[str, Any]:
     """The YAML block of README.md that defines the automation called `alias`."""
     for block in re.findall(r"```yaml\n(.*?)```", README.read_text(encoding="utf-8"), flags=re.DOTALL):
-        loaded = yaml.safe_load(block)
-        if isinstance(loaded, dict):
-            for automation in loaded.get("automation", []):
-                if automation.get("alias") == alias:
-                    return dict(automation)
+        for loaded in yaml.safe_load_all(block):  # a block may hold several documents (`---`)
+            if isinstance(loaded, dict):
+                for automation in loaded.get("automation", []):
+                    if automation.get("alias") == alias:
+                        return dict(automation)
     raise AssertionError(f"README.md has no automation {alias!r}")
 
 
