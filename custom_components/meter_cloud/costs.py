@@ -4,8 +4,9 @@ The Gas cost sensor shows the cloud's cumulative money used; the recorder compil
 as they come, which puts a day's money on the hour the poll saw it. The cloud's money per day (Goldcard 1015
 `useAmount`, the records of one day's tiers added up) puts it on its own day: each day's closing hour gets the
 cumulative money at the day's end, counted backwards from where the recorder's sum stands now (statistics.py's
-anchor), so a day that arrives late is filled in without counting anything twice. The first import of a meter reaches
-back over the whole window; later ones rewrite the last few days only.
+anchor), so a day that arrives late is filled in without counting anything twice. Every import rewrites the whole
+window: the daily records of it come in one request per meter anyway, and a day reported late (or corrected) then moves
+no money away from the days around it.
 """
 
 from __future__ import annotations
@@ -32,8 +33,6 @@ _LOGGER = logging.getLogger(__name__)
 COST_KEY = "gas_cost"
 # Meters whose cost statistic was backfilled once, in the ledger's meta.
 COST_BACKFILLED = "cost_backfilled"
-# After the first backfill, the days re-written at each refresh (a late or corrected day is repaired within them).
-COST_LOOKBACK_DAYS = 3
 
 
 def cost_archive(
@@ -79,8 +78,7 @@ async def async_import_costs(
         anchor = await statistic.anchor()
         if anchor is None:
             continue  # no cumulative money yet to count back from
-        days = WINDOW_DAYS if meter_id not in done else COST_LOOKBACK_DAYS
-        first = today - timedelta(days=days + 1)
+        first = today - timedelta(days=WINDOW_DAYS + 1)
         archive = cost_archive({s.day: s.amount for s in spends}, today, anchor[1], first, tz)
         written += await statistic.merge(archive, min(archive))
         done.add(meter_id)
