@@ -815,11 +815,27 @@ class GoldcardSimulator(SimulatorBase):
             "semaphore": f"{m.signal}.0%",
             **dict.fromkeys(blank, ""),
             "pressureValue": "",
+            **self._compensated(m),
             "valveState": VALVE_2001[m.valve],
             "curPrice": "" if centre else s4(m.price),
             "meterBalance": "" if centre else s4(m.balance),
             "companyCode": self.company_code,
             "sdateTime": self._now().strftime("%Y-%m-%d"),
+        }
+
+    @staticmethod
+    def _compensated(m: SimMeter) -> dict[str, str]:
+        """A temperature-compensated meter (10523) reports its conditions, both totals and both flows."""
+        if m.meter_type != "10523":
+            return {}
+        flow = m.rate * 4 if m.valve == "open" else ZERO  # m³ per hour
+        return {
+            "temperature": "12.5",
+            "pressureValue": "2.1",
+            "standardTotalValue": s4(m.reading),
+            "workTotalValue": s4(m.reading * Decimal("1.0215")),
+            "standardInstantValue": s4(flow),
+            "workInstantValue": s4(flow * Decimal("1.0215")),
         }
 
     def command_body(self, send_serial: str, serial: str | None = None) -> dict[str, Any]:

@@ -147,6 +147,12 @@ SENSORS: tuple[MeterSensorDescription, ...] = (
         suggested_display_precision=3,
     ),
     _describe(
+        "std_volume",
+        device_class=SensorDeviceClass.GAS,
+        native_unit_of_measurement=UnitOfVolume.CUBIC_METERS,
+        suggested_display_precision=3,
+    ),
+    _describe(
         "std_flow",
         device_class=SensorDeviceClass.VOLUME_FLOW_RATE,
         native_unit_of_measurement=UnitOfVolumeFlowRate.CUBIC_METERS_PER_HOUR,

@@ -172,6 +172,13 @@ class GoldcardClient(MeterClient):
             "signal_strength",
             "status",
             "valve",
+            # 2001's engineering values (disabled by default): compensated meters report them.
+            "temperature",
+            "pressure",
+            "std_volume",
+            "work_volume",
+            "std_flow",
+            "work_flow",
         }
     )
 
@@ -785,6 +792,10 @@ class GoldcardClient(MeterClient):
             signal_strength=as_decimal(data.get("semaphore")),
             temperature=as_decimal(data.get("temperature")),
             pressure=as_decimal(data.get("pressureValue")),
+            std_volume=as_decimal(data.get("standardTotalValue")),
+            work_volume=as_decimal(data.get("workTotalValue")),
+            std_flow=as_decimal(data.get("standardInstantValue")),
+            work_flow=as_decimal(data.get("workInstantValue")),
             valve=VALVE_2001.get(as_str(data.get("valveState")) or "", ValveState.UNKNOWN),
         )
 

@@ -184,6 +184,9 @@ class MeterData:
     valve: ValveState | None = None
     kind: str | None = None  # "meter" or "rtu"
     work_volume: Decimal | None = None
+    # A standard-conditions total reported beside the reading (Goldcard 2001 standardTotalValue): the same counter as
+    # the reading on compensated meters, shown but never a second Energy source.
+    std_volume: Decimal | None = None
     std_flow: Decimal | None = None
     work_flow: Decimal | None = None
     this_month: Decimal | None = None
