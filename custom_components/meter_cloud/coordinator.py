@@ -117,6 +117,8 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
             config_entry=entry,
             name=f"{DOMAIN} {entry.title}",
             update_interval=timedelta(minutes=entry.options.get(CONF_SCAN_INTERVAL, DEFAULT_SCAN_INTERVAL)),
+            # A poll that changed nothing (same meter objects, same success) wakes no listener at all.
+            always_update=False,
         )
         self.client = client
         self.commands = CommandTracker(hass, entry.entry_id)
@@ -185,6 +187,10 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         for meter_id, meter in data.items():
             if (old := previous.get(meter_id)) is not None and old == meter:
                 data[meter_id] = old
+        for meter_id in [m for m in self.dirty_meters if m in data and data[m] is previous.get(m)]:
+            # Its data did not change, only its commands (expired): write it now, whether or not listeners run.
+            self.dirty_meters.discard(meter_id)
+            self.async_update_meter(meter_id)
         self.presence.after_poll(data)
         for meter_id in set(self._orphan_alarms) - set(data):
             _LOGGER.debug("Alarms for meter %s dropped: the account does not list it", meter_id)
