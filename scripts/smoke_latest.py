@@ -226,6 +226,16 @@ def _expect(result: dict[str, Any], **want: str) -> None:
         raise ApiError(f"expected {expected}, got {result}")
 
 
+def _polling_form(api: Api, path: str, flow: dict[str, Any]) -> dict[str, Any]:
+    """The polling form of an options flow; a menu (KUMIR-RESURS: Polling, Parameters, Tariff layout) leads to it."""
+    if flow.get("type") != "menu":
+        return flow
+    if "polling" not in (flow.get("menu_options") or []):
+        raise ApiError(f"options menu has no polling: {flow}")
+    result: dict[str, Any] = api.request("POST", f"{path}/{flow['flow_id']}", {"next_step_id": "polling"})
+    return result
+
+
 def _submit_form(api: Api, path: str, flow: dict[str, Any], values: dict[str, Any]) -> dict[str, Any]:
     """Submit `values` (only the form's own fields) to a flow's form step; the next result."""
     if flow.get("type") != "form":
@@ -372,6 +382,7 @@ class Exercise:
         for backend, record in self.created().items():
             try:
                 flow = self.api.request("POST", path, {"handler": record["entry_id"]})
+                flow = _polling_form(self.api, path, flow)
                 done = _submit_form(self.api, path, flow, {"scan_interval": NEW_SCAN_INTERVAL})
                 _expect(done, type="create_entry")
             except ApiError as err:
