@@ -28,7 +28,8 @@ async def test_compensated_meter_values_from_its_report(
     """A 10523 meter's 2001 carries temperature, pressure, both totals and both flows: each lands on its sensor
     exactly; a meter that leaves them blank shows unknown, never 0; the standard total is no second Energy source."""
     registry = er.async_get(hass)
-    meter, plain = list(sim.meters.values())[0], list(sim.meters)[1]
+    first, plain = list(sim.meters)[:2]
+    meter = sim.meters[first]
     meter.meter_type = "10523"  # temperature-compensated 10
     body = sim.reading_body(meter.meter_no)
     status, _ = await sim.push_reading(meter.meter_no)
