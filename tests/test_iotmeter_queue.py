@@ -240,7 +240,8 @@ async def test_own_timeout_keeps_a_command_pending_past_a_day(
 async def test_alarm_uploaded_late_is_caught_up_once(
     hass: HomeAssistant, iot_entry: MockConfigEntry, iot_sim: IotMeterSimulator, freezer: FrozenDateTimeFactory
 ) -> None:
-    """An alarm that happened 5 hours before the platform received it fires at the next poll, and only then."""
+    """An alarm that happened 5 hours before the platform received it fires at the next hourly late-upload scan
+    (the polls between read only the new window), and only once."""
     freezer.move_to(dt_util.utcnow().replace(microsecond=0))
     meter = meters(iot_sim)[0]
     events = async_capture_events(hass, EVENT_ALARM)
@@ -251,6 +252,8 @@ async def test_alarm_uploaded_late_is_caught_up_once(
     assert entry["alarm_time"] != entry["receive_time"]
     await advance(hass, freezer, iot_entry, minutes=5)
     await advance(hass, freezer, iot_entry, minutes=5)
+    assert events == []  # narrow polls: its alarm time is before their window
+    await advance(hass, freezer, iot_entry, minutes=30)  # an hour after the first scan: the wide one
     await advance(hass, freezer, iot_entry, minutes=30)
     assert [(e.data["meter_id"], e.data["code"]) for e in events] == [(meter, "2")]
     assert dt_util.parse_datetime(events[0].data["time"]) == happened

@@ -35,7 +35,7 @@ from .api import (
     MeterData,
     PushResult,
 )
-from .commands import Change, CommandTracker
+from .commands import Change, CommandTracker, TrackedCommand
 from .compat import device_by_identifier
 from .const import (
     CONF_BACKEND,
@@ -143,6 +143,8 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         self.requests_last_poll = 0
         # Meters whose entities the next listener update must write although their data did not change.
         self.dirty_meters: set[str] = set()
+        # Per meter: what its last combined data was made of, and that data (_combined).
+        self._combined_memo: dict[str, tuple[tuple[Any, ...], MeterData]] = {}
 
     @override
     async def _async_setup(self) -> None:
@@ -169,10 +171,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
                 translation_domain=DOMAIN, translation_key="update_failed", translation_placeholders={"error": str(err)}
             ) from err
         valve_commands = self.actions.latest_valve_commands()
-        data = {
-            meter_id: self.actions.reconcile(merge(self._details.get(meter_id), self._fresh(meter)), valve_commands)
-            for meter_id, meter in meters.items()
-        }
+        data = {meter_id: self._combined(meter, valve_commands) for meter_id, meter in meters.items()}
         try:
             await self._catch_up()
         except AuthenticationError as err:
@@ -185,7 +184,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         # An unchanged meter keeps its very object: its entities see that and write nothing (entity.py).
         previous = self.data or {}
         for meter_id, meter in data.items():
-            if (old := previous.get(meter_id)) is not None and old == meter:
+            if (old := previous.get(meter_id)) is not None and old is not meter and old == meter:
                 data[meter_id] = old
         for meter_id in [m for m in self.dirty_meters if m in data and data[m] is previous.get(m)]:
             # Its data did not change, only its commands (expired): write it now, whether or not listeners run.
@@ -245,6 +244,24 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
                 self._details_due[meter.meter_id] = now + self._details_every
 
         await asyncio.gather(*(fetch(meter) for meter in due))
+
+    def _combined(self, fresh: MeterData, valve_commands: dict[str, TrackedCommand]) -> MeterData:
+        """A polled meter with its details, account state and confirmed valve moves: the last poll's very object
+        when none of these changed (the client hands back the same object for an unchanged row)."""
+        meter_id = fresh.meter_id
+        command = valve_commands.get(meter_id)
+        inputs = (
+            fresh,
+            self._details.get(meter_id),
+            self.account_states.known(meter_id),
+            None if command is None else (command.serial, command.state, command.updated),
+        )
+        memo = self._combined_memo.get(meter_id)
+        if memo is not None and all(a is b or a == b for a, b in zip(memo[0], inputs, strict=True)):
+            return memo[1]
+        meter = self.actions.reconcile(merge(inputs[1], self._fresh(fresh)), valve_commands)
+        self._combined_memo[meter_id] = (inputs, meter)
+        return meter
 
     def _fresh(self, meter: MeterData) -> MeterData:
         """What the cloud just said of a meter, with the account state the entry knows if the cloud said none."""

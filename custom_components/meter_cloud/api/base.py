@@ -77,6 +77,8 @@ class MeterClient(ABC):
         self.request_timeout = DEFAULT_TIMEOUT
         # Requests sent so far, for the coordinator's per-poll figure and the benchmark.
         self.request_count = 0
+        # The last poll's raw row and MeterData of each meter (unchanged_or_built).
+        self._rows: dict[str, tuple[Any, MeterData]] = {}
         # What the client keeps across restarts (attach_store); in memory only until the entry attaches one.
         self._store_state: dict[str, Any] = {}
         self._store_save: Callable[[], None] = lambda: None
@@ -134,6 +136,18 @@ class MeterClient(ABC):
         centre-billed meters in its next answer).
         """
         self._store_state, self._store_save = state, save
+
+    def unchanged_or_built(
+        self, key: str | None, row: Any, build: Callable[[Any], MeterData | None]
+    ) -> MeterData | None:
+        """A poll row's MeterData: the very object of the last poll when the row is the same (nothing parsed again,
+        and the coordinator sees by identity that nothing changed), else `build(row)`."""
+        if key is not None and (cached := self._rows.get(key)) is not None and cached[0] == row:
+            return cached[1]
+        meter = build(row)
+        if key is not None and meter is not None:
+            self._rows[key] = (row, meter)
+        return meter
 
     def lookback(self) -> timedelta:
         """How far back the next history import reads (a backend may widen it once, e.g. for back-filled days)."""

@@ -10,6 +10,7 @@ import uuid
 from collections.abc import Mapping, Sequence
 from datetime import date, datetime, time, timedelta
 from decimal import Decimal
+from functools import partial
 from typing import Any, ClassVar, override
 
 from . import signing
@@ -353,19 +354,28 @@ class GoldcardClient(MeterClient):
         for row in data:
             if not isinstance(row, dict) or not (meter_id := as_str(row.get("gasMeterNo"))):
                 continue
-            meters[meter_id] = MeterData(
-                meter_id=meter_id,
-                user_no=as_str(row.get("userArchivesNum")),
-                device_id=as_str(row.get("deviceId")),
-                reading=as_decimal(row.get("readNum")),
-                reading_time=as_datetime(row.get("readDate"), self._tz),
-                balance=as_decimal(row.get("meterBalance")),
-                # The spec's descriptions of sumGas/sumMoney are swapped; the names are right.
-                total_gas=as_decimal(row.get("sumGas")),
-                total_money=as_decimal(row.get("sumMoney")),
-                valve=VALVE_1013.get(as_str(row.get("valveState")) or "", ValveState.UNKNOWN),
-            )
+            if not meter_no and day is None:  # the poll: a row like the last one is the last one's MeterData
+                built = self.unchanged_or_built(meter_id, row, partial(self._row, meter_id))
+                if built is not None:
+                    meters[meter_id] = built
+                continue
+            meters[meter_id] = self._row(meter_id, row)
         return meters
+
+    def _row(self, meter_id: str, row: Mapping[str, Any]) -> MeterData:
+        """A 1013 row."""
+        return MeterData(
+            meter_id=meter_id,
+            user_no=as_str(row.get("userArchivesNum")),
+            device_id=as_str(row.get("deviceId")),
+            reading=as_decimal(row.get("readNum")),
+            reading_time=as_datetime(row.get("readDate"), self._tz),
+            balance=as_decimal(row.get("meterBalance")),
+            # The spec's descriptions of sumGas/sumMoney are swapped; the names are right.
+            total_gas=as_decimal(row.get("sumGas")),
+            total_money=as_decimal(row.get("sumMoney")),
+            valve=VALVE_1013.get(as_str(row.get("valveState")) or "", ValveState.UNKNOWN),
+        )
 
     @override
     async def async_get_details(self, meter: MeterData) -> MeterData:

@@ -70,6 +70,8 @@ COMMAND_TIMEOUT = timedelta(hours=24)
 # Alarms and events are queried by their own time (3.2.2's filter), but a meter may upload one hours after it
 # happened: each catch-up looks this far back and keeps what the platform received since the last one.
 LATE_UPLOADS = timedelta(days=3)
+# How often the catch-up looks LATE_UPLOADS back (other polls read only the new window: a few requests, not dozens).
+LATE_SCAN_EVERY = timedelta(hours=1)
 # The changes a queued command's parameters take, by kind (update_command); money kinds keep theirs.
 CHANGEABLE = frozenset({CommandKind.SET_REMAINING, CommandKind.SET_CUMULATIVE})
 BATCH_PATHS = {
@@ -183,6 +185,9 @@ class IotMeterClient(MeterClient):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         """Control features only with a control URL, a login name and a password."""
         super().__init__(*args, **kwargs)
+        # The last wide (late-upload) catch-up: when it ran, and from which receive time it kept records.
+        self._wide_at: datetime | None = None
+        self._wide_from: datetime | None = None
         self.fields = METER_FIELDS
         reading = {
             Capability.PUSH,
@@ -353,7 +358,8 @@ class IotMeterClient(MeterClient):
         """GetRealList2, page by page: meters and RTUs."""
         meters: dict[str, MeterData] = {}
         for row in await self._pages(self._data, "api/Data/MeterData/GetRealList2", {}):
-            meter = meter_from_record(row, self._tz)
+            key = next((str(v) for k, v in row.items() if k.lower() == "device_comm_no"), None)
+            meter = self.unchanged_or_built(key, row, lambda raw: meter_from_record(raw, self._tz))
             if meter is not None:
                 meters[meter.meter_id] = meter
         return meters
@@ -437,22 +443,29 @@ class IotMeterClient(MeterClient):
 
     @override
     async def async_alarms_since(self, since: datetime) -> list[Alarm]:
-        """Alarms and events the platform received since `since` (GetList2 over LATE_UPLOADS more), oldest first.
+        """Alarms and events the platform received since `since`, oldest first.
 
-        The query filters by the alarm's own time; its receive_time says whether it is new to us, so one uploaded
-        hours late is still caught. Records without a receive_time count by their alarm time.
+        The query filters by the alarm's own time; a record's receive_time says whether it is new to us. Once an
+        hour the window reaches LATE_UPLOADS back and keeps what was received since the previous such scan, so an
+        alarm uploaded hours after it happened is caught within the hour; other polls read only the new window
+        (re-seen records are de-duplicated by their key). Records without a receive_time count by their alarm time.
         """
+        now = self._now()
+        wide = self._wide_at is None or now - self._wide_at >= LATE_SCAN_EVERY
+        received_from = (self._wide_from or since) if wide else since
+        start = (received_from - LATE_UPLOADS if wide else since).astimezone(self._tz)
         alarms: list[Alarm] = []
-        start = (since - LATE_UPLOADS).astimezone(self._tz)
-        for window in self._window(start, self._now()):
+        for window in self._window(start, now):
             for path, event in (("api/Data/DeviceAlarm/GetList2", False), ("api/Data/DeviceEvent/GetList2", True)):
                 for row in await self._pages(self._data, path, window):
                     alarm = alarm_from_record(row, self._tz, event=event)
                     if alarm is None:
                         continue
                     received = as_datetime(lower_keys(row).get("receive_time"), self._tz) or alarm.time
-                    if received is None or received >= since:
+                    if received is None or received >= received_from:
                         alarms.append(alarm)
+        if wide:
+            self._wide_at, self._wide_from = now, since
         return sorted(alarms, key=lambda a: a.time or since)
 
     # --- commands -----------------------------------------------------------------------------
