@@ -141,8 +141,6 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         self._details_every = 60 * entry.options.get(CONF_DETAILS_INTERVAL, DEFAULT_DETAILS_INTERVAL)
         self._seen_serials: OrderedDict[str, None] = OrderedDict()
         self.requests_last_poll = 0
-        # Meters whose entities the next listener update must write although their data did not change.
-        self.dirty_meters: set[str] = set()
         # Per meter: what its last combined data was made of, and that data (_combined).
         self._combined_memo: dict[str, tuple[tuple[Any, ...], MeterData]] = {}
 
@@ -180,16 +178,16 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         self.requests_last_poll = self.client.request_count - sent_before
         for meter in data.values():
             self.actions.settle_from(meter)
-        self.dirty_meters |= self.commands.expire(dt_util.utcnow())
+        expired = self.commands.expire(dt_util.utcnow())
         # An unchanged meter keeps its very object: its entities see that and write nothing (entity.py).
         previous = self.data or {}
         for meter_id, meter in data.items():
             if (old := previous.get(meter_id)) is not None and old is not meter and old == meter:
                 data[meter_id] = old
-        for meter_id in [m for m in self.dirty_meters if m in data and data[m] is previous.get(m)]:
-            # Its data did not change, only its commands (expired): write it now, whether or not listeners run.
-            self.dirty_meters.discard(meter_id)
-            self.async_update_meter(meter_id)
+        for meter_id in expired:
+            if meter_id in data and data[meter_id] is previous.get(meter_id):
+                # Only its commands changed (expired): its entities would not see it in a listener update.
+                self.async_update_meter(meter_id)
         self.presence.after_poll(data)
         for meter_id in set(self._orphan_alarms) - set(data):
             _LOGGER.debug("Alarms for meter %s dropped: the account does not list it", meter_id)
@@ -396,13 +394,6 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         # only this meter's entities are told: a push for one meter costs the same for 10 or 1000.
         self.data = {**(self.data or {}), meter.meter_id: meter}
         self.async_update_meter(meter.meter_id)
-
-    @callback
-    @override
-    def async_update_listeners(self) -> None:
-        """Tell every listener; entities of unchanged meters then write nothing (entity.py)."""
-        super().async_update_listeners()
-        self.dirty_meters.clear()
 
     @callback
     def async_update_meter(self, meter_id: str) -> None:

@@ -56,14 +56,9 @@ class MeterCloudEntity(CoordinatorEntity[MeterCloudCoordinator]):
 
         A poll that brings nothing new for a meter keeps its MeterData object (coordinator), so this is an identity
         check: 1000 unchanged meters cost no state writes. Commands, pushes and account changes write through the
-        meter's own signal (async_update_meter), and a command that expired during the poll marks its meter dirty.
+        meter's own signal (async_update_meter), as does the coordinator for a command that expired during a poll.
         """
-        meter = self.meter
-        if (
-            meter is self._written_meter
-            and self.available is self._written_available
-            and self.meter_id not in self.coordinator.dirty_meters
-        ):
+        if self.meter is self._written_meter and self.available is self._written_available:
             return
         self._write_meter_state()
 

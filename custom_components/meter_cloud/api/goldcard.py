@@ -327,10 +327,11 @@ class GoldcardClient(MeterClient):
         kept.update(days)
         oldest = date.fromisoformat(min(kept))
         # Keep what the next imports can still use; widen the next import to reach the oldest filled day.
-        horizon = datetime.now(self._tz).date() - (self.backfill or timedelta(days=30))
+        today = datetime.now(self._tz).date()
+        horizon = today - (self.backfill or timedelta(days=30))
         for text in [text for text in kept if date.fromisoformat(text) < horizon]:
             del kept[text]
-        reach = datetime.now(self._tz).date() - oldest + timedelta(days=1)
+        reach = today - oldest + timedelta(days=1)
         self._widened = max(self.history_lookback, reach)
         self._store_save()
 
@@ -354,12 +355,10 @@ class GoldcardClient(MeterClient):
         for row in data:
             if not isinstance(row, dict) or not (meter_id := as_str(row.get("gasMeterNo"))):
                 continue
-            if not meter_no and day is None:  # the poll: a row like the last one is the last one's MeterData
-                built = self.unchanged_or_built(meter_id, row, partial(self._row, meter_id))
-                if built is not None:
-                    meters[meter_id] = built
-                continue
-            meters[meter_id] = self._row(meter_id, row)
+            # The poll (all meters, latest): a row like the last one is the last one's MeterData.
+            cache_key = meter_id if not meter_no and day is None else None
+            if (meter := self.unchanged_or_built(cache_key, row, partial(self._row, meter_id))) is not None:
+                meters[meter_id] = meter
         return meters
 
     def _row(self, meter_id: str, row: Mapping[str, Any]) -> MeterData:
