@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from decimal import Decimal
 from typing import Any
-from unittest.mock import patch
+from unittest.mock import ANY, patch
 
 import pytest
 import voluptuous as vol
@@ -153,7 +153,8 @@ async def test_system_billing_has_no_money(
 async def test_batches_and_bad_pair_isolation(
     hass: HomeAssistant, cn_sim: CangnanSimulator, cn_server: TestServer
 ) -> None:
-    """120 meters take 3 requests a poll; a pair the platform lost costs only its own reading."""
+    """120 meters take 2 requests a poll; a pair the platform lost costs only its own reading: its batch is split
+    once to find it, then it is asked alone (one more request a poll) until the platform knows it again."""
     for _ in range(117):
         cn_sim._seed_meter()
     data = cangnan_data(cn_sim, cn_server)
@@ -162,11 +163,11 @@ async def test_batches_and_bad_pair_isolation(
     assert await hass.config_entries.async_setup(entry.entry_id)
     await hass.async_block_till_done()
     coordinator = entry.runtime_data
-    assert coordinator.requests_last_poll == 3
-    assert max(len(p["Meters"]) for p in sent(cn_sim, "ReadCurrentData")) == 50
+    assert coordinator.requests_last_poll == 2
+    assert max(len(p["Meters"]) for p in sent(cn_sim, "ReadCurrentData")) == 100
     assert len(coordinator.data) == 120
     lost = list(cn_sim.meters)[7]
-    del cn_sim.meters[lost]
+    gone = cn_sim.meters.pop(lost)
     cn_sim.tick(30)
     await refresh(hass, entry)
     assert len(coordinator.data) == 119
@@ -174,6 +175,16 @@ async def test_batches_and_bad_pair_isolation(
     kept = list(cn_sim.meters.values())[8]
     assert value(hass, kept.meter_id, "reading") == kept.reading
     assert coordinator.requests_last_poll > 3  # the bad batch was split to find the lost pair
+    await refresh(hass, entry)
+    assert coordinator.requests_last_poll == 3  # 119 in two batches, the lost pair alone
+    assert [p["Meters"] for p in sent(cn_sim, "ReadCurrentData")[-3:]].count([{"UserID": ANY, "MeterID": lost}]) == 1
+    assert value(hass, kept.meter_id, "reading") == kept.reading
+    cn_sim.meters[lost] = gone  # the platform knows it again: it comes back, and back into the batches
+    await refresh(hass, entry)
+    assert lost in coordinator.data
+    await refresh(hass, entry)
+    assert coordinator.requests_last_poll == 2
+    assert len(coordinator.data) == 120
 
 
 # --- valve ------------------------------------------------------------------------------------

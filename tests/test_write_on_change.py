@@ -14,6 +14,7 @@ from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.entity import Entity
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from simulator.cangnan import CangnanSimulator
 from simulator.goldcard import GoldcardSimulator
 from simulator.iotmeter import IotMeterSimulator
 
@@ -87,3 +88,63 @@ async def test_iot_changed_meters_only(
     assert written
     assert set(written) <= of_meter(hass, iot_entry, meter.comm_no)
     assert all(eid.split(".")[0] in ("sensor", "binary_sensor", "valve", "event") for eid in written)
+
+
+async def _two_reads(entry: MockConfigEntry, change: Any) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The client's meters read twice through HTTP, `change()` run between the reads."""
+    client = entry.runtime_data.client
+    first = await client.async_get_meters()
+    change()
+    return first, await client.async_get_meters()
+
+
+def _assert_only_changed_rebuilt(first: dict[str, Any], second: dict[str, Any], changed: str) -> None:
+    assert first.keys() == second.keys()
+    assert len(first) > 1
+    for meter_id, meter in second.items():
+        if meter_id == changed:
+            assert meter is not first[meter_id]
+        else:  # an unchanged row hands back the very object: nothing parsed again, identity seen by entities
+            assert meter is first[meter_id], meter_id
+
+
+async def test_goldcard_unchanged_rows_are_the_same_objects(
+    hass: HomeAssistant, sim: GoldcardSimulator, setup_entry: MockConfigEntry
+) -> None:
+    """Goldcard 1013: only the meter whose row changed is built again."""
+    meter_no, meter = next(iter(sim.meters.items()))
+
+    def change() -> None:
+        meter.balance -= Decimal("1.50")
+
+    first, second = await _two_reads(setup_entry, change)
+    _assert_only_changed_rebuilt(first, second, meter_no)
+    assert second[meter_no].balance == meter.balance
+
+
+async def test_iot_unchanged_rows_are_the_same_objects(
+    hass: HomeAssistant, iot_sim: IotMeterSimulator, iot_entry: MockConfigEntry
+) -> None:
+    """IoT GetRealList2 (rows keyed by meter_comm_no): only the meter whose row changed is built again."""
+    comm_no, device = next((k, d) for k, d in iot_sim.devices.items() if not k.startswith("99"))
+
+    def change() -> None:
+        device.remain_money -= Decimal("1.50")
+
+    first, second = await _two_reads(iot_entry, change)
+    _assert_only_changed_rebuilt(first, second, comm_no)
+    assert second[comm_no].balance == device.remain_money
+
+
+async def test_cangnan_unchanged_rows_are_the_same_objects(
+    hass: HomeAssistant, cn_sim: CangnanSimulator, cn_entry: MockConfigEntry
+) -> None:
+    """Cangnan ReadCurrentData: only the meter whose row changed is built again."""
+    meter_id, meter = next(iter(cn_sim.meters.items()))
+
+    def change() -> None:
+        meter.remain_money -= Decimal("1.50")
+
+    first, second = await _two_reads(cn_entry, change)
+    _assert_only_changed_rebuilt(first, second, meter_id)
+    assert second[meter_id].balance == meter.remain_money

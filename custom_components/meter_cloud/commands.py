@@ -126,6 +126,9 @@ class CommandTracker:
         self.meta: dict[str, Any] = {}
         # Told of every command that enters a state users hear about (confirmed, failed, cancelled, unknown).
         self.listener: Listener | None = None
+        # Goes up with every change of a command or of meta (each one saves): a poll whose inputs include this
+        # number and are otherwise the same as the last poll's may reuse its result.
+        self.revision = 0
 
     async def async_load(self) -> None:
         """Read what was persisted; a command Home Assistant stopped in the middle of sending is unknown."""
@@ -144,6 +147,7 @@ class CommandTracker:
         await self._store.async_remove()
 
     def _save(self) -> None:
+        self.revision += 1
         final = [c for c in self._commands.values() if c.state in FINAL]
         final.sort(key=lambda c: c.updated, reverse=True)
         for stale in final[KEEP_FINAL:]:
@@ -168,6 +172,13 @@ class CommandTracker:
     def all(self) -> list[TrackedCommand]:
         """Every command, newest first."""
         return sorted(self._commands.values(), key=lambda c: c.created, reverse=True)
+
+    def by_meter(self) -> dict[str, list[TrackedCommand]]:
+        """Each meter's commands in the ledger's order: one pass over the ledger for a whole poll."""
+        grouped: dict[str, list[TrackedCommand]] = {}
+        for command in self._commands.values():
+            grouped.setdefault(command.meter_id, []).append(command)
+        return grouped
 
     def update(self, command: TrackedCommand) -> TrackedCommand:
         """Store fields of a command that are not its state (a queue id, its counters)."""

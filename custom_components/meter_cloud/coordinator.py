@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import time
 from collections import OrderedDict
 from collections.abc import Mapping
@@ -33,6 +34,7 @@ from .api import (
     MeterClient,
     MeterCloudError,
     MeterData,
+    MeterStatus,
     PushResult,
 )
 from .commands import Change, CommandTracker, TrackedCommand
@@ -142,7 +144,12 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         self._seen_serials: OrderedDict[str, None] = OrderedDict()
         self.requests_last_poll = 0
         # Per meter: what its last combined data was made of, and that data (_combined).
-        self._combined_memo: dict[str, tuple[tuple[Any, ...], MeterData]] = {}
+        # The last poll's inputs, client meters and combined result (_combined_all); details refreshed count up.
+        self._last_combined: tuple[tuple[int, int], dict[str, MeterData], dict[str, MeterData]] | None = None
+        self._details_revision = 0
+        self._combined_memo: dict[
+            str, tuple[MeterData, MeterData | None, MeterStatus | None, tuple[Any, ...] | None, MeterData]
+        ] = {}
 
     @override
     async def _async_setup(self) -> None:
@@ -168,16 +175,14 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
             raise UpdateFailed(
                 translation_domain=DOMAIN, translation_key="update_failed", translation_placeholders={"error": str(err)}
             ) from err
-        valve_commands = self.actions.latest_valve_commands()
-        data = {meter_id: self._combined(meter, valve_commands) for meter_id, meter in meters.items()}
+        data = self._combined_all(meters)
         try:
             await self._catch_up()
         except AuthenticationError as err:
             # The queue asks with a fresh login when the token died; a refused login means new credentials.
             raise ConfigEntryAuthFailed(translation_domain=DOMAIN, translation_key="invalid_auth") from err
         self.requests_last_poll = self.client.request_count - sent_before
-        for meter in data.values():
-            self.actions.settle_from(meter)
+        self.actions.settle_all(data)
         expired = self.commands.expire(dt_util.utcnow())
         # An unchanged meter keeps its very object: its entities see that and write nothing (entity.py).
         previous = self.data or {}
@@ -233,6 +238,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
             async with semaphore:
                 try:
                     self._details[meter.meter_id] = await self.client.async_get_details(meter)
+                    self._details_revision += 1
                 except AuthenticationError:
                     raise
                 except MeterCloudError as err:
@@ -243,22 +249,44 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
 
         await asyncio.gather(*(fetch(meter) for meter in due))
 
+    def _combined_all(self, meters: dict[str, MeterData]) -> dict[str, MeterData]:
+        """Every polled meter combined (_combined); the last poll's result outright when the client handed back
+        the very same meters and neither the ledger (commands, account states) nor any details changed since."""
+        last = self._last_combined
+        if (
+            last is not None
+            and last[0] == (self.commands.revision, self._details_revision)
+            and meters.keys() == last[1].keys()
+            and all(map(operator.is_, meters.values(), last[1].values()))
+        ):
+            return dict(last[2])
+        valve_commands = self.actions.latest_valve_commands()
+        data = {meter_id: self._combined(meter, valve_commands) for meter_id, meter in meters.items()}
+        # Taken after combining: learning a platform's account state there saves the ledger.
+        self._last_combined = ((self.commands.revision, self._details_revision), meters, dict(data))
+        return data
+
     def _combined(self, fresh: MeterData, valve_commands: dict[str, TrackedCommand]) -> MeterData:
         """A polled meter with its details, account state and confirmed valve moves: the last poll's very object
         when none of these changed (the client hands back the same object for an unchanged row)."""
         meter_id = fresh.meter_id
         command = valve_commands.get(meter_id)
-        inputs = (
-            fresh,
-            self._details.get(meter_id),
-            self.account_states.known(meter_id),
-            None if command is None else (command.serial, command.state, command.updated),
-        )
+        details = self._details.get(meter_id)
+        status = self.account_states.known(meter_id)
+        moved = None if command is None else (command.serial, command.state, command.updated)
         memo = self._combined_memo.get(meter_id)
-        if memo is not None and all(a is b or a == b for a, b in zip(memo[0], inputs, strict=True)):
-            return memo[1]
-        meter = self.actions.reconcile(merge(inputs[1], self._fresh(fresh)), valve_commands)
-        self._combined_memo[meter_id] = (inputs, meter)
+        # Spelled out rather than a loop over a tuple: this runs for every meter of every poll.
+        if memo is not None:
+            was_fresh, was_details, was_status, was_moved, combined = memo
+            if (
+                (was_fresh is fresh or was_fresh == fresh)
+                and (was_details is details or was_details == details)
+                and was_status is status
+                and was_moved == moved
+            ):
+                return combined
+        meter = self.actions.reconcile(merge(details, self._fresh(fresh)), valve_commands)
+        self._combined_memo[meter_id] = (fresh, details, status, moved, meter)
         return meter
 
     def _fresh(self, meter: MeterData) -> MeterData:

@@ -48,6 +48,9 @@ class Presence:
         """Bind to the entry's coordinator (its ledger keeps when a listed meter went missing)."""
         self._coordinator = coordinator
         self._absent_polls: dict[str, int] = {}
+        # The meters and the followed list of the last poll that left nothing to weigh: the same again is news to
+        # no one, and skips reading the device registry (a steady poll of 1000 meters).
+        self._settled: tuple[frozenset[str], frozenset[str] | None] | None = None
 
     @property
     def _since(self) -> dict[str, str]:
@@ -69,10 +72,15 @@ class Presence:
     def after_poll(self, data: dict[str, MeterData]) -> None:
         """Weigh one successful poll's evidence."""
         followed = self._coordinator.client.followed()
+        if self._settled is not None and self._settled[1] == followed and self._settled[0] == data.keys():
+            return
+        self._settled = None
         if followed is None:
             self._whole_account(data)
         else:
             self._listed(data, followed)
+        if data and not self._absent_polls and not self._since and (followed is None or followed <= data.keys()):
+            self._settled = (frozenset(data), followed)
 
     def _whole_account(self, data: dict[str, MeterData]) -> None:
         if not data:
@@ -140,12 +148,14 @@ class Presence:
 
     def keep_waiting(self, meter_id: str) -> None:
         """The user waits for the meter: ask again after another day of absence."""
+        self._settled = None
         self._since[meter_id] = dt_util.utcnow().isoformat()
         self._coordinator.commands.save_meta()
         ir.async_delete_issue(self._coordinator.hass, DOMAIN, issue_id(self._entry_id, meter_id))
 
     def forget(self, meter_id: str) -> None:
         """Home Assistant itself removed the meter (deregister, replace): its device goes now."""
+        self._settled = None
         device = self._devices().get(meter_id)
         if device is not None:
             self._detach(meter_id, device)

@@ -355,16 +355,16 @@ async def test_meter_billing_declares_money(client: CangnanClient) -> None:
     assert {"balance", "price", "total_money", "total_recharge"} <= client.fields
 
 
-async def test_batches_of_fifty(serve: Serve, session: aiohttp.ClientSession, wire: Wire) -> None:
-    """120 meters are read in three requests of at most 50, two in flight at a time."""
-    sim, client = await rig(serve, session, meters=120)
+async def test_batches_of_a_hundred(serve: Serve, session: aiohttp.ClientSession, wire: Wire) -> None:
+    """250 meters are read in three requests of at most 100, two in flight at a time."""
+    sim, client = await rig(serve, session, meters=250)
     wire.delay = 0.1
     meters = await client.async_get_meters()
-    assert len(meters) == 120
+    assert len(meters) == 250
     assert all(meters[m.meter_id].reading == m.reading for m in sim.meters.values())
     assert client.request_count == 3
     sizes = sorted(len(payload["Meters"]) for payload in calls(sim, "ReadCurrentData"))
-    assert sizes == [20, 50, 50]
+    assert sizes == [50, 100, 100]
     asked = [row["MeterID"] for payload in calls(sim, "ReadCurrentData") for row in payload["Meters"]]
     assert sorted(asked) == sorted(sim.meters)
     assert wire.peak == 2
@@ -373,7 +373,8 @@ async def test_batches_of_fifty(serve: Serve, session: aiohttp.ClientSession, wi
 
 
 async def test_lost_pair_costs_only_its_reading(serve: Serve, session: aiohttp.ClientSession) -> None:
-    """A pair the platform no longer knows fails its batch; bisecting it finds the pair and reads the rest."""
+    """A pair the platform no longer knows fails its batch; bisecting it finds the pair and reads the rest; from
+    then on it is asked alone (one request), until the platform knows it again."""
     sim, client = await rig(serve, session, meters=120)
     lost = nth(sim, 0)
     del sim.meters[lost.meter_id]
@@ -382,19 +383,26 @@ async def test_lost_pair_costs_only_its_reading(serve: Serve, session: aiohttp.C
     assert len(meters) == 119
     assert all(meters[m.meter_id].balance == m.remain_money for m in sim.meters.values())
     assert client.unknown_meters == {pair(lost)}
-    # 50 → 25 + 25 → 12 + 13 → 6 + 6 → 3 + 3 → 1 + 2, plus the two healthy batches.
+    # 100 → 50 + 50 → 25 + 25 → 12 + 13 → 6 + 6 → 3 + 3 → 1 + 2, plus the healthy batch of 20.
     sizes = sorted(len(payload["Meters"]) for payload in calls(sim, "ReadCurrentData"))
-    assert sizes == [1, 2, 3, 3, 6, 6, 12, 13, 20, 25, 25, 50, 50]
-    assert client.request_count == 13
+    assert sizes == [1, 2, 3, 3, 6, 6, 12, 13, 20, 25, 25, 50, 50, 100]
+    assert client.request_count == 14
+    sim.requests.clear()
     with pytest.raises(ConfigurationError) as err:
         await client.async_validate()
     assert err.value.reason == "unknown_meters"
     assert str(err.value) == pair(lost)
     assert client.unknown_meters == {pair(lost)}
+    # No second search: the other 119 in two batches, the lost pair alone.
+    asked = [[row["MeterID"] for row in payload["Meters"]] for payload in calls(sim, "ReadCurrentData")]
+    assert sorted(map(len, asked)) == [1, 19, 100]
+    assert [lost.meter_id] in asked
     sim.meters[lost.meter_id] = lost  # the platform knows it again: the next poll forgets the old verdict
     assert len(await client.async_get_meters()) == 120
     assert client.unknown_meters == set()
+    sim.requests.clear()
     await client.async_validate()
+    assert sorted(len(payload["Meters"]) for payload in calls(sim, "ReadCurrentData")) == [20, 100]
 
 
 async def test_validate_names_every_bad_pair(

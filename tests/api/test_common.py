@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 from decimal import Decimal
@@ -141,6 +142,41 @@ class _ReadOnly(MeterClient):
 
     async def async_get_meters(self) -> dict[str, MeterData]:
         return {}
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (
+            b'{"id": 12345678901234567890123, "n": -98765432109876543210}',
+            {"id": 12345678901234567890123, "n": -98765432109876543210},
+        ),
+        (b"[18446744073709551616]", [18446744073709551616]),
+        (
+            b'{"deviceId": "0c5f1c3bd4059218014569427071", "v": "123.4500"}',
+            {"deviceId": "0c5f1c3bd4059218014569427071", "v": "123.4500"},
+        ),
+        (b'\xef\xbb\xbf{"ReturnCode": "0"}', {"ReturnCode": "0"}),
+        (b'{"a": "\\ud800", "b": 1.10}', {"a": "\ud800", "b": 1.1}),
+        ('{"名": "值"}'.encode(), {"名": "值"}),
+    ],
+)
+def test_decode_json_reads_what_python_reads(body: bytes, expected: Any) -> None:
+    """orjson where it is exact; integers beyond 64 bits (bare, not inside strings), a BOM, lone surrogates and
+    NaN read exactly as Python's json reads them."""
+    decoded = api_http.decode_json(body)
+    assert decoded == expected
+    assert [type(v) for v in (decoded.values() if isinstance(decoded, dict) else decoded)] == [
+        type(v) for v in (expected.values() if isinstance(expected, dict) else expected)
+    ]
+    assert math.isnan(api_http.decode_json(b'{"a": NaN}')["a"])
+
+
+@pytest.mark.parametrize("body", [b"{", b"\xff\xfe{}", b"", b'{"a": 1,}'])
+def test_decode_json_refuses_junk(body: bytes) -> None:
+    """Junk is a ResponseError, whichever parser saw it."""
+    with pytest.raises(ResponseError, match="not valid JSON"):
+        api_http.decode_json(body)
 
 
 async def test_base_declines_what_a_backend_lacks() -> None:

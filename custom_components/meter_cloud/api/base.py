@@ -77,6 +77,8 @@ class MeterClient(ABC):
         self.request_timeout = DEFAULT_TIMEOUT
         # Requests sent so far, for the coordinator's per-poll figure and the benchmark.
         self.request_count = 0
+        # The last poll's raw rows and meters of each answer (unchanged_answer).
+        self._answers: dict[str, tuple[list[Any], dict[str, MeterData]]] = {}
         # The last poll's raw row and MeterData of each meter (unchanged_or_built).
         self._rows: dict[str, tuple[Any, MeterData]] = {}
         # What the client keeps across restarts (attach_store); in memory only until the entry attaches one.
@@ -136,6 +138,17 @@ class MeterClient(ABC):
         centre-billed meters in its next answer).
         """
         self._store_state, self._store_save = state, save
+
+    def unchanged_answer(
+        self, key: str, rows: list[Any], build: Callable[[list[Any]], dict[str, MeterData]]
+    ) -> dict[str, MeterData]:
+        """A poll answer's meters: when its rows are the last answer's (one compare, in C), the last answer's very
+        MeterData objects, else `build(rows)` (which hands back the last object of each row that is the same)."""
+        if (cached := self._answers.get(key)) is not None and cached[0] == rows:
+            return dict(cached[1])
+        meters = build(rows)
+        self._answers[key] = (rows, dict(meters))
+        return meters
 
     def unchanged_or_built(
         self, key: str | None, row: Any, build: Callable[[Any], MeterData | None]

@@ -65,8 +65,9 @@ BILLING_SYSTEM = "system"
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 # Chapter 3: money in RMB and readings in m³, both with 4 decimals.
 PLACES = 4
-# ReadCurrentData takes a list of meters; batches keep each answer small and a bad pair's damage local.
-BATCH_SIZE = 50
+# ReadCurrentData takes a list of meters (the document sets no limit); batches keep each answer small (~30 KB)
+# and a bad pair's damage local. A pair refused alone is asked alone from then on, so it costs one request a poll.
+BATCH_SIZE = 100
 BATCHES_IN_FLIGHT = 2
 PUSH_READING = "reading"
 PUSH_ALARM = "alarm"
@@ -256,6 +257,8 @@ class CangnanClient(MeterClient):
             else None
         )
         self.unknown_meters: set[str] = set()
+        # Pairs the platform refused when asked alone: asked alone again, outside the batches, until it knows them.
+        self._lone: set[tuple[str, str]] = set()
 
     @override
     def unsupported_reason(self, capability: Capability, meter: MeterData | None) -> str:
@@ -350,7 +353,9 @@ class CangnanClient(MeterClient):
             async with semaphore:
                 return await self._read(batch)
 
-        batches = [self.pairs[i : i + BATCH_SIZE] for i in range(0, len(self.pairs), BATCH_SIZE)]
+        known = [pair for pair in self.pairs if pair not in self._lone]
+        batches = [known[i : i + BATCH_SIZE] for i in range(0, len(known), BATCH_SIZE)]
+        batches += [[pair] for pair in self.pairs if pair in self._lone]
         meters: dict[str, MeterData] = {}
         for result in await asyncio.gather(*(run(batch) for batch in batches)):
             meters.update(result)
@@ -372,17 +377,32 @@ class CangnanClient(MeterClient):
             if len(batch) == 1:
                 _LOGGER.debug("Meter %s is not known to the platform as %s: %s", batch[0][1], batch[0][0], err)
                 self.unknown_meters.add(f"{batch[0][0]}:{batch[0][1]}")
+                self._lone.add(batch[0])
                 return {}
             half = len(batch) // 2
             return {**await self._read(batch[:half]), **await self._read(batch[half:])}
         rows = answer.get("readingdata")
         if not isinstance(rows, list):
             raise ResponseError("ReadCurrentData answer has no ReadingData list")
+        if len(batch) == 1:
+            self._lone.discard(batch[0])  # known again: back into the batches next poll
+        # The same pairs answered as last time: the last answer's meters.
+        return self.unchanged_answer(" ".join(meter for _user, meter in batch), rows, self._rows_read)
+
+    def _rows_read(self, rows: list[Any]) -> dict[str, MeterData]:
         meters: dict[str, MeterData] = {}
         for raw in rows:
-            if isinstance(raw, dict) and (meter := self._row(_lower_keys(raw))) is not None:
+            if not isinstance(raw, dict):
+                continue
+            # A row like the last one of its meter is the last one's MeterData (keyed by the document's spelling;
+            # a row spelled otherwise is built every time).
+            key = as_str(raw.get("MeterID"))
+            if (meter := self.unchanged_or_built(key, raw, self._raw_row)) is not None:
                 meters[meter.meter_id] = meter
         return meters
+
+    def _raw_row(self, raw: dict[str, Any]) -> MeterData | None:
+        return self._row(_lower_keys(raw))
 
     def _row(self, row: dict[str, Any]) -> MeterData | None:
         meter_id = as_str(row.get("meterid"))

@@ -351,13 +351,21 @@ class GoldcardClient(MeterClient):
         data = reading_data.get("data") if isinstance(reading_data, dict) else None
         if not isinstance(data, list):
             raise ResponseError("1013 answer has no readingData.data list")
+        # The poll (all meters, latest): an answer like the last one is the last one's meters; a row like the last
+        # one of its meter is the last one's MeterData.
+        poll = not meter_no and day is None
+        if not poll:
+            return self._rows_1013(False, data)
+        return self.unchanged_answer("1013", data, partial(self._rows_1013, True))
+
+    def _rows_1013(self, poll: bool, data: list[Any]) -> dict[str, MeterData]:
+        """The 1013 rows' meters; for the poll, each one the last poll's when its row is the same."""
         meters: dict[str, MeterData] = {}
         for row in data:
             if not isinstance(row, dict) or not (meter_id := as_str(row.get("gasMeterNo"))):
                 continue
-            # The poll (all meters, latest): a row like the last one is the last one's MeterData.
-            cache_key = meter_id if not meter_no and day is None else None
-            if (meter := self.unchanged_or_built(cache_key, row, partial(self._row, meter_id))) is not None:
+            key = meter_id if poll else None
+            if (meter := self.unchanged_or_built(key, row, partial(self._row, meter_id))) is not None:
                 meters[meter_id] = meter
         return meters
 

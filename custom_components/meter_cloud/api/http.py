@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
+import orjson
 
 from .errors import AuthenticationError, CloudConnectionError, CloudTimeoutError, MeterCloudError, ResponseError
 
@@ -18,6 +19,13 @@ _LOGGER = logging.getLogger(__name__)
 DEFAULT_TIMEOUT = 30.0
 MAX_RESPONSE_BYTES = 8 * 1024 * 1024
 
+# An integer orjson could not hold exactly (_orjson_exact): every digit made "0", everything else " ", then a
+# substring search (a regular expression takes longer than the parse).
+_DIGITS_ONLY = bytes(0x30 if 0x30 <= c <= 0x39 else 0x20 for c in range(256))
+_LONG_DIGITS = b"0" * 19
+# What may stand between a value's start (":", ",", "[") and a number's digits.
+_NUMBER_LEAD = frozenset(b" \t\r\n-")
+_VALUE_START = frozenset(b":,[")
 # HTTP status → error class, for statuses that are not 2xx.
 STATUS_ERRORS: dict[int, type[MeterCloudError]] = {
     401: AuthenticationError,
@@ -130,8 +138,33 @@ async def _read_bounded(stream: aiohttp.StreamReader, limit: int) -> bytes:
     return b"".join(chunks)
 
 
+def _orjson_exact(raw: bytes) -> bool:
+    """No bare number of 19 digits or more in the body (digit runs inside strings, like hex ids, are fine)."""
+    digits = raw.translate(_DIGITS_ONLY)
+    at = digits.find(_LONG_DIGITS)
+    while at != -1:
+        before = at - 1
+        while before >= 0 and raw[before] in _NUMBER_LEAD:
+            before -= 1
+        if before < 0 or raw[before] in _VALUE_START:
+            return False
+        end = digits.find(b" ", at)
+        at = -1 if end == -1 else digits.find(_LONG_DIGITS, end)
+    return True
+
+
 def decode_json(raw: bytes) -> Any:
-    """Decode a JSON body or raise ResponseError."""
+    """Decode a JSON body or raise ResponseError.
+
+    orjson (Home Assistant's own, 2-3x faster) first; what it refuses and Python's json accepts (NaN, lone
+    surrogates) is read by Python's json, so no answer is refused that was read before. A body with a run of 19
+    digits or more goes to Python's json alone: orjson turns an integer beyond 64 bits into an inexact float.
+    """
+    if _orjson_exact(raw):
+        try:
+            return orjson.loads(raw.removeprefix(b"\xef\xbb\xbf"))
+        except orjson.JSONDecodeError:
+            pass
     try:
         return json.loads(raw.decode("utf-8-sig"))
     except (UnicodeDecodeError, ValueError) as err:

@@ -356,9 +356,14 @@ class IotMeterClient(MeterClient):
     @override
     async def async_get_meters(self) -> dict[str, MeterData]:
         """GetRealList2, page by page: meters and RTUs."""
+        rows = await self._pages(self._data, "api/Data/MeterData/GetRealList2", {})
+        return self.unchanged_answer("GetRealList2", rows, self._real_rows)
+
+    def _real_rows(self, rows: list[Any]) -> dict[str, MeterData]:
+        """GetRealList2 rows' meters, each one the last poll's when its row is the same."""
         meters: dict[str, MeterData] = {}
-        for row in await self._pages(self._data, "api/Data/MeterData/GetRealList2", {}):
-            key = next((str(v) for k, v in row.items() if k.lower() == "device_comm_no"), None)
+        for row in rows:
+            key = next((str(v) for k, v in row.items() if k.strip().lower() == "meter_comm_no"), None)
             meter = self.unchanged_or_built(key, row, lambda raw: meter_from_record(raw, self._tz))
             if meter is not None:
                 meters[meter.meter_id] = meter
