@@ -14,9 +14,12 @@ from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.entity import Entity
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.meter_cloud.entity import MeterCloudEntity
 from simulator.cangnan import CangnanSimulator
 from simulator.goldcard import GoldcardSimulator
 from simulator.iotmeter import IotMeterSimulator
+
+from .conftest import PUSH_ID
 
 
 @pytest.fixture
@@ -148,3 +151,86 @@ async def test_cangnan_unchanged_rows_are_the_same_objects(
     first, second = await _two_reads(cn_entry, change)
     _assert_only_changed_rebuilt(first, second, meter_id)
     assert second[meter_id].balance == meter.remain_money
+
+
+@pytest.fixture
+def woken() -> Generator[Counter[str]]:
+    """How often each entity was woken by a coordinator update (patched before the entry is set up)."""
+    counted: Counter[str] = Counter()
+    original = MeterCloudEntity._handle_coordinator_update
+
+    def counting(self: MeterCloudEntity) -> None:
+        counted[self.entity_id] += 1
+        original(self)
+
+    with patch.object(MeterCloudEntity, "_handle_coordinator_update", counting):
+        yield counted
+
+
+async def test_a_poll_wakes_only_the_changed_meters_entities(
+    hass: HomeAssistant,
+    woken: Counter[str],
+    sim: GoldcardSimulator,
+    setup_entry: MockConfigEntry,
+    writes: Counter[str],
+) -> None:
+    """One meter changed: only its entities are woken (not every entity of the account); a failed poll wakes all
+    (they go unavailable), the recovery all again, then a steady poll none."""
+    registry = er.async_get(hass)
+    enabled = {
+        e.entity_id
+        for e in er.async_entries_for_config_entry(registry, setup_entry.entry_id)
+        if hass.states.get(e.entity_id) is not None
+    }
+    await poll(hass, setup_entry, writes)
+    woken.clear()
+    assert await poll(hass, setup_entry, writes) == Counter()
+    assert woken == Counter()
+    meter_no, meter = next(iter(sim.meters.items()))
+    meter.balance -= Decimal("2.00")
+    await poll(hass, setup_entry, writes)
+    assert set(woken) == of_meter(hass, setup_entry, meter_no)
+    assert Decimal(hass.states.get(f"sensor.goldcard_{meter_no}_balance").state) == meter.balance
+    woken.clear()
+    sim.fail_next("http500")
+    await poll(hass, setup_entry, writes)
+    assert set(woken) == enabled
+    woken.clear()
+    await poll(hass, setup_entry, writes)
+    assert set(woken) == enabled
+    assert hass.states.get(f"sensor.goldcard_{meter_no}_balance").state != "unavailable"
+    woken.clear()
+    await poll(hass, setup_entry, writes)
+    assert woken == Counter()
+
+
+async def test_a_push_writes_only_what_it_changed(
+    hass: HomeAssistant, sim: GoldcardSimulator, push_client: Any, writes: Counter[str]
+) -> None:
+    """A reading push that moved the reading (and what follows it) writes those sensors, not the ones whose value
+    it left as it was (the price); the same push again writes nothing."""
+    meter_no = next(iter(sim.meters))
+    price = f"sensor.goldcard_{meter_no}_current_price"
+    reading = f"sensor.goldcard_{meter_no}_meter_reading"
+    assert hass.states.get(price) is not None
+    sim.tick(120)
+    headers, data = sim.signed_push("api/collect/meter/2001", sim.reading_body(meter_no))
+    writes.clear()
+    resp = await push_client.post(f"/api/meter_cloud/push/{PUSH_ID}/api/collect/meter/2001", data=data, headers=headers)
+    assert resp.status == 200
+    await hass.async_block_till_done()
+    assert Decimal(hass.states.get(reading).state) == sim.meters[meter_no].reading
+    assert writes[reading] == 1
+    assert price not in writes
+    assert set(writes) <= of_meter(hass, setup_entry_of(hass), meter_no)
+    writes.clear()
+    resp = await push_client.post(f"/api/meter_cloud/push/{PUSH_ID}/api/collect/meter/2001", data=data, headers=headers)
+    assert resp.status == 200
+    await hass.async_block_till_done()
+    assert writes == Counter()
+
+
+def setup_entry_of(hass: HomeAssistant) -> MockConfigEntry:
+    """The one Meter Cloud entry of the test."""
+    (entry,) = hass.config_entries.async_entries("meter_cloud")
+    return entry  # type: ignore[return-value]

@@ -13,6 +13,7 @@ from homeassistant.const import EntityCategory
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers.entity_platform import AddConfigEntryEntitiesCallback
 
+from .api import MeterData
 from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator
 from .entity import MeterCloudEntity, add_meter_entities
 from .money_entities import low_balance_sensors
@@ -88,3 +89,12 @@ class MeterFlag(MeterCloudEntity, BinarySensorEntity):
         """The flag, or unknown when the latest record lacks it."""
         flags = self.meter.flags if self.meter else None
         return flags.get(self.entity_description.key) if flags else None
+
+    @override
+    def _shows_same(self, old: MeterData, new: MeterData) -> bool:
+        key = self.entity_description.key
+        return (old.flags or {}).get(key) == (new.flags or {}).get(key)
+
+    @override
+    def _same_without_meter(self) -> bool:
+        return True

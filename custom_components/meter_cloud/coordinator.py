@@ -7,13 +7,13 @@ import logging
 import operator
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
-from dataclasses import fields, replace
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
 from typing import Any, override
 
 from homeassistant.config_entries import ConfigEntry
-from homeassistant.core import HomeAssistant, callback
+from homeassistant.core import CALLBACK_TYPE, HomeAssistant, callback
 from homeassistant.exceptions import ConfigEntryAuthFailed, ConfigEntryError, HomeAssistantError
 from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.dispatcher import async_dispatcher_send
@@ -105,6 +105,13 @@ def alarm_signal(entry_id: str, meter_id: str) -> str:
     return f"{DOMAIN}_{entry_id}_{meter_id}_alarm"
 
 
+@dataclass(frozen=True, slots=True)
+class MeterContext:
+    """The listener context of a meter's entities: woken by a poll only when that meter changed."""
+
+    meter_id: str
+
+
 class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
     """Latest data of every meter of one account."""
 
@@ -123,6 +130,12 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
             always_update=False,
         )
         self.client = client
+        # Entities' listeners by meter (MeterContext), behind one listener of the coordinator's own (_wake_meters);
+        # what the last wake-up saw: the meters and whether the poll succeeded.
+        self._meter_listeners: dict[str, dict[object, CALLBACK_TYPE]] = {}
+        self._meters_unsub: CALLBACK_TYPE | None = None
+        self._woken: dict[str, MeterData] = {}
+        self._woken_success: bool | None = None
         self.commands = CommandTracker(hass, entry.entry_id)
         self.commands.listener = self._announce
         self.actions = MeterActions(self, self.commands)
@@ -150,6 +163,47 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         self._combined_memo: dict[
             str, tuple[MeterData, MeterData | None, MeterStatus | None, tuple[Any, ...] | None, MeterData]
         ] = {}
+
+    @callback
+    @override
+    def async_add_listener(self, update_callback: CALLBACK_TYPE, context: Any = None) -> Callable[[], None]:
+        """A meter's entity (MeterContext) joins its meter's listeners; anything else listens to every update."""
+        if not isinstance(context, MeterContext):
+            return super().async_add_listener(update_callback, context)
+        listeners = self._meter_listeners.setdefault(context.meter_id, {})
+        token = object()
+        listeners[token] = update_callback
+        if self._meters_unsub is None:
+            self._meters_unsub = super().async_add_listener(self._wake_meters)
+            # Entities write their first state from the data of now.
+            self._woken, self._woken_success = dict(self.data or {}), self.last_update_success
+
+        @callback
+        def remove() -> None:
+            listeners.pop(token, None)
+            if not listeners and self._meter_listeners.get(context.meter_id) is listeners:
+                del self._meter_listeners[context.meter_id]
+            if not self._meter_listeners and self._meters_unsub is not None:
+                self._meters_unsub()
+                self._meters_unsub = None
+
+        return remove
+
+    @callback
+    def _wake_meters(self) -> None:
+        """Wake the entities of meters whose data changed since the last wake-up (all of them when the poll's
+        success changed): a poll that changed 100 of 1000 meters calls 100 meters' entities, not every entity."""
+        data = self.data or {}
+        everyone = self.last_update_success is not self._woken_success
+        woken = self._woken
+        self._woken, self._woken_success = dict(data), self.last_update_success
+        for meter_id, listeners in list(self._meter_listeners.items()):
+            if everyone or data.get(meter_id) is not woken.get(meter_id):
+                for update_callback in list(listeners.values()):
+                    try:
+                        update_callback()
+                    except Exception:
+                        _LOGGER.exception("Unexpected error updating the entities of meter %s", meter_id)
 
     @override
     async def _async_setup(self) -> None:
@@ -421,6 +475,8 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         # In place, without resetting the poll timer (frequent pushes must not starve polling), and
         # only this meter's entities are told: a push for one meter costs the same for 10 or 1000.
         self.data = {**(self.data or {}), meter.meter_id: meter}
+        if self._woken_success is not None:
+            self._woken[meter.meter_id] = meter  # its entities are written now, as a wake-up would
         self.async_update_meter(meter.meter_id)
 
     @callback

@@ -14,7 +14,7 @@ from homeassistant.helpers.update_coordinator import CoordinatorEntity
 
 from .api import MeterData
 from .const import DOMAIN
-from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator, meter_signal
+from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator, MeterContext, meter_signal
 
 
 class MeterCloudEntity(CoordinatorEntity[MeterCloudCoordinator]):
@@ -26,7 +26,8 @@ class MeterCloudEntity(CoordinatorEntity[MeterCloudCoordinator]):
 
     def __init__(self, coordinator: MeterCloudCoordinator, meter_id: str, key: str) -> None:
         """Bind to a meter; ids come from the vendor's meter number, never the entry."""
-        super().__init__(coordinator)
+        # A poll wakes this entity only when its meter's data (or the poll's success) changed (coordinator).
+        super().__init__(coordinator, MeterContext(meter_id))
         self.meter_id = meter_id
         device_key = coordinator.device_key(meter_id)
         self._attr_unique_id = f"{device_key}_{key}"
@@ -64,10 +65,30 @@ class MeterCloudEntity(CoordinatorEntity[MeterCloudCoordinator]):
 
     @callback
     def _write_meter_state(self) -> None:
-        """Write, remembering for which data."""
-        self._written_meter = self.meter
-        self._written_available = self.available
+        """Write, remembering for which data; not when this entity would show the same as it last wrote (a push
+        that moved the reading need not rewrite the price)."""
+        meter, written, available = self.meter, self._written_meter, self.available
+        if (
+            meter is not None
+            and written is not None
+            and available is self._written_available
+            and (meter is written or self._shows_same(written, meter))
+            and self._same_without_meter()
+        ):
+            self._written_meter = meter
+            return
+        self._written_meter = meter
+        self._written_available = available
         self.async_write_ha_state()
+
+    def _shows_same(self, old: MeterData, new: MeterData) -> bool:
+        """Whether this entity shows the same for `new` as for `old`; an entity that does not say writes always."""
+        return False
+
+    def _same_without_meter(self) -> bool:
+        """Whether nothing this entity shows besides its meter's data (commands, say) can have changed; False for
+        entities that show more than their meter's data: a signal always writes them."""
+        return False
 
     @property
     def meter(self) -> MeterData | None:

@@ -293,6 +293,17 @@ class MeterSensor(MeterCloudEntity, SensorEntity):
         meter, attrs = self.meter, self.entity_description.attrs_fn
         return attrs(meter) if meter is not None and attrs is not None else None
 
+    @override
+    def _shows_same(self, old: MeterData, new: MeterData) -> bool:
+        """Value and attributes are functions of the meter's data alone."""
+        description = self.entity_description
+        attrs = description.attrs_fn
+        return description.value_fn(old) == description.value_fn(new) and (attrs is None or attrs(old) == attrs(new))
+
+    @override
+    def _same_without_meter(self) -> bool:
+        return True
+
 
 class ValueSensor(MeterCloudEntity, SensorEntity):
     """One named value of a meter, described by its backend (unit, classes, statistics)."""

@@ -11,6 +11,8 @@ _ISO = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<time>\d{2}:\d{2}(?::\d{2})?)"
     r"(?:[.,](?P<fraction>\d+))?\s*(?P<zone>Z|z|[+-]\d{2}(?::?\d{2})?)?"
 )
+# Decimal places → the quantum for them (as_decimal).
+_STEPS = {places: Decimal(1).scaleb(-places) for places in range(9)}
 DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y%m%d%H%M%S", "%Y-%m-%dT%H:%M:%S", "%Y%m%d%H%M", "%Y-%m-%d", "%Y%m%d")
 
 
@@ -40,7 +42,10 @@ def as_decimal(value: Any, places: int | None = None) -> Decimal | None:
         return None
     if not number.is_finite():
         return None
-    return number if places is None else number.quantize(Decimal(1).scaleb(-places), rounding=ROUND_HALF_UP)
+    if places is None:
+        return number
+    step = _STEPS.get(places) or Decimal(1).scaleb(-places)
+    return number.quantize(step, rounding=ROUND_HALF_UP)
 
 
 def as_int(value: Any) -> int | None:
@@ -54,6 +59,12 @@ def as_datetime(value: Any, tz: tzinfo) -> datetime | None:
     text = as_str(value)
     if text is None:
         return None
+    if len(text) == 19 and text[10] in " T" and text[4] == text[7] == "-" and text[13] == text[16] == ":":
+        # The usual "2026-12-05 10:07:51": what the first format reads, without strptime's cost (pushes, polls).
+        try:
+            return datetime.fromisoformat(text).replace(tzinfo=tz)
+        except ValueError:
+            pass
     for fmt in DATETIME_FORMATS:
         try:
             return datetime.strptime(text, fmt).replace(tzinfo=tz)
