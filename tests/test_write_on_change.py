@@ -234,3 +234,41 @@ def setup_entry_of(hass: HomeAssistant) -> MockConfigEntry:
     """The one Meter Cloud entry of the test."""
     (entry,) = hass.config_entries.async_entries("meter_cloud")
     return entry  # type: ignore[return-value]
+
+
+async def _not_parsed_again(hass: HomeAssistant, entry: MockConfigEntry, target: str, tick: Any) -> None:
+    """A poll answer with the very bytes of the last one (Goldcard: but for the echo of our serial) is not parsed
+    again; one that differs is."""
+    await hass.async_block_till_done(wait_background_tasks=True)
+    client = entry.runtime_data.client
+    first = await client.async_get_meters()
+    with patch(target, side_effect=AssertionError("parsed again")):
+        second = await client.async_get_meters()
+    assert second == first
+    assert all(second[meter_id] is meter for meter_id, meter in first.items())
+    tick(30)
+    with patch(target, side_effect=AssertionError("parsed again")), pytest.raises(AssertionError, match="parsed"):
+        await client.async_get_meters()
+
+
+async def test_goldcard_answer_like_the_last_is_not_parsed_again(
+    hass: HomeAssistant, sim: GoldcardSimulator, setup_entry: MockConfigEntry
+) -> None:
+    """1013 for the whole company, the same but for our serial: not parsed again."""
+    await _not_parsed_again(hass, setup_entry, "custom_components.meter_cloud.api.goldcard.decode_json", sim.tick)
+
+
+async def test_iot_answer_like_the_last_is_not_parsed_again(
+    hass: HomeAssistant, iot_sim: IotMeterSimulator, iot_entry: MockConfigEntry
+) -> None:
+    """GetRealList2 pages with the same bytes: not parsed again."""
+    await _not_parsed_again(hass, iot_entry, "custom_components.meter_cloud.api.iotmeter._envelope", iot_sim.tick)
+
+
+async def test_cangnan_answer_like_the_last_is_not_parsed_again(
+    hass: HomeAssistant, cn_sim: CangnanSimulator, cn_entry: MockConfigEntry
+) -> None:
+    """ReadCurrentData batches with the same bytes: not parsed again."""
+    await _not_parsed_again(
+        hass, cn_entry, "custom_components.meter_cloud.api.cangnan.CangnanClient._decode", cn_sim.tick
+    )

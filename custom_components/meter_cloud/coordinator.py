@@ -153,6 +153,8 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         self._discovery_requested = 0.0
         self._details: dict[str, MeterData] = {}
         self._details_due: dict[str, float] = {}
+        # The earliest of those: before it, no meter's details are due (_refresh_details).
+        self._details_next = 0.0
         self._details_every = 60 * entry.options.get(CONF_DETAILS_INTERVAL, DEFAULT_DETAILS_INTERVAL)
         self._seen_serials: OrderedDict[str, None] = OrderedDict()
         self.requests_last_poll = 0
@@ -283,8 +285,11 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
     async def _refresh_details(self, meters: dict[str, MeterData]) -> None:
         """Fetch details of meters whose details are due, a few at a time."""
         now = time.monotonic()
+        if now < self._details_next and meters.keys() <= self._details_due.keys():
+            return  # none due (a steady poll of 1000 meters looks at none of them)
         due = [meter for meter_id, meter in meters.items() if self._details_due.get(meter_id, 0) <= now]
         if not due:
+            self._details_next = min(self._details_due.values(), default=0.0)
             return
         semaphore = asyncio.Semaphore(DETAILS_CONCURRENCY)
 
@@ -302,6 +307,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
                 self._details_due[meter.meter_id] = now + self._details_every
 
         await asyncio.gather(*(fetch(meter) for meter in due))
+        self._details_next = min(self._details_due.values(), default=0.0)
 
     def _combined_all(self, meters: dict[str, MeterData]) -> dict[str, MeterData]:
         """Every polled meter combined (_combined); the last poll's result outright when the client handed back
@@ -374,6 +380,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
     def refresh_details_soon(self, meter_id: str) -> None:
         """Make the next poll fetch this meter's details (after a recharge, say)."""
         self._details_due.pop(meter_id, None)
+        self._details_next = 0.0
 
     def meter(self, meter_id: str) -> MeterData:
         """A known meter or a translated error."""

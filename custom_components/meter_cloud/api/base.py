@@ -9,7 +9,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from datetime import date, datetime, timedelta, tzinfo
 from decimal import Decimal
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import aiohttp
 
@@ -77,6 +77,8 @@ class MeterClient(ABC):
         self.request_timeout = DEFAULT_TIMEOUT
         # Requests sent so far, for the coordinator's per-poll figure and the benchmark.
         self.request_count = 0
+        # The last bytes of each poll request's answer and what they decoded to (same_answer).
+        self._raw_answers: dict[str, tuple[bytes, Any]] = {}
         # The last poll's raw rows and meters of each answer (unchanged_answer).
         self._answers: dict[str, tuple[list[Any], dict[str, MeterData]]] = {}
         # The last poll's raw row and MeterData of each meter (unchanged_or_built).
@@ -138,6 +140,19 @@ class MeterClient(ABC):
         centre-billed meters in its next answer).
         """
         self._store_state, self._store_save = state, save
+
+    def same_answer[T](self, key: str | None, raw: bytes, decode: Callable[[bytes], T], *, echo: str = "") -> T:
+        """A poll answer decoded: what the last answer to the same request (`key`) decoded to when the bytes are
+        the same (nothing parsed; `echo`, our own serial the cloud repeats, left out of the comparison), else
+        `decode(raw)`. What comes back is shared with the next poll: callers read it, never change it."""
+        if key is None:
+            return decode(raw)
+        compared = raw.replace(echo.encode(), b"") if echo else raw
+        if (last := self._raw_answers.get(key)) is not None and last[0] == compared:
+            return cast("T", last[1])
+        value = decode(raw)
+        self._raw_answers[key] = (compared, value)
+        return value
 
     def unchanged_answer(
         self, key: str, rows: list[Any], build: Callable[[list[Any]], dict[str, MeterData]]

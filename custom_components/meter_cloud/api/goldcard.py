@@ -26,7 +26,7 @@ from .errors import (
     ResponseError,
     UnsupportedError,
 )
-from .http import post_json
+from .http import decode_json, post_bytes
 from .models import (
     Alarm,
     AlarmPriority,
@@ -210,16 +210,19 @@ class GoldcardClient(MeterClient):
     def _now_text(self, fmt: str = signing.TIME_FORMAT) -> str:
         return datetime.now(self._tz).strftime(fmt)
 
-    async def _call(self, path: str, payload: dict[str, Any]) -> Any:
-        """Send one signed request; return `echoMsg` on success, raise on any failure."""
+    async def _call(self, path: str, payload: dict[str, Any], *, same_as: str | None = None) -> Any:
+        """Send one signed request; return `echoMsg` on success, raise on any failure. With `same_as`, an answer
+        that differs from the last one of that name only by the echo of our serial is not parsed again."""
         self.request_count += 1
         headers = signing.request_headers(
             str(self._config[CONF_APP_CODE]), str(self._config[CONF_APP_SECRET]), self._tz
         )
-        payload.setdefault("serialNo", uuid.uuid4().hex)
-        answer = await post_json(
-            self._session, f"{self._base}/{path}", payload, headers=headers, timeout=self.request_timeout
+        serial = payload.setdefault("serialNo", uuid.uuid4().hex)
+        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
+        raw = await post_bytes(
+            self._session, f"{self._base}/{path}", body, headers=headers, timeout=self.request_timeout
         )
+        answer = self.same_answer(same_as, raw, decode_json, echo=str(serial))
         if not isinstance(answer, dict):
             raise ResponseError("answer is not a JSON object")
         code = as_str(answer.get("echoCode"))
@@ -336,6 +339,7 @@ class GoldcardClient(MeterClient):
         self._store_save()
 
     async def _readings(self, meter_no: str, day: date | None = None) -> dict[str, MeterData]:
+        poll = not meter_no and day is None
         message = await self._call(
             "api/v2/collect/meter/1013",
             {
@@ -344,6 +348,7 @@ class GoldcardClient(MeterClient):
                 "meterNo": meter_no,
                 "readingDate": day.isoformat() if day else "",
             },
+            same_as="1013" if poll else None,
         )
         if not isinstance(message, dict):
             raise ResponseError("1013 answer has no readingData")
@@ -353,7 +358,6 @@ class GoldcardClient(MeterClient):
             raise ResponseError("1013 answer has no readingData.data list")
         # The poll (all meters, latest): an answer like the last one is the last one's meters; a row like the last
         # one of its meter is the last one's MeterData.
-        poll = not meter_no and day is None
         if not poll:
             return self._rows_1013(False, data)
         return self.unchanged_answer("1013", data, partial(self._rows_1013, True))

@@ -156,6 +156,14 @@ CONTROL = frozenset(
 )
 
 
+def _envelope(raw: bytes) -> dict[str, Any]:
+    """An answer's JSON object, keys in lower case."""
+    decoded = decode_json(raw)
+    if not isinstance(decoded, dict):
+        raise ResponseError("answer is not a JSON object")
+    return lower_keys(decoded)
+
+
 class IotMeterClient(MeterClient):
     """Client of the IoT meter data platform (processor iotmeterv1)."""
 
@@ -241,9 +249,17 @@ class IotMeterClient(MeterClient):
         return datetime.now(self._tz)
 
     async def _post(
-        self, base: str, path: str, body: Any, headers: Mapping[str, str], *, credentials: tuple[str, ...] = ()
+        self,
+        base: str,
+        path: str,
+        body: Any,
+        headers: Mapping[str, str],
+        *,
+        credentials: tuple[str, ...] = (),
+        same_as: str | None = None,
     ) -> dict[str, Any]:
-        """One call: the envelope when State is success; HTTP 401/403 refuse `credentials`."""
+        """One call: the envelope when State is success; HTTP 401/403 refuse `credentials`. With `same_as`, an
+        answer with the very bytes of the last one of that name is not parsed again."""
         self.request_count += 1
         url = f"{base.rstrip('/')}/{path}"
         # Errors name the path without its query: Login's carries the password's MD5, which logs in as well.
@@ -264,17 +280,25 @@ class IotMeterClient(MeterClient):
             message = _message(answer.body) or f"{shown} answered HTTP {answer.status}"
             raise AuthenticationError(message, code=str(answer.status), fields=credentials)
         check_status(shown, answer.status)
-        decoded = decode_json(answer.body)
-        if not isinstance(decoded, dict):
-            raise ResponseError("answer is not a JSON object")
-        envelope = lower_keys(decoded)
+        envelope = self.same_answer(same_as, answer.body, _envelope)
         if as_str(envelope.get("state")) != "success":
             raise CommandError(as_str(envelope.get("message")) or "failed", code="failed")
         return envelope
 
-    async def _data(self, path: str, body: Any) -> dict[str, Any]:
+    async def _data(self, path: str, body: Any, *, same_as_last: bool = False) -> dict[str, Any]:
+        """A data call; `same_as_last`: a poll page, not parsed again when its bytes are the last ones'."""
         headers = {"company_no": str(self._config[CONF_COMPANY_NO]), "data_api_key": str(self._config[CONF_DATA_KEY])}
-        return await self._post(str(self._config[CONF_DATA_URL]), path, body, headers, credentials=(CONF_DATA_KEY,))
+        return await self._post(
+            str(self._config[CONF_DATA_URL]),
+            path,
+            body,
+            headers,
+            credentials=(CONF_DATA_KEY,),
+            same_as=path if same_as_last else None,
+        )
+
+    async def _poll_page(self, path: str, body: Any) -> dict[str, Any]:
+        return await self._data(path, body, same_as_last=True)
 
     async def _login(self) -> str:
         async with self._login_lock:
@@ -356,7 +380,7 @@ class IotMeterClient(MeterClient):
     @override
     async def async_get_meters(self) -> dict[str, MeterData]:
         """GetRealList2, page by page: meters and RTUs."""
-        rows = await self._pages(self._data, "api/Data/MeterData/GetRealList2", {})
+        rows = await self._pages(self._poll_page, "api/Data/MeterData/GetRealList2", {})
         return self.unchanged_answer("GetRealList2", rows, self._real_rows)
 
     def _real_rows(self, rows: list[Any]) -> dict[str, MeterData]:
