@@ -65,8 +65,9 @@ BILLING_SYSTEM = "system"
 TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 # Chapter 3: money in RMB and readings in m³, both with 4 decimals.
 PLACES = 4
-# ReadCurrentData takes a list of meters (the document sets no limit); batches keep each answer small (~30 KB)
-# and a bad pair's damage local. A pair refused alone is asked alone from then on, so it costs one request a poll.
+# ReadCurrentData takes a list of meters; the document sets no limit, our strict simulator (like a cautious
+# platform) takes at most 100. Batches keep each answer small (~30 KB) and a bad pair's damage local. A pair
+# refused alone is asked alone from then on, so it costs one request a poll.
 BATCH_SIZE = 100
 BATCHES_IN_FLIGHT = 2
 PUSH_READING = "reading"

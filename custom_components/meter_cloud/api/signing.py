@@ -55,7 +55,7 @@ def verify(
     if not sep or not hmac.compare_digest(sender, app_id):
         return "unknown_sender"
     try:
-        sent = datetime.strptime(stamp, TIME_FORMAT).replace(tzinfo=tz)
+        sent = _stamp_time(stamp, tz)
     except ValueError:
         return "malformed_timestamp"
     if abs(now - sent) > window:
@@ -64,3 +64,19 @@ def verify(
     if not hmac.compare_digest(token.strip().upper(), expected):
         return "bad_signature"
     return None
+
+
+def _stamp_time(stamp: str, tz: tzinfo) -> datetime:
+    """yyyyMMddHHmmss in `tz`, as strptime(TIME_FORMAT) reads it; 14 ASCII digits without strptime's cost (every
+    push)."""
+    if len(stamp) == 14 and stamp.isascii() and stamp.isdigit():
+        return datetime(
+            int(stamp[:4]),
+            int(stamp[4:6]),
+            int(stamp[6:8]),
+            int(stamp[8:10]),
+            int(stamp[10:12]),
+            int(stamp[12:]),
+            tzinfo=tz,
+        )
+    return datetime.strptime(stamp, TIME_FORMAT).replace(tzinfo=tz)
