@@ -483,11 +483,8 @@ async def test_bench(
                 f"| POST→200 ms median ({PUSH_IN_FLIGHT} in flight) | p95 |\n|" + "---|" * 10
             )
             sys.stdout.write(
-                "\nPush throughput over loopback HTTP (Home Assistant's test server; the sender shares its loop):\n"
-                + push_header
-                + "\n"
-                + "\n".join(PUSH_RESULTS)
-                + "\n"
+                "\nPush throughput over loopback HTTP (Home Assistant's HTTP test server; the sender in its own "
+                "process, CPU per push Home Assistant's alone):\n" + push_header + "\n" + "\n".join(PUSH_RESULTS) + "\n"
             )
 
 
