@@ -158,10 +158,10 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         self._details_every = 60 * entry.options.get(CONF_DETAILS_INTERVAL, DEFAULT_DETAILS_INTERVAL)
         self._seen_serials: OrderedDict[str, None] = OrderedDict()
         self.requests_last_poll = 0
-        # Per meter: what its last combined data was made of, and that data (_combined).
         # The last poll's inputs, client meters and combined result (_combined_all); details refreshed count up.
         self._last_combined: tuple[tuple[int, int], dict[str, MeterData], dict[str, MeterData]] | None = None
         self._details_revision = 0
+        # Per meter: what its last combined data was made of, and that data (_combined).
         self._combined_memo: dict[
             str, tuple[MeterData, MeterData | None, MeterStatus | None, tuple[Any, ...] | None, MeterData]
         ] = {}
