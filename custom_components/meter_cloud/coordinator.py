@@ -87,12 +87,17 @@ async def async_build_client(hass: HomeAssistant, data: Mapping[str, Any]) -> Me
     return client_cls(async_get_clientsession(hass), data, tz=tz)
 
 
+# MeterData's fields, once (merge runs for every changed meter of a poll and every push).
+_METER_FIELDS = tuple(f.name for f in fields(MeterData))
+
+
 def merge(base: MeterData | None, fresh: MeterData) -> MeterData:
     """Overlay the fields `fresh` knows on `base`."""
     if base is None:
         return fresh
-    changes = {f.name: value for f in fields(fresh) if (value := getattr(fresh, f.name)) is not None}
-    return replace(base, **changes)
+    return MeterData(
+        **{name: getattr(base, name) if (value := getattr(fresh, name)) is None else value for name in _METER_FIELDS}
+    )
 
 
 def meter_signal(entry_id: str, meter_id: str) -> str:
