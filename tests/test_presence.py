@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from datetime import timedelta
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -19,6 +21,7 @@ from homeassistant.helpers import issue_registry as ir
 from homeassistant.setup import async_setup_component
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_capture_events
 
+from custom_components.meter_cloud import coordinator as coordinator_module
 from custom_components.meter_cloud.compat import device_by_identifier
 from custom_components.meter_cloud.const import DOMAIN, EVENT_ALARM, MAX_PUSH_BYTES
 from custom_components.meter_cloud.presence import issue_id
@@ -133,14 +136,21 @@ async def test_pushes_for_meters_a_list_does_not_follow(
     assert alarms == []
 
 
+@pytest.mark.parametrize("booted_seconds_ago", [None, 60.0])
 async def test_unknown_meter_pushes_cost_one_poll_and_alarms_wait_for_the_device(
     hass: HomeAssistant,
     config_entry: MockConfigEntry,
     sim: GoldcardSimulator,
     hass_client_no_auth: Any,
+    monkeypatch: pytest.MonkeyPatch,
+    booted_seconds_ago: float | None,
 ) -> None:
     """A meter new to the account pushes readings and an alarm before any poll listed it: one extra poll (not one
-    per push) discovers it; the alarm fires once, after its device exists, carrying that device."""
+    per push) discovers it; the alarm fires once, after its device exists, carrying that device. Also on a machine
+    that booted a minute ago, whose monotonic clock reads about 60 (it once read as "a discovery a minute ago")."""
+    if booted_seconds_ago is not None:
+        offset = time.monotonic() - booted_seconds_ago
+        monkeypatch.setattr(coordinator_module, "time", SimpleNamespace(monotonic=lambda: time.monotonic() - offset))
     newcomer_no, newcomer = list(sim.meters.items())[-1]
     del sim.meters[newcomer_no]
     assert await hass.config_entries.async_setup(config_entry.entry_id)

@@ -155,7 +155,9 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         self.foresight = Foresight(hass, self)
         # Alarms of meters whose device does not exist yet, handed to the meter's event entity when it appears.
         self._orphan_alarms: dict[str, list[Alarm]] = {}
-        self._discovery_requested = 0.0
+        # When a push last asked for a discovery poll (monotonic; None: never — a machine that booted a minute ago
+        # has a monotonic clock of about 60, so no number stands for "long ago").
+        self._discovery_requested: float | None = None
         self._details: dict[str, MeterData] = {}
         self._details_due: dict[str, float] = {}
         # The earliest of those: before it, no meter's details are due (_refresh_details).
@@ -315,18 +317,27 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         self._details_next = min(self._details_due.values(), default=0.0)
 
     def _combined_all(self, meters: dict[str, MeterData]) -> dict[str, MeterData]:
-        """Every polled meter combined (_combined); the last poll's result outright when the client handed back
-        the very same meters and neither the ledger (commands, account states) nor any details changed since."""
+        """Every polled meter combined (_combined). While neither the ledger (commands, account states) nor any
+        details changed since the last poll, a meter the client handed back as the very same object is the last
+        poll's result outright (all of them at once when every one is): a poll that changed 100 of 1000 meters
+        combines those 100."""
         last = self._last_combined
-        if (
-            last is not None
-            and last[0] == (self.commands.revision, self._details_revision)
-            and meters.keys() == last[1].keys()
-            and all(map(operator.is_, meters.values(), last[1].values()))
-        ):
-            return dict(last[2])
-        valve_commands = self.actions.latest_valve_commands()
-        data = {meter_id: self._combined(meter, valve_commands) for meter_id, meter in meters.items()}
+        revisions = (self.commands.revision, self._details_revision)
+        last_fresh: dict[str, MeterData] = {}
+        last_data: dict[str, MeterData] = {}
+        if last is not None and last[0] == revisions:
+            last_fresh, last_data = last[1], last[2]
+            if meters.keys() == last_fresh.keys() and all(map(operator.is_, meters.values(), last_fresh.values())):
+                return dict(last_data)
+        valve_commands: dict[str, TrackedCommand] | None = None
+        data: dict[str, MeterData] = {}
+        for meter_id, meter in meters.items():
+            if last_fresh.get(meter_id) is meter:
+                data[meter_id] = last_data[meter_id]
+                continue
+            if valve_commands is None:
+                valve_commands = self.actions.latest_valve_commands()
+            data[meter_id] = self._combined(meter, valve_commands)
         # Taken after combining: learning a platform's account state there saves the ledger.
         self._last_combined = ((self.commands.revision, self._details_revision), meters, dict(data))
         return data
@@ -516,7 +527,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         """Poll to discover a new meter, at most once per scan interval however many pushes ask."""
         now = time.monotonic()
         interval = (self.update_interval or timedelta(minutes=DEFAULT_SCAN_INTERVAL)).total_seconds()
-        if now - self._discovery_requested < interval:
+        if self._discovery_requested is not None and now - self._discovery_requested < interval:
             return
         self._discovery_requested = now
         _LOGGER.debug("Push for unknown meter %s; polling to discover it", meter_id)
