@@ -31,7 +31,16 @@ from custom_components.meter_cloud.api import (
     signing,
 )
 from custom_components.meter_cloud.api import http as api_http
-from custom_components.meter_cloud.api.parse import as_date, as_datetime, as_decimal, as_int, as_str, money
+from custom_components.meter_cloud.api.parse import (
+    DATETIME_FORMATS,
+    as_date,
+    as_datetime,
+    as_decimal,
+    as_int,
+    as_str,
+    compact_time,
+    money,
+)
 
 TZ = ZoneInfo("Asia/Shanghai")
 
@@ -59,6 +68,45 @@ def test_converters() -> None:
     assert as_date("") is None
     assert money(Decimal("100.005"), 2) == "100.01"
     assert money(Decimal(2), 4) == "2.0000"
+
+
+def _strptime_reading(text: str) -> datetime | None:
+    """What as_datetime read before its fast paths: the formats in order, through strptime."""
+    for fmt in DATETIME_FORMATS:
+        try:
+            return datetime.strptime(text.strip(), fmt).replace(tzinfo=TZ)
+        except ValueError:
+            continue
+    return None
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "20200227111615",
+        "20241231235959",
+        "20240229000000",  # a leap day
+        "20230229000000",  # no such day
+        "20261305100000",  # no month 13
+        "20261205240000",  # no hour 24
+        "20261205106000",  # no minute 60
+        "20261205100060",  # no second 60
+        "2026120510000",  # 13 digits
+        "２０２６１２０５１０００００",  # full-width digits: str.isdigit says yes, the fast path says no
+        " 20200227111615 ",
+        "2019-12-23 17:13:24",
+        "2019-12-23T17:13:24",
+        "2019-12-32 17:13:24",
+        "2026-12-05",
+    ],
+)
+def test_datetime_fast_paths_read_what_strptime_reads(text: str) -> None:
+    """The 14-digit and ISO fast paths give strptime's answer or leave the text to it, never another answer."""
+    expected = _strptime_reading(text)
+    if expected is not None:
+        assert as_datetime(text, TZ) == expected
+    fast = compact_time(text.strip(), TZ)
+    assert fast == (expected if len(text.strip()) == 14 and text.strip().isascii() and text.strip().isdigit() else None)
 
 
 def test_signing_matches_the_spec_sample_shape() -> None:

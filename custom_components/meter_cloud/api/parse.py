@@ -59,6 +59,8 @@ def as_datetime(value: Any, tz: tzinfo) -> datetime | None:
     text = as_str(value)
     if text is None:
         return None
+    if len(text) == 14 and (moment := compact_time(text, tz)) is not None:
+        return moment  # Goldcard's yyyyMMddHHmmss: what the second format reads, without strptime's cost
     if len(text) == 19 and text[10] in " T" and text[4] == text[7] == "-" and text[13] == text[16] == ":":
         # The usual "2026-12-05 10:07:51": what the first format reads, without strptime's cost (pushes, polls).
         try:
@@ -71,6 +73,19 @@ def as_datetime(value: Any, tz: tzinfo) -> datetime | None:
         except ValueError:
             continue
     return _iso(text, tz)
+
+
+def compact_time(text: str, tz: tzinfo) -> datetime | None:
+    """yyyyMMddHHmmss (14 ASCII digits) in `tz`, read as strptime("%Y%m%d%H%M%S") reads it but a few times faster;
+    None for anything else, a time that does not exist included (strptime then decides, as before)."""
+    if len(text) != 14 or not text.isascii() or not text.isdigit():
+        return None
+    try:
+        return datetime(
+            int(text[:4]), int(text[4:6]), int(text[6:8]), int(text[8:10]), int(text[10:12]), int(text[12:]), tzinfo=tz
+        )
+    except ValueError:
+        return None
 
 
 def _iso(text: str, tz: tzinfo) -> datetime | None:
