@@ -295,6 +295,8 @@ class CangnanSimulator(SimulatorBase):
         self.state_column: str | None = None
         # MeterID → for how many more polls its pair is refused 80002013 (refuse_pair()).
         self.refused_pairs: dict[str, int] = {}
+        # Most meters one ReadCurrentData may ask for (more: 80002003); the document sets no limit.
+        self.max_meters = MAX_METERS
         self.meters: dict[str, SimMeter] = {}
         self.trades: dict[str, dict[str, Any]] = {}  # ours: fee/recharge and fee/remainOption, by TradeNo
         self.foreign_trades: dict[str, dict[str, Any]] = {}  # other terminals', by TradeNo: done, never cancelled
@@ -618,7 +620,7 @@ class CangnanSimulator(SimulatorBase):
         pairs = p.get("Meters")
         if not isinstance(pairs, list) or not pairs or not all(isinstance(pair, dict) for pair in pairs):
             raise CangnanError("80002003")
-        if name == "ReadCurrentData" and len(pairs) > MAX_METERS:
+        if name == "ReadCurrentData" and len(pairs) > self.max_meters:
             raise CangnanError("80002003")
         meters = [self._meter(pair) for pair in pairs]
         if name == "ReadCurrentData":

@@ -187,6 +187,33 @@ async def test_batches_and_bad_pair_isolation(
     assert len(coordinator.data) == 120
 
 
+async def test_a_smaller_batch_size_is_learned_once_and_kept_across_a_restart(
+    hass: HomeAssistant, cn_sim: CangnanSimulator, cn_server: TestServer
+) -> None:
+    """A platform that takes at most 30 meters a request: set-up's first poll finds 20 (every meter shown), the
+    next polls ask 20 at a time, and so does the first poll after Home Assistant restarts (the ledger's store)."""
+    for _ in range(57):
+        cn_sim._seed_meter()
+    cn_sim.max_meters = 30
+    entry = MockConfigEntry(domain=DOMAIN, data=cangnan_data(cn_sim, cn_server), unique_id="cangnan-capped")
+    entry.add_to_hass(hass)
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert len(entry.runtime_data.data) == 60
+    assert all(value(hass, m.meter_id, "reading") == m.reading for m in cn_sim.meters.values())
+    cn_sim.tick(30)
+    await refresh(hass, entry)
+    assert entry.runtime_data.requests_last_poll == 3
+    assert [len(p["Meters"]) for p in sent(cn_sim, "ReadCurrentData")[-3:]] == [20, 20, 20]
+    assert all(value(hass, m.meter_id, "reading") == m.reading for m in cn_sim.meters.values())
+    assert await hass.config_entries.async_unload(entry.entry_id)
+    cn_sim.requests.clear()
+    assert await hass.config_entries.async_setup(entry.entry_id)
+    await hass.async_block_till_done()
+    assert [len(p["Meters"]) for p in sent(cn_sim, "ReadCurrentData")] == [20, 20, 20]
+    assert len(entry.runtime_data.data) == 60
+
+
 # --- valve ------------------------------------------------------------------------------------
 
 

@@ -405,6 +405,43 @@ async def test_lost_pair_costs_only_its_reading(serve: Serve, session: aiohttp.C
     assert sorted(len(payload["Meters"]) for payload in calls(sim, "ReadCurrentData")) == [20, 100]
 
 
+async def test_a_platform_that_takes_fewer_meters_is_learned(serve: Serve, session: aiohttp.ClientSession) -> None:
+    """A platform that refuses more than 30 meters at once (80002003): the first poll asks again in 50s (refused
+    too), then 20s, and every meter is read; 20 is its size from then on, also for a client started afresh on the
+    same store. A platform refusing every request learns nothing and fails the poll after one walk down."""
+    sim, client = await rig(serve, session, meters=120)
+    sim.max_meters = 30
+    saved: list[int] = []
+    store: dict[str, Any] = {}
+    client.attach_store(store, lambda: saved.append(store["read_batch"]))
+    meters = await client.async_get_meters()
+    assert {meter_id: meter.reading for meter_id, meter in meters.items()} == {
+        m.meter_id: m.reading for m in sim.meters.values()
+    }
+    # 100 (refused) → 50 + 50 (both refused) → 20 + 20 + 10 each; the last batch of 20 is answered at once.
+    sizes = sorted(len(payload["Meters"]) for payload in calls(sim, "ReadCurrentData"))
+    assert sizes == [10, 10, 20, 20, 20, 20, 20, 50, 50, 100]
+    assert (client.batch_size, store, saved[-1]) == (20, {"read_batch": 20}, 20)
+    sim.requests.clear()
+    sim.tick(30)
+    meters = await client.async_get_meters()
+    assert sorted(len(payload["Meters"]) for payload in calls(sim, "ReadCurrentData")) == [20] * 6
+    assert all(meters[m.meter_id].reading == m.reading for m in sim.meters.values())
+    restarted = CangnanClient(session, client._config, tz=TZ)
+    restarted.attach_store(store, lambda: None)
+    sim.requests.clear()
+    assert len(await restarted.async_get_meters()) == 120
+    assert sorted(len(payload["Meters"]) for payload in calls(sim, "ReadCurrentData")) == [20] * 6
+
+    refusing, fresh = await rig(serve, session, meters=3)
+    refusing.max_meters = 0
+    with pytest.raises(CommandError) as err:
+        await fresh.async_get_meters()
+    assert err.value.code == "80002003"
+    assert sorted(len(payload["Meters"]) for payload in calls(refusing, "ReadCurrentData")) == [1, 2, 3]
+    assert fresh.batch_size == 100
+
+
 async def test_validate_names_every_bad_pair(
     sim: CangnanSimulator, server: TestServer, session: aiohttp.ClientSession, client: CangnanClient
 ) -> None:

@@ -67,8 +67,11 @@ TIME_FORMAT = "%Y-%m-%d %H:%M:%S"
 PLACES = 4
 # ReadCurrentData takes a list of meters; the document sets no limit, our strict simulator (like a cautious
 # platform) takes at most 100. Batches keep each answer small (~30 KB) and a bad pair's damage local. A pair
-# refused alone is asked alone from then on, so it costs one request a poll.
-BATCH_SIZE = 100
+# refused alone is asked alone from then on, so it costs one request a poll. A platform that refuses a batch as
+# malformed (SIZE_CODES: it may count the meters) is asked again in batches of the next size down this ladder, and
+# the size it then answered is used from then on, across restarts ("read_batch" in the client's store).
+BATCH_SIZES = (100, 50, 20, 10, 5, 2, 1)
+SIZE_CODES = frozenset({"80002003"})
 BATCHES_IN_FLIGHT = 2
 PUSH_READING = "reading"
 PUSH_ALARM = "alarm"
@@ -356,7 +359,8 @@ class CangnanClient(MeterClient):
                 return await self._read(batch)
 
         known = [pair for pair in self.pairs if pair not in self._lone]
-        batches = [known[i : i + BATCH_SIZE] for i in range(0, len(known), BATCH_SIZE)]
+        size = self.batch_size
+        batches = [known[i : i + size] for i in range(0, len(known), size)]
         batches += [[pair] for pair in self.pairs if pair in self._lone]
         meters: dict[str, MeterData] = {}
         for result in await asyncio.gather(*(run(batch) for batch in batches)):
@@ -369,12 +373,20 @@ class CangnanClient(MeterClient):
         pair = next((pair for pair in self.pairs if pair[1] == meter_id), None)
         return None if pair is None else (await self._read([pair])).get(meter_id)
 
+    @property
+    def batch_size(self) -> int:
+        """Meters per ReadCurrentData: the first of BATCH_SIZES, or the smaller size this platform was found to take."""
+        learned = self._store_state.get("read_batch")
+        return learned if isinstance(learned, int) and learned in BATCH_SIZES else BATCH_SIZES[0]
+
     async def _read(self, batch: list[tuple[str, str]]) -> dict[str, MeterData]:
         payload = {"Meters": [{"UserID": user, "MeterID": meter} for user, meter in batch]}
         key = " ".join(meter for _user, meter in batch)
         try:
             answer = await self._call("reading/ReadCurrentData", payload, same_as=key)
         except CommandError as err:
+            if err.code in SIZE_CODES and len(batch) > 1:
+                return await self._read_smaller(batch, err)
             if err.code not in PAIR_CODES:
                 raise
             if len(batch) == 1:
@@ -391,6 +403,20 @@ class CangnanClient(MeterClient):
             self._lone.discard(batch[0])  # known again: back into the batches next poll
         # The same pairs answered as last time: the last answer's meters.
         return self.unchanged_answer(key, rows, self._rows_read)
+
+    async def _read_smaller(self, batch: list[tuple[str, str]], err: CommandError) -> dict[str, MeterData]:
+        """A batch refused as malformed, asked again in batches of the next smaller size; when all of those were
+        answered, that size is this platform's from then on. A pair refused alone still fails the poll (its data
+        is what is malformed), and then nothing is learned."""
+        size = next(size for size in BATCH_SIZES if size < len(batch))
+        meters: dict[str, MeterData] = {}
+        for start in range(0, len(batch), size):
+            meters.update(await self._read(batch[start : start + size]))
+        if size < self.batch_size:
+            _LOGGER.debug("ReadCurrentData of %d meters refused (%s); asking %d at a time", len(batch), err, size)
+            self._store_state["read_batch"] = size
+            self._store_save()
+        return meters
 
     def _rows_read(self, rows: list[Any]) -> dict[str, MeterData]:
         meters: dict[str, MeterData] = {}
