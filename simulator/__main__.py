@@ -111,6 +111,12 @@ def _add_kumir(vendors: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     kumir.add_argument("--password", default="example")
     kumir.add_argument("--time-zone", default="Europe/Moscow")
     kumir.add_argument("--session-ttl", type=float, default=1800.0, help="seconds a session lives")
+    kumir.add_argument(
+        "--collector-minutes",
+        type=float,
+        default=0.0,
+        help="the total archive is what the collector read every N minutes; 0 (default): read at every export",
+    )
     # The archives follow the clock; ticking only runs the simulated clock faster than the real one.
     kumir.add_argument("--tick-seconds", type=float, default=0.0, help="tick every N seconds; 0 (default) is off")
     kumir.add_argument("--tick-minutes", type=float, default=15.0, help="simulated minutes per tick")
@@ -261,6 +267,7 @@ async def _run_kumir(args: argparse.Namespace) -> None:
         nodes=args.nodes,
         seed=args.seed,
     )
+    sim.collector_minutes = args.collector_minutes
     base = f"http://{args.host}:{args.port}"
     lines = [
         f"KUMIR-RESURS simulator on {base}  (Ctrl-C stops it)",

@@ -382,6 +382,10 @@ class KumirSimulator(SimulatorBase):
         self.login, self.password, self.session_ttl, self.seed = login, password, session_ttl, seed
         self.huge_bytes = 20 * 2**20
         self.late_hours = 0.0
+        # The total archive holds what the collector read "at the moment of the request to the meter" (the
+        # document's glossary): 0 (the default) reads every meter at every export, so totals move each second;
+        # N > 0 reads them every N minutes (on the clock), so exports between two readings are byte for byte equal.
+        self.collector_minutes = 0.0
         self.sessions: dict[str, datetime] = {}  # session id → expiry on the simulator's clock
         self.nodes: dict[str, SimNode] = {}
         self.meters = self.nodes
@@ -563,7 +567,7 @@ class KumirSimulator(SimulatorBase):
         """Starts of the periods of `archive` that meet [begin, end] and have begun by now."""
         now = self._now()
         if archive == "total":
-            yield now
+            yield self._collected(now)
             return
         local = begin.astimezone(self.tz)
         if archive == "hour":
@@ -583,6 +587,14 @@ class KumirSimulator(SimulatorBase):
                 start = datetime.combine(month.replace(day=1), time(), tzinfo=self.tz)
             else:
                 start = datetime.combine(date(start.year + 1, 1, 1), time(), tzinfo=self.tz)
+
+    def _collected(self, now: datetime) -> datetime:
+        """When the collector last read the meters (see collector_minutes)."""
+        period = int(self.collector_minutes * 60)
+        if period <= 0:
+            return now
+        stamp = int(now.timestamp())
+        return datetime.fromtimestamp(stamp - stamp % period, self.tz)
 
     def _nodata(self, node: SimNode, archive: str, when: datetime) -> bool:
         if any(start <= when <= end for start, end in node.gaps):

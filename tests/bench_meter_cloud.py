@@ -263,8 +263,12 @@ def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
 
 def _sim_command(backend: str, port: int, meters: int) -> list[str]:
     """The simulator's command line: `meters` meters (KUMIR: nodes, cycling through its device types), no ticking."""
-    count = "--nodes" if backend == "kumir" else "--meters"
-    return [sys.executable, "-m", "simulator", backend, "--port", str(port), count, str(meters), "--tick-seconds", "0"]
+    command = [sys.executable, "-m", "simulator", backend, "--port", str(port), "--tick-seconds", "0"]
+    if backend == "kumir":
+        # Its collector reads the meters every 15 minutes, so a steady poll can exist (the total archive moves only
+        # at a reading); with --collector-minutes 0 every export reads every meter anew.
+        return [*command, "--nodes", str(meters), "--collector-minutes", "15"]
+    return [*command, "--meters", str(meters)]
 
 
 def _entry_data(backend: str, base: str, meters: int) -> tuple[dict[str, Any], Any, str, str]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 from collections.abc import Generator
+from datetime import datetime
 from decimal import Decimal
 from typing import Any
 from unittest.mock import patch
@@ -18,8 +19,11 @@ from custom_components.meter_cloud.entity import MeterCloudEntity
 from simulator.cangnan import CangnanSimulator
 from simulator.goldcard import GoldcardSimulator
 from simulator.iotmeter import IotMeterSimulator
+from simulator.kumir import KumirSimulator, _fmt
 
 from .conftest import PUSH_ID
+
+PARSE_EXPORT = "custom_components.meter_cloud.api.kumir.client.parse_export_answer"
 
 
 @pytest.fixture
@@ -272,3 +276,31 @@ async def test_cangnan_answer_like_the_last_is_not_parsed_again(
     await _not_parsed_again(
         hass, cn_entry, "custom_components.meter_cloud.api.cangnan.CangnanClient._decode", cn_sim.tick
     )
+
+
+async def test_kumir_steady_poll_parses_and_writes_nothing(
+    hass: HomeAssistant, kumir_sim: KumirSimulator, kumir_entry: MockConfigEntry, writes: Counter[str]
+) -> None:
+    """KUMIR-RESURS: exports with the very bytes of the last ones (the collector has not read the meters since) are
+    not parsed and write nothing; after the collector's next reading they are, with the simulator's numbers."""
+    kumir_sim.collector_minutes = 24 * 60  # one reading a day (on the UTC clock), so two polls meet the same one
+    code = next(iter(kumir_sim.nodes))
+    node = kumir_sim.nodes[code]
+    await poll(hass, kumir_entry, writes)  # new bytes (an older total, which rolls nothing back): parsed
+    with patch(PARSE_EXPORT, side_effect=AssertionError("parsed again")):
+        assert await poll(hass, kumir_entry, writes) == Counter()
+        assert await poll(hass, kumir_entry, writes) == Counter()
+    kumir_sim.advance(24 * 3600)
+    with patch(PARSE_EXPORT, side_effect=AssertionError("parsed again")), pytest.raises(AssertionError):
+        await kumir_entry.runtime_data.client.async_get_meters()
+    changed = await poll(hass, kumir_entry, writes)
+    registry = er.async_get(hass)
+    reading = registry.async_get_entity_id("sensor", "meter_cloud", f"kumir_{code}/{node.num}_s1_EAi")
+    reading_time = registry.async_get_entity_id("sensor", "meter_cloud", f"kumir_{code}/{node.num}_reading_time")
+    assert reading is not None
+    assert reading_time is not None
+    assert {reading, reading_time} <= set(changed)
+    when = datetime.fromisoformat(hass.states.get(reading_time).state)
+    assert when == kumir_sim._collected(kumir_sim._now())  # the collector's new reading (the total archive)
+    expected = Decimal(_fmt(kumir_sim.counter_value(node, 1, "EAi", when)))
+    assert Decimal(hass.states.get(reading).state) == expected
