@@ -453,3 +453,18 @@ async def test_simulator_control_routes(kumir_sim: KumirSimulator, kumir_server:
         with pytest.raises(CommandError) as err:
             await client.async_get_meters()
         assert (err.value.code, str(err.value)) == ("9", "down")
+
+
+def test_followed_nodes_by_code_or_serial_and_after_one_is_dropped() -> None:
+    """A row is followed when its node's code or serial is listed (none listed: every node); dropping a node from
+    the list (the repair's "stop following") stops following it at once."""
+    session: Any = None
+    client = KumirClient(session, _config("http://x", nodes="Pol_1 111 m234\nPol_2 222 tv7"), tz=TZ)
+    assert [client._follows(*node) for node in (("Pol_1", "999"), ("Pol_9", "222"), ("Pol_9", "999"))] == [
+        True,
+        True,
+        False,
+    ]
+    client.stop_following("Pol_1/111")
+    assert (client._follows("Pol_1", "111"), client._follows("Pol_2", "222")) == (False, True)
+    assert KumirClient(session, _config("http://x"), tz=TZ)._follows("Pol_9", "999")
