@@ -160,7 +160,7 @@ async def test_http_status_table(
     url = await _serve(aiohttp_server, status, body)
     async with aiohttp.ClientSession() as session:
         with pytest.raises(error):
-            await api_http.post_json(session, url, {}, headers={})
+            api_http.decode_json(await api_http.post_bytes(session, url, api_http.json_body({}), headers={}))
 
 
 async def test_http_body_bound(socket_enabled: None, aiohttp_server: Any, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -169,7 +169,7 @@ async def test_http_body_bound(socket_enabled: None, aiohttp_server: Any, monkey
     url = await _serve(aiohttp_server, 200, b"[" + b"1," * 2000 + b"1]")
     async with aiohttp.ClientSession() as session:
         with pytest.raises(ResponseError, match="larger"):
-            await api_http.post_json(session, url, {}, headers={})
+            api_http.decode_json(await api_http.post_bytes(session, url, api_http.json_body({}), headers={}))
 
 
 class _ReadOnly(MeterClient):

@@ -26,7 +26,7 @@ from .errors import (
     ResponseError,
     UnsupportedError,
 )
-from .http import decode_json, post_bytes
+from .http import decode_json, json_body, post_bytes
 from .models import (
     Alarm,
     AlarmPriority,
@@ -218,9 +218,8 @@ class GoldcardClient(MeterClient):
             str(self._config[CONF_APP_CODE]), str(self._config[CONF_APP_SECRET]), self._tz
         )
         serial = payload.setdefault("serialNo", uuid.uuid4().hex)
-        body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
         raw = await post_bytes(
-            self._session, f"{self._base}/{path}", body, headers=headers, timeout=self.request_timeout
+            self._session, f"{self._base}/{path}", json_body(payload), headers=headers, timeout=self.request_timeout
         )
         answer = self.same_answer(same_as, raw, decode_json, echo=str(serial))
         if not isinstance(answer, dict):

@@ -35,17 +35,9 @@ STATUS_ERRORS: dict[int, type[MeterCloudError]] = {
 }
 
 
-async def post_json(
-    session: aiohttp.ClientSession,
-    url: str,
-    payload: Mapping[str, Any],
-    *,
-    headers: Mapping[str, str],
-    timeout: float = DEFAULT_TIMEOUT,
-) -> Any:
-    """POST `payload` as JSON and return the decoded JSON answer."""
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
-    return decode_json(await post_bytes(session, url, body, headers=headers, timeout=timeout))
+def json_body(payload: Mapping[str, Any]) -> bytes:
+    """`payload` as a compact UTF-8 JSON request body."""
+    return json.dumps(payload, ensure_ascii=False, separators=(",", ":")).encode()
 
 
 async def post_bytes(
