@@ -83,11 +83,8 @@ class MeterActions:
     def settle_from(self, meter: MeterData, commands: list[TrackedCommand] | None = None) -> bool:
         """Let a fresh reading settle commands of its meter (`commands`: its commands in the ledger's order, when
         the caller has them); True if one changed."""
-        if commands is None:
-            commands = self.tracker.by_meter().get(meter.meter_id, [])
         changed = False
-        newest_first = sorted(commands, key=lambda c: c.created, reverse=True)
-        command = next((c for c in newest_first if c.kind in VALVE_KINDS and c.state is CommandState.PENDING), None)
+        command = self.tracker.pending(meter.meter_id, VALVE_KINDS, commands)
         if command is not None:
             if meter.valve is VALVE_TARGET[command.kind]:
                 changed = bool(self.tracker.apply(command.serial, Event.RESULT_OK, "the meter reports it"))
@@ -98,8 +95,7 @@ class MeterActions:
         # Without a result push, the cumulative recharge total rising by the amount confirms a recharge;
         # oldest first, each one's amount on top of what the earlier ones already explained.
         expected: Decimal | None = None
-        recharges = [c for c in commands if c.kind is CommandKind.RECHARGE and c.state in SETTLED_BY_TOTAL]
-        for recharge in sorted(recharges, key=lambda c: c.created):
+        for recharge in self.tracker.of_meter(meter.meter_id, (CommandKind.RECHARGE,), SETTLED_BY_TOTAL, commands):
             if recharge.baseline is None or recharge.amount is None:
                 continue
             start = recharge.baseline if expected is None else max(expected, recharge.baseline)

@@ -251,18 +251,27 @@ class CommandTracker:
             self.listener(change)
         return change
 
-    def pending(self, meter_id: str, kinds: tuple[CommandKind, ...]) -> TrackedCommand | None:
-        """The newest command of these kinds for a meter that the cloud has and has not finished."""
-        for command in self.all():
-            if command.meter_id == meter_id and command.kind in kinds and command.state is CommandState.PENDING:
-                return command
-        return None
+    def _mine(self, meter_id: str, commands: list[TrackedCommand] | None) -> list[TrackedCommand]:
+        """A meter's commands in the ledger's order: `commands` when the caller has them (by_meter()), else read."""
+        return [c for c in self._commands.values() if c.meter_id == meter_id] if commands is None else commands
+
+    def pending(
+        self, meter_id: str, kinds: tuple[CommandKind, ...], commands: list[TrackedCommand] | None = None
+    ) -> TrackedCommand | None:
+        """The newest command of these kinds for a meter that the cloud has and has not finished (`commands`: see
+        _mine)."""
+        newest_first = sorted(self._mine(meter_id, commands), key=lambda c: c.created, reverse=True)
+        return next((c for c in newest_first if c.kind in kinds and c.state is CommandState.PENDING), None)
 
     def of_meter(
-        self, meter_id: str, kinds: tuple[CommandKind, ...], states: frozenset[CommandState]
+        self,
+        meter_id: str,
+        kinds: tuple[CommandKind, ...],
+        states: frozenset[CommandState],
+        commands: list[TrackedCommand] | None = None,
     ) -> list[TrackedCommand]:
-        """A meter's commands of these kinds in these states, oldest first."""
-        found = [c for c in self._commands.values() if c.meter_id == meter_id and c.kind in kinds and c.state in states]
+        """A meter's commands of these kinds in these states, oldest first (`commands`: see _mine)."""
+        found = [c for c in self._mine(meter_id, commands) if c.kind in kinds and c.state in states]
         return sorted(found, key=lambda c: c.created)
 
     def latest(self, meter_id: str, kinds: CommandKind | tuple[CommandKind, ...]) -> TrackedCommand | None:
