@@ -87,13 +87,15 @@ class MeterFlag(MeterCloudEntity, BinarySensorEntity):
     @override
     def is_on(self) -> bool | None:
         """The flag, or unknown when the latest record lacks it."""
-        flags = self.meter.flags if self.meter else None
+        return self._flag(self.meter)
+
+    def _flag(self, meter: MeterData | None) -> bool | None:
+        flags = meter.flags if meter else None
         return flags.get(self.entity_description.key) if flags else None
 
     @override
     def _shows_same(self, old: MeterData, new: MeterData) -> bool:
-        key = self.entity_description.key
-        return (old.flags or {}).get(key) == (new.flags or {}).get(key)
+        return self._flag(old) == self._flag(new)
 
     @override
     def _same_without_meter(self) -> bool:
