@@ -10,6 +10,7 @@ from typing import Any
 from unittest.mock import patch
 
 import pytest
+from freezegun.api import FrozenDateTimeFactory
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.entity import Entity
@@ -279,18 +280,24 @@ async def test_cangnan_answer_like_the_last_is_not_parsed_again(
 
 
 async def test_kumir_steady_poll_parses_and_writes_nothing(
-    hass: HomeAssistant, kumir_sim: KumirSimulator, kumir_entry: MockConfigEntry, writes: Counter[str]
+    freezer: FrozenDateTimeFactory,
+    hass: HomeAssistant,
+    kumir_sim: KumirSimulator,
+    kumir_entry: MockConfigEntry,
+    writes: Counter[str],
 ) -> None:
     """KUMIR-RESURS: exports with the very bytes of the last ones (the collector has not read the meters since) are
-    not parsed and write nothing; after the collector's next reading they are, with the simulator's numbers."""
-    kumir_sim.collector_minutes = 24 * 60  # one reading a day (on the UTC clock), so two polls meet the same one
+    not parsed and write nothing; after the collector's next reading they are, with the simulator's numbers. The
+    clock stands still (a busy machine must not carry two polls across an hour or a reading); only the simulator's
+    moves, when told."""
+    kumir_sim.collector_minutes = 15
     code = next(iter(kumir_sim.nodes))
     node = kumir_sim.nodes[code]
     await poll(hass, kumir_entry, writes)  # new bytes (an older total, which rolls nothing back): parsed
     with patch(PARSE_EXPORT, side_effect=AssertionError("parsed again")):
         assert await poll(hass, kumir_entry, writes) == Counter()
         assert await poll(hass, kumir_entry, writes) == Counter()
-    kumir_sim.advance(24 * 3600)
+    kumir_sim.advance(15 * 60)
     with patch(PARSE_EXPORT, side_effect=AssertionError("parsed again")), pytest.raises(AssertionError):
         await kumir_entry.runtime_data.client.async_get_meters()
     changed = await poll(hass, kumir_entry, writes)
