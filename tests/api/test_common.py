@@ -39,6 +39,7 @@ from custom_components.meter_cloud.api.parse import (
     as_int,
     as_str,
     compact_time,
+    lower_keys,
     money,
 )
 
@@ -68,6 +69,60 @@ def test_converters() -> None:
     assert as_date("") is None
     assert money(Decimal("100.005"), 2) == "100.01"
     assert money(Decimal(2), 4) == "2.0000"
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        0,
+        7,
+        -83,
+        10**30,
+        2.5,
+        0.1,
+        -0.0,
+        1e-7,
+        123456.789,
+        1e30,
+        float("inf"),
+        float("nan"),
+        Decimal("2.65"),
+        Decimal("1E+3"),
+        Decimal("NaN"),
+        Decimal("-0.0005"),
+    ],
+    ids=repr,
+)
+@pytest.mark.parametrize("places", [None, 0, 3, 4])
+def test_number_fast_paths_read_what_the_text_reads(value: Any, places: int | None) -> None:
+    """JSON numbers (and Decimals) go straight to Decimal: the same value and exponent as through their text."""
+    text = repr(value) if isinstance(value, float) else str(value)
+    fast, slow = as_decimal(value, places), as_decimal(text, places)
+    assert (fast, str(fast)) == (slow, str(slow))
+    if isinstance(value, int):
+        assert as_int(value) == as_int(text) == value
+
+
+def test_numbers_beyond_a_decimal_at_the_spec_precision_are_unknown() -> None:
+    """1e30 m³ to 3 places needs more digits than a Decimal holds: unknown (None), never an exception in a poll."""
+    assert as_decimal(1e30, 3) is None
+    assert as_decimal("1e30", 3) is None
+    assert as_decimal(10**30, 3) is None
+    assert as_decimal(1e30) == Decimal("1E+30")
+    assert as_decimal("123456789012345678901234.5", 3) == Decimal("123456789012345678901234.500")
+
+
+def test_lower_keys_plain_and_mixed_spellings() -> None:
+    """Keys stripped and in lower case, whether the set of keys was seen before or not; always a copy."""
+    plain = {"meter_comm_no": "1", "std_sum": 2.5}
+    for _ in range(2):  # the second time from the remembered verdict
+        copy = lower_keys(plain)
+        assert copy == plain
+        assert copy is not plain
+    mixed = {" ReturnCode ": 0, "Totalcount": 3, "data": []}
+    for _ in range(2):
+        assert lower_keys(mixed) == {"returncode": 0, "totalcount": 3, "data": []}
+    assert lower_keys({1: "a"}) == {"1": "a"}
 
 
 def _strptime_reading(text: str) -> datetime | None:

@@ -44,7 +44,7 @@ from .models import (
     PushResult,
     ValveState,
 )
-from .parse import as_datetime, as_decimal, as_int, as_str, money
+from .parse import as_datetime, as_decimal, as_int, as_str, lower_keys, money
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -192,11 +192,6 @@ def _state(row: Mapping[str, Any]) -> MeterStatus | None:
     return None
 
 
-def _lower_keys(obj: Mapping[str, Any]) -> dict[str, Any]:
-    # The samples send " ReturnCode ", "returnCode" and "ReturnCode"; "price3" and "Price3".
-    return {str(key).strip().lower(): value for key, value in obj.items()}
-
-
 class CangnanClient(MeterClient):
     """Client of a CNMCSP platform for the meters an entry follows."""
 
@@ -334,14 +329,14 @@ class CangnanClient(MeterClient):
         if self.envelope is not None and "Data" not in decoded:
             # Only a refusal may come in clear (the platform cannot seal what it could not open);
             # anything else without a MAC is not to be believed.
-            code = as_str(_lower_keys(decoded).get("returncode"))
+            code = as_str(lower_keys(decoded).get("returncode"))
             if sealed_only or code in (None, "0"):
                 raise ResponseError("payload is not sealed although encryption is on")
         if self.envelope is not None and "Data" in decoded:
             decoded = decode_json(self.envelope.open(raw))
             if not isinstance(decoded, dict):
                 raise ResponseError("decrypted answer is not a JSON object")
-        return _lower_keys(decoded)
+        return lower_keys(decoded)
 
     def _pair(self, meter: MeterData) -> dict[str, str]:
         return {"UserID": meter.user_no or "", "MeterID": meter.meter_id}
@@ -446,7 +441,7 @@ class CangnanClient(MeterClient):
         return meters
 
     def _raw_row(self, raw: dict[str, Any]) -> MeterData | None:
-        return self._row(_lower_keys(raw))
+        return self._row(lower_keys(raw))
 
     def _row(self, row: dict[str, Any]) -> MeterData | None:
         meter_id = as_str(row.get("meterid"))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from datetime import date, datetime, tzinfo
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 from typing import Any
@@ -13,6 +14,9 @@ _ISO = re.compile(
 )
 # Decimal places → the quantum for them (as_decimal).
 _STEPS = {places: Decimal(1).scaleb(-places) for places in range(9)}
+# Key tuples of vendor objects, and whether every key is already stripped lower case (lower_keys); bounded.
+_PLAIN_KEYS: dict[tuple[Any, ...], bool] = {}
+_PLAIN_KEYS_MAX = 256
 DATETIME_FORMATS = ("%Y-%m-%d %H:%M:%S", "%Y%m%d%H%M%S", "%Y-%m-%dT%H:%M:%S", "%Y%m%d%H%M", "%Y-%m-%d", "%Y%m%d")
 
 
@@ -24,32 +28,64 @@ def as_str(value: Any) -> str | None:
     return text or None
 
 
+def lower_keys(obj: Mapping[str, Any]) -> dict[str, Any]:
+    """A copy with every key stripped and in lower case: the vendors' documents and samples disagree (" ReturnCode ",
+    "returnCode"; "Totalcount" / "totalcount").
+
+    A platform's rows repeat the same keys: whether a set of keys is already plain is remembered, so a usual row is
+    a copy made in C rather than a string operation per key.
+    """
+    keys = tuple(obj)
+    plain = _PLAIN_KEYS.get(keys)
+    if plain is None:
+        plain = all(type(key) is str and key == key.strip().lower() for key in keys)
+        if len(_PLAIN_KEYS) < _PLAIN_KEYS_MAX:
+            _PLAIN_KEYS[keys] = plain
+    if plain:
+        return dict(obj)
+    return {str(key).strip().lower(): value for key, value in obj.items()}
+
+
 def as_decimal(value: Any, places: int | None = None) -> Decimal | None:
     """A Decimal from a number or numeric string ("59.0%" → 59.0); None when absent or not numeric.
 
     With `places`, the value is given the spec's precision, so 2.5 and "2.5000" read the same.
     """
-    if isinstance(value, bool):
-        return None
-    if isinstance(value, float):
-        value = repr(value)
-    text = as_str(value)
-    if text is None:
-        return None
-    try:
-        number = Decimal(text.removesuffix("%").strip())
-    except InvalidOperation:
-        return None
+    kind = type(value)
+    # The usual JSON numbers straight to Decimal (what their text would give); anything else through the text.
+    if kind is int:
+        number = Decimal(value)
+    elif kind is float:
+        number = Decimal(repr(value))
+    elif kind is Decimal:
+        number = value
+    else:
+        if kind is bool:
+            return None
+        if isinstance(value, float):
+            value = repr(value)
+        text = as_str(value)
+        if text is None:
+            return None
+        try:
+            number = Decimal(text.removesuffix("%").strip())
+        except InvalidOperation:
+            return None
     if not number.is_finite():
         return None
     if places is None:
         return number
     step = _STEPS.get(places) or Decimal(1).scaleb(-places)
-    return number.quantize(step, rounding=ROUND_HALF_UP)
+    try:
+        return number.quantize(step, rounding=ROUND_HALF_UP)
+    except InvalidOperation:  # more digits than a Decimal holds at that precision (1e30 to 3 places): no reading
+        return None
 
 
 def as_int(value: Any) -> int | None:
     """An int from a number or numeric string."""
+    if type(value) is int:
+        return value
     number = as_decimal(value)
     return None if number is None or number != number.to_integral_value() else int(number)
 

@@ -44,13 +44,12 @@ from ..models import (
     PriceSchedule,
     PushResult,
 )
-from ..parse import as_datetime, as_decimal, as_int, as_str
+from ..parse import as_datetime, as_decimal, as_int, as_str, lower_keys
 from .auth import CONF_CONTROL_URL, CONF_LOGIN, CONF_PASSWORD, is_token_refusal, missing_control_fields
 from .control import TIME_FORMAT, WAITING, ctrl_record, ladder, open_account_data, parse_expiration, result_of
 from .records import (
     alarm_from_record,
     history_point,
-    lower_keys,
     meter_from_record,
     money_point,
     record_key,

@@ -10,8 +10,7 @@ from typing import Any
 
 from ..errors import InvalidRequestError
 from ..models import CommandKind, CommandResult, PriceSchedule
-from ..parse import as_datetime, as_int, as_str
-from .records import lower_keys
+from ..parse import as_datetime, as_int, as_str, lower_keys
 
 PROCESSOR = "iotmeterv1"
 TARGET_METER = 1

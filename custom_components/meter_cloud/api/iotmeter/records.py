@@ -10,7 +10,7 @@ from decimal import Decimal
 from typing import Any
 
 from ..models import DEVICE_STATES, Alarm, AlarmPriority, AlarmType, HistoryPoint, MeterData, ValveState
-from ..parse import as_datetime, as_decimal, as_int, as_str
+from ..parse import as_datetime, as_decimal, as_int, as_str, lower_keys
 
 DEVICE_METER = 1
 DEVICE_RTU = 2
@@ -32,11 +32,6 @@ METER_FLAGS = (
     "force_valve_on",
 )
 RTU_FLAGS = ("rtu_door_open", "rtu_power", "rtu_fence_alarm", "rtu_vibrate_alarm")
-
-
-def lower_keys(obj: Mapping[str, Any]) -> dict[str, Any]:
-    """Keys in lower case: the spec's tables and samples disagree (Totalcount / totalcount)."""
-    return {str(key).strip().lower(): value for key, value in obj.items()}
 
 
 def ext_data(raw: Any) -> dict[str, Any]:
