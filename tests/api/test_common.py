@@ -326,3 +326,53 @@ def test_retail_mac_standard_vector() -> None:
     assert envelope.open(envelope.seal(b'{"a": 1}')) == b'{"a": 1}'
     with pytest.raises(ConfigurationError, match="unknown mode"):
         Envelope.from_config(key.hex(), "ofb", "pkcs7", "x919", "base64")
+
+
+async def test_unchanged_answer_reads_only_the_rows_that_differ() -> None:
+    """Rows compared with the last answer's position by position: only those that differ are read; a row the same
+    as its meter's last one, wherever it now stands, gives back that very object; a later row of a meter wins."""
+    async with aiohttp.ClientSession() as session:
+        client = _ReadOnly(session, {}, tz=TZ)
+    read: list[Any] = []
+    built: list[str] = []
+
+    def build(row: dict[str, Any]) -> MeterData:
+        built.append(row["id"])
+        return MeterData(meter_id=row["id"], reading=Decimal(row["v"]))
+
+    def meter_of(row: Any) -> MeterData | None:
+        read.append(row)
+        return client.unchanged_or_built(row["id"], row, build) if isinstance(row, dict) else None
+
+    def answer(*rows: Any) -> dict[str, MeterData]:
+        read.clear()
+        built.clear()
+        # A fresh decode every time: equal rows, never the same objects.
+        return client.unchanged_answer("k", [dict(row) if isinstance(row, dict) else row for row in rows], meter_of)
+
+    a, b, c = {"id": "a", "v": "1"}, {"id": "b", "v": "2"}, {"id": "c", "v": "3"}
+    first = answer(a, b, "junk", c)
+    assert list(first) == ["a", "b", "c"]
+    assert len(read) == 4
+    assert built == ["a", "b", "c"]
+    same = answer(a, b, "junk", c)
+    assert read == []
+    assert all(same[key] is first[key] for key in first)
+    b2 = {"id": "b", "v": "2.5"}
+    changed = answer(a, b2, "junk", c)
+    assert read == [b2]
+    assert built == ["b"]
+    assert changed["b"].reading == Decimal("2.5")
+    assert changed["a"] is first["a"]
+    assert changed["c"] is first["c"]
+    moved = answer(c, a, b2)  # every place differs; every row is its meter's last
+    assert len(read) == 3
+    assert built == []
+    assert all(moved[key] is changed[key] for key in ("a", "b", "c"))
+    longer = answer(c, a, b2, {"id": "d", "v": "4"}, {"id": "a", "v": "9"})
+    assert [row["id"] for row in read] == ["d", "a"]
+    assert longer["a"].reading == Decimal(9)  # the later row of the meter
+    assert longer["d"].reading == Decimal(4)
+    shorter = answer(c)
+    assert read == []
+    assert shorter == {"c": changed["c"]}

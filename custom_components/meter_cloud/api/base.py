@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import uuid
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import date, datetime, timedelta, tzinfo
 from decimal import Decimal
+from itertools import compress
 from typing import Any, ClassVar, cast
 
 import aiohttp
@@ -46,6 +48,11 @@ _LOGGER = logging.getLogger(__name__)
 HISTORY_CONCURRENCY = 4
 
 
+def meters_by_id(meters: Iterable[MeterData | None]) -> dict[str, MeterData]:
+    """Meters by id, None left out; a later one of the same meter wins (as a later row of an answer does)."""
+    return {meter.meter_id: meter for meter in meters if meter is not None}
+
+
 class MeterClient(ABC):
     """A vendor cloud: read meters, send commands, understand its pushes."""
 
@@ -79,8 +86,8 @@ class MeterClient(ABC):
         self.request_count = 0
         # The last bytes of each poll request's answer and what they decoded to (same_answer).
         self._raw_answers: dict[str, tuple[bytes, Any]] = {}
-        # The last poll's raw rows and meters of each answer (unchanged_answer).
-        self._answers: dict[str, tuple[list[Any], dict[str, MeterData]]] = {}
+        # The last poll's raw rows of each answer, each row's meter and the meters by id (unchanged_answer).
+        self._answers: dict[str, tuple[list[Any], list[MeterData | None], dict[str, MeterData]]] = {}
         # The last poll's raw row and MeterData of each meter (unchanged_or_built).
         self._rows: dict[str, tuple[Any, MeterData]] = {}
         # What the client keeps across restarts (attach_store); in memory only until the entry attaches one.
@@ -155,15 +162,30 @@ class MeterClient(ABC):
         return value
 
     def unchanged_answer(
-        self, key: str, rows: list[Any], build: Callable[[list[Any]], dict[str, MeterData]]
+        self, key: str, rows: list[Any], meter_of: Callable[[Any], MeterData | None]
     ) -> dict[str, MeterData]:
-        """A poll answer's meters: when its rows are the last answer's (one compare, in C), the last answer's very
-        MeterData objects, else `build(rows)` (which hands back the last object of each row that is the same)."""
-        if (cached := self._answers.get(key)) is not None and cached[0] == rows:
-            return dict(cached[1])
-        meters = build(rows)
-        self._answers[key] = (rows, dict(meters))
-        return meters
+        """A poll answer's meters by id, `meter_of` each row (a later row of the same meter wins; None: no meter).
+
+        The rows are compared with the last answer's position by position, in C: when all are the same, the last
+        answer's very MeterData objects come back; otherwise `meter_of` reads only the rows that differ (it hands
+        back the last object of a meter whose row is the same but moved: unchanged_or_built), and a row at its
+        place of last time keeps what it gave then. A poll that changed 100 of 1000 rows reads 100.
+        """
+        last = self._answers.get(key)
+        if last is None:
+            items = list(map(meter_of, rows))
+        else:
+            last_rows, last_items, last_meters = last
+            if last_rows == rows:
+                return dict(last_meters)
+            same = list(map(operator.eq, rows, last_rows))  # as far as the shorter goes
+            items = last_items[: len(same)]
+            for index in compress(range(len(same)), map(operator.not_, same)):
+                items[index] = meter_of(rows[index])
+            items.extend(map(meter_of, rows[len(same) :]))
+        meters = meters_by_id(items)
+        self._answers[key] = (rows, items, meters)
+        return dict(meters)
 
     def unchanged_or_built(
         self, key: str | None, row: Any, build: Callable[[Any], MeterData | None]

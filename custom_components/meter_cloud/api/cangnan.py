@@ -412,7 +412,7 @@ class CangnanClient(MeterClient):
         if len(batch) == 1:
             self._lone.discard(batch[0])  # known again: back into the batches next poll
         # The same pairs answered as last time: the last answer's meters.
-        return self.unchanged_answer(key, rows, self._rows_read)
+        return self.unchanged_answer(key, rows, self._row_read)
 
     async def _read_smaller(self, batch: list[tuple[str, str]], err: CommandError) -> dict[str, MeterData]:
         """A batch refused as malformed, asked again in batches of the next smaller size; when all of those were
@@ -428,17 +428,12 @@ class CangnanClient(MeterClient):
             self._store_save()
         return meters
 
-    def _rows_read(self, rows: list[Any]) -> dict[str, MeterData]:
-        meters: dict[str, MeterData] = {}
-        for raw in rows:
-            if not isinstance(raw, dict):
-                continue
-            # A row like the last one of its meter is the last one's MeterData (keyed by the document's spelling;
-            # a row spelled otherwise is built every time).
-            key = as_str(raw.get("MeterID"))
-            if (meter := self.unchanged_or_built(key, raw, self._raw_row)) is not None:
-                meters[meter.meter_id] = meter
-        return meters
+    def _row_read(self, raw: Any) -> MeterData | None:
+        """A ReadCurrentData row's meter: the last one when the row is the same as its meter's last (keyed by the
+        document's spelling; a row spelled otherwise is built every time)."""
+        if not isinstance(raw, dict):
+            return None
+        return self.unchanged_or_built(as_str(raw.get("MeterID")), raw, self._raw_row)
 
     def _raw_row(self, raw: dict[str, Any]) -> MeterData | None:
         return self._row(lower_keys(raw))

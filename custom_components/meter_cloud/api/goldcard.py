@@ -14,7 +14,7 @@ from functools import partial
 from typing import Any, ClassVar, override
 
 from . import signing
-from .base import MeterClient
+from .base import MeterClient, meters_by_id
 from .errors import (
     AuthenticationError,
     CloudConnectionError,
@@ -358,19 +358,14 @@ class GoldcardClient(MeterClient):
         # The poll (all meters, latest): an answer like the last one is the last one's meters; a row like the last
         # one of its meter is the last one's MeterData.
         if not poll:
-            return self._rows_1013(False, data)
-        return self.unchanged_answer("1013", data, partial(self._rows_1013, True))
+            return meters_by_id(map(partial(self._row_1013, False), data))
+        return self.unchanged_answer("1013", data, partial(self._row_1013, True))
 
-    def _rows_1013(self, poll: bool, data: list[Any]) -> dict[str, MeterData]:
-        """The 1013 rows' meters; for the poll, each one the last poll's when its row is the same."""
-        meters: dict[str, MeterData] = {}
-        for row in data:
-            if not isinstance(row, dict) or not (meter_id := as_str(row.get("gasMeterNo"))):
-                continue
-            key = meter_id if poll else None
-            if (meter := self.unchanged_or_built(key, row, partial(self._row, meter_id))) is not None:
-                meters[meter_id] = meter
-        return meters
+    def _row_1013(self, poll: bool, row: Any) -> MeterData | None:
+        """A 1013 row's meter (None without a meter number); for the poll, the last poll's when its row is the same."""
+        if not isinstance(row, dict) or not (meter_id := as_str(row.get("gasMeterNo"))):
+            return None
+        return self.unchanged_or_built(meter_id if poll else None, row, partial(self._row, meter_id))
 
     def _row(self, meter_id: str, row: Mapping[str, Any]) -> MeterData:
         """A 1013 row."""

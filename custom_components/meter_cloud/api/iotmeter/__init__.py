@@ -380,17 +380,17 @@ class IotMeterClient(MeterClient):
     async def async_get_meters(self) -> dict[str, MeterData]:
         """GetRealList2, page by page: meters and RTUs."""
         rows = await self._pages(self._poll_page, "api/Data/MeterData/GetRealList2", {})
-        return self.unchanged_answer("GetRealList2", rows, self._real_rows)
+        return self.unchanged_answer("GetRealList2", rows, self._real_row)
 
-    def _real_rows(self, rows: list[Any]) -> dict[str, MeterData]:
-        """GetRealList2 rows' meters, each one the last poll's when its row is the same."""
-        meters: dict[str, MeterData] = {}
-        for row in rows:
-            key = next((str(v) for k, v in row.items() if k.strip().lower() == "meter_comm_no"), None)
-            meter = self.unchanged_or_built(key, row, lambda raw: meter_from_record(raw, self._tz))
-            if meter is not None:
-                meters[meter.meter_id] = meter
-        return meters
+    def _real_row(self, row: Any) -> MeterData | None:
+        """A GetRealList2 row's device: the last one when the row is the same as its device's last."""
+        if not isinstance(row, dict):
+            return None
+        key = next((str(v) for k, v in row.items() if str(k).strip().lower() == "meter_comm_no"), None)
+        return self.unchanged_or_built(key, row, self._record_meter)
+
+    def _record_meter(self, row: Mapping[str, Any]) -> MeterData | None:
+        return meter_from_record(row, self._tz)
 
     @override
     async def async_get_meter(self, meter_id: str) -> MeterData | None:
