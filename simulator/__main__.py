@@ -117,6 +117,12 @@ def _add_kumir(vendors: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         default=0.0,
         help="the total archive is what the collector read every N minutes; 0 (default): read at every export",
     )
+    kumir.add_argument(
+        "--collector-turns",
+        type=int,
+        default=1,
+        help="with --collector-minutes, each reading reads 1/N of the nodes, in turn; 1 (default): all of them",
+    )
     # The archives follow the clock; ticking only runs the simulated clock faster than the real one.
     kumir.add_argument("--tick-seconds", type=float, default=0.0, help="tick every N seconds; 0 (default) is off")
     kumir.add_argument("--tick-minutes", type=float, default=15.0, help="simulated minutes per tick")
@@ -268,6 +274,7 @@ async def _run_kumir(args: argparse.Namespace) -> None:
         seed=args.seed,
     )
     sim.collector_minutes = args.collector_minutes
+    sim.collector_turns = args.collector_turns
     base = f"http://{args.host}:{args.port}"
     lines = [
         f"KUMIR-RESURS simulator on {base}  (Ctrl-C stops it)",

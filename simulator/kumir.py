@@ -386,6 +386,9 @@ class KumirSimulator(SimulatorBase):
         # document's glossary): 0 (the default) reads every meter at every export, so totals move each second;
         # N > 0 reads them every N minutes (on the clock), so exports between two readings are byte for byte equal.
         self.collector_minutes = 0.0
+        # With collector_minutes: the collector reads the nodes in this many turns, one turn per reading (node
+        # positions in turn), as a collector working through a long list does; 1 (the default) reads them all.
+        self.collector_turns = 1
         self.sessions: dict[str, datetime] = {}  # session id → expiry on the simulator's clock
         self.nodes: dict[str, SimNode] = {}
         self.meters = self.nodes
@@ -563,11 +566,12 @@ class KumirSimulator(SimulatorBase):
         noise = int.from_bytes(digest) / 2**64
         return _fmt(gauge.centre + gauge.spread * (2 * noise - 1), gauge.digits)
 
-    def _periods(self, archive: str, begin: datetime, end: datetime) -> Iterator[datetime]:
-        """Starts of the periods of `archive` that meet [begin, end] and have begun by now."""
+    def _periods(self, archive: str, begin: datetime, end: datetime, node: SimNode) -> Iterator[datetime]:
+        """Starts of the periods of `archive` that meet [begin, end] and have begun by now (total: the node's last
+        reading)."""
         now = self._now()
         if archive == "total":
-            yield self._collected(now)
+            yield self._collected(now, node)
             return
         local = begin.astimezone(self.tz)
         if archive == "hour":
@@ -588,13 +592,15 @@ class KumirSimulator(SimulatorBase):
             else:
                 start = datetime.combine(date(start.year + 1, 1, 1), time(), tzinfo=self.tz)
 
-    def _collected(self, now: datetime) -> datetime:
-        """When the collector last read the meters (see collector_minutes)."""
+    def _collected(self, now: datetime, node: SimNode) -> datetime:
+        """When the collector last read this node (see collector_minutes and collector_turns)."""
         period = int(self.collector_minutes * 60)
         if period <= 0:
             return now
-        stamp = int(now.timestamp())
-        return datetime.fromtimestamp(stamp - stamp % period, self.tz)
+        reading = int(now.timestamp()) // period
+        turns = max(1, self.collector_turns)
+        reading -= (reading - node.position) % turns  # the last reading whose turn was this node's
+        return datetime.fromtimestamp(reading * period, self.tz)
 
     def _nodata(self, node: SimNode, archive: str, when: datetime) -> bool:
         if any(start <= when <= end for start, end in node.gaps):
@@ -625,9 +631,9 @@ class KumirSimulator(SimulatorBase):
         """(dat, parameters or None) of one node's system in one archive, imported rows overriding ours."""
         found: dict[str, dict[str, str] | None] = {}
         if not node.imported_only and sys in KINDS[node.kind or node.dev].systems:
-            for when in self._periods(archive, begin, end):
+            for when in self._periods(archive, begin, end, node):
                 found[when.astimezone(self.tz).strftime(DAT_FORMAT)] = self._row(node, archive, sys, when)
-        first = next(self._periods(archive, begin, begin), begin).astimezone(self.tz).strftime(DAT_FORMAT)
+        first = next(self._periods(archive, begin, begin, node), begin).astimezone(self.tz).strftime(DAT_FORMAT)
         last = end.astimezone(self.tz).strftime(DAT_FORMAT)
         for (arch, number, dat), params in node.imported.items():
             if arch == archive and number == sys and (archive == "total" or first <= dat <= last):

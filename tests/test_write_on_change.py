@@ -20,7 +20,8 @@ from custom_components.meter_cloud.entity import MeterCloudEntity
 from simulator.cangnan import CangnanSimulator
 from simulator.goldcard import GoldcardSimulator
 from simulator.iotmeter import IotMeterSimulator
-from simulator.kumir import KumirSimulator, _fmt
+from simulator.kumir import KINDS, KumirSimulator, _fmt
+from simulator.kumir import Counter as SimCounter
 
 from .conftest import PUSH_ID
 
@@ -308,6 +309,62 @@ async def test_kumir_steady_poll_parses_and_writes_nothing(
     assert reading_time is not None
     assert {reading, reading_time} <= set(changed)
     when = datetime.fromisoformat(hass.states.get(reading_time).state)
-    assert when == kumir_sim._collected(kumir_sim._now())  # the collector's new reading (the total archive)
+    assert when == kumir_sim._collected(kumir_sim._now(), node)  # the collector's new reading (the total archive)
     expected = Decimal(_fmt(kumir_sim.counter_value(node, 1, "EAi", when)))
     assert Decimal(hass.states.get(reading).state) == expected
+
+
+async def test_kumir_poll_writes_only_the_nodes_the_collector_read(
+    freezer: FrozenDateTimeFactory,
+    hass: HomeAssistant,
+    kumir_sim: KumirSimulator,
+    kumir_entry: MockConfigEntry,
+    writes: Counter[str],
+) -> None:
+    """A collector that reads the six nodes in three turns: after each reading the poll writes the entities of the
+    two nodes it read, with the simulator's numbers (every counter the node reports on its first system), and
+    nothing of the other four. The clock stands still as above; only the simulator's moves."""
+    kumir_sim.collector_minutes, kumir_sim.collector_turns = 15, 3
+    registry = er.async_get(hass)
+    await poll(hass, kumir_entry, writes)
+    assert await poll(hass, kumir_entry, writes) == Counter()
+    seen: set[str] = set()
+    for _ in range(3):
+        nodes = kumir_sim.nodes.items()
+        before = {code: kumir_sim._collected(kumir_sim._now(), node) for code, node in nodes}
+        kumir_sim.advance(15 * 60)
+        read = {code for code, node in nodes if kumir_sim._collected(kumir_sim._now(), node) != before[code]}
+        assert len(read) == 2
+        assert not read & seen  # each node in its turn
+        seen |= read
+        written = await poll(hass, kumir_entry, writes)
+        owners = {_node_code(registry, eid) for eid in written}
+        assert owners == read
+        for code in read:
+            node = kumir_sim.nodes[code]
+            when = kumir_sim._collected(kumir_sim._now(), node)
+            prefix = f"kumir_{code}/{node.num}"
+            reading_time = registry.async_get_entity_id("sensor", "meter_cloud", f"{prefix}_reading_time")
+            assert reading_time is not None
+            assert reading_time in written
+            assert datetime.fromisoformat(hass.states.get(reading_time).state) == when
+            kind = KINDS[node.kind or node.dev]
+            sys = kind.systems[0]
+            counters = [name for name, spec in kind.params.items() if isinstance(spec, SimCounter)]
+            shown = 0
+            for param in counters:
+                eid = registry.async_get_entity_id("sensor", "meter_cloud", f"{prefix}_s{sys}_{param}")
+                if eid is None or hass.states.get(eid) is None:
+                    continue  # not an entity, or disabled by default
+                expected = Decimal(_fmt(kumir_sim.counter_value(node, sys, param, when)))
+                assert Decimal(hass.states.get(eid).state) == expected
+                shown += 1
+            assert shown  # at least one counter of every node read is an enabled entity
+    assert seen == set(kumir_sim.nodes)
+
+
+def _node_code(registry: er.EntityRegistry, entity_id: str) -> str:
+    """The KUMIR-RESURS node code of an entity (unique ids are kumir_<code>/<serial>_<key>)."""
+    entry = registry.async_get(entity_id)
+    assert entry is not None
+    return entry.unique_id.removeprefix("kumir_").split("/", 1)[0]
