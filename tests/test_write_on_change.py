@@ -16,6 +16,8 @@ from homeassistant.helpers import entity_registry as er
 from homeassistant.helpers.entity import Entity
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
+from custom_components.meter_cloud.api import MeterStatus
+from custom_components.meter_cloud.coordinator import MeterCloudCoordinator
 from custom_components.meter_cloud.entity import MeterCloudEntity
 from simulator.cangnan import CangnanSimulator
 from simulator.goldcard import GoldcardSimulator
@@ -368,3 +370,43 @@ def _node_code(registry: er.EntityRegistry, entity_id: str) -> str:
     entry = registry.async_get(entity_id)
     assert entry is not None
     return entry.unique_id.removeprefix("kumir_").split("/", 1)[0]
+
+
+async def test_bookkeeping_does_not_undo_the_reuse_of_a_steady_poll(
+    hass: HomeAssistant, iot_sim: IotMeterSimulator, iot_entry: MockConfigEntry, writes: Counter[str]
+) -> None:
+    """The IoT platform's alarm catch-up saves where it stopped at every poll: bookkeeping, not meters' data, so a
+    steady poll still hands over the last poll's combined meters without combining any meter again."""
+    coordinator = iot_entry.runtime_data
+    await poll(hass, iot_entry, writes)
+    revision = coordinator.commands.revision
+    with patch.object(
+        MeterCloudCoordinator, "_combined", autospec=True, side_effect=MeterCloudCoordinator._combined
+    ) as combined:
+        assert await poll(hass, iot_entry, writes) == Counter()
+        assert await poll(hass, iot_entry, writes) == Counter()
+    assert combined.call_count == 0
+    assert coordinator.commands.meta["alarms_since"]  # saved by those polls
+    assert coordinator.commands.revision == revision
+
+
+async def test_an_account_state_learnt_between_polls_is_combined_into_the_next(
+    hass: HomeAssistant, cn_sim: CangnanSimulator, cn_entry: MockConfigEntry, writes: Counter[str]
+) -> None:
+    """Cangnan polls carry no account state; one the entry learns (an operation refused) is part of the meters'
+    data: shown at once, and the next poll, otherwise steady, combines that meter again and keeps showing it."""
+    coordinator = cn_entry.runtime_data
+    await poll(hass, cn_entry, writes)
+    assert await poll(hass, cn_entry, writes) == Counter()
+    meter_id = next(iter(cn_sim.meters))
+    revision = coordinator.commands.revision
+    coordinator.account_states.refused(meter_id)
+    assert coordinator.commands.revision > revision
+    assert coordinator.data[meter_id].status is MeterStatus.INACTIVE
+    await hass.async_block_till_done()
+    with patch.object(
+        MeterCloudCoordinator, "_combined", autospec=True, side_effect=MeterCloudCoordinator._combined
+    ) as combined:
+        await poll(hass, cn_entry, writes)
+    assert combined.call_count == len(coordinator.data)
+    assert coordinator.data[meter_id].status is MeterStatus.INACTIVE

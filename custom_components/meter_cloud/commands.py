@@ -126,8 +126,9 @@ class CommandTracker:
         self.meta: dict[str, Any] = {}
         # Told of every command that enters a state users hear about (confirmed, failed, cancelled, unknown).
         self.listener: Listener | None = None
-        # Goes up with every change of a command or of meta (each one saves): a poll whose inputs include this
-        # number and are otherwise the same as the last poll's may reuse its result.
+        # Goes up with every change of a command, or of meta that meters' data are made from (account states; not
+        # bookkeeping such as where alarm catch-up stopped): a poll whose inputs include this number and are otherwise
+        # the same as the last poll's may reuse its result.
         self.revision = 0
 
     async def async_load(self) -> None:
@@ -146,8 +147,9 @@ class CommandTracker:
         """Forget everything (the entry is being removed)."""
         await self._store.async_remove()
 
-    def _save(self) -> None:
-        self.revision += 1
+    def _save(self, *, revised: bool = True) -> None:
+        if revised:
+            self.revision += 1
         final = [c for c in self._commands.values() if c.state in FINAL]
         final.sort(key=lambda c: c.updated, reverse=True)
         for stale in final[KEEP_FINAL:]:
@@ -161,9 +163,9 @@ class CommandTracker:
     def _data(self) -> dict[str, Any]:
         return {"commands": [c.as_dict() for c in self._commands.values()], "meta": self.meta}
 
-    def save_meta(self) -> None:
-        """Persist `meta` soon."""
-        self._save()
+    def save_meta(self, *, feeds_meters: bool = False) -> None:
+        """Persist `meta` soon; `feeds_meters` when what changed is part of meters' data (see revision)."""
+        self._save(revised=feeds_meters)
 
     def get(self, serial: str) -> TrackedCommand | None:
         """The command with this serial."""

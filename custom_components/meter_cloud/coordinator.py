@@ -10,6 +10,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, fields, replace
 from datetime import datetime, timedelta
+from functools import partial
 from typing import Any, override
 
 from homeassistant.config_entries import ConfigEntry
@@ -146,7 +147,7 @@ class MeterCloudCoordinator(DataUpdateCoordinator[dict[str, MeterData]]):
         self.actions = MeterActions(self, self.commands)
         self.account_states = AccountStates(
             self.commands.meta,
-            self.commands.save_meta,
+            partial(self.commands.save_meta, feeds_meters=True),
             self._account_state_changed,
             enabled=client.learns_account_state,
         )
