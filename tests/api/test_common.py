@@ -100,16 +100,29 @@ def test_number_fast_paths_read_what_the_text_reads(value: Any, places: int | No
     fast, slow = as_decimal(value, places), as_decimal(text, places)
     assert (fast, str(fast)) == (slow, str(slow))
     if isinstance(value, int):
-        assert as_int(value) == as_int(text) == value
+        assert as_int(value) == as_int(text)
+        assert as_int(value) == (value if abs(value) < 10**29 else None)  # beyond 1e28: unknown
 
 
 def test_numbers_beyond_a_decimal_at_the_spec_precision_are_unknown() -> None:
-    """1e30 m³ to 3 places needs more digits than a Decimal holds: unknown (None), never an exception in a poll."""
-    assert as_decimal(1e30, 3) is None
-    assert as_decimal("1e30", 3) is None
-    assert as_decimal(10**30, 3) is None
-    assert as_decimal(1e30) == Decimal("1E+30")
+    """1e27 m³ to 3 places needs more digits than a Decimal holds: unknown (None), never an exception in a poll."""
+    assert as_decimal(1e27, 3) is None
+    assert as_decimal("1e27", 3) is None
+    assert as_decimal(10**27, 3) is None
+    assert as_decimal(1e27) == Decimal("1E+27")
     assert as_decimal("123456789012345678901234.5", 3) == Decimal("123456789012345678901234.500")
+
+
+@pytest.mark.timeout(10)
+def test_numbers_beyond_any_meter_are_unknown_and_cheap() -> None:
+    """1e999999 would take seconds of the event loop to become an int and cannot be shown: unknown, at once."""
+    for value in ("1e999999", "-1e999999", "1e-999999", "1e29", 10**40, 1e300, "1e99999999"):
+        assert as_decimal(value) is None
+        assert as_int(value) is None
+    assert as_decimal("1e28") == Decimal("1e28")
+    assert as_decimal("1e-28") == Decimal("1e-28")
+    assert as_int("1e18") == 10**18
+    assert as_decimal("0e-1000") == 0
 
 
 def test_lower_keys_plain_and_mixed_spellings() -> None:

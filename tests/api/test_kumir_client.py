@@ -60,7 +60,8 @@ def test_settings_are_checked() -> None:
         parse_nodes("Pol_1 1")
     assert err.value.reason == "invalid_node_list"
     assert parse_systems("3, 1;2 1") == [1, 2, 3]
-    for bad in ("", "one", "1, 1000", "-1"):
+    assert parse_systems("0002, 999") == [2, 999]
+    for bad in ("", "one", "1, 1000", "-1", "1" * 5000):
         with pytest.raises(ConfigurationError) as err:
             parse_systems(bad)
         assert err.value.reason == "invalid_systems"

@@ -423,13 +423,14 @@ def test_dat_formats() -> None:
 
 
 def test_values_tolerant() -> None:
-    """Comma decimals accepted; junk, non-finite, ambiguous separators and nested elements skipped."""
+    """Comma decimals accepted; junk, non-finite, beyond 1e±28, ambiguous separators and nested elements skipped."""
     [row] = parse_export(
         records(
             "<dat>2024-01-01T00:00:00</dat>"
             "<EAi>8870,448</EAi><EAo> 12.50 </EAo><ERi>1e3</ERi><ERo>-0</ERo>"
             "<U_A>abc</U_A><U_B></U_B><U_C>NaN</U_C><I_A>Infinity</I_A><I_B>1,234.5</I_B><I_C>1,2,3</I_C>"
             "<F0>50</F0><F0>51</F0><NEW_PARAM>7</NEW_PARAM><Block><EAi>99</EAi></Block><F_AB/>"
+            "<HUGE>1e999999</HUGE><TINY>1e-999999</TINY><BIG>1e29</BIG><EDGE>1e28</EDGE><NIL>0e-1000</NIL>"
         ),
         MOSCOW,
     )
@@ -440,6 +441,8 @@ def test_values_tolerant() -> None:
         "ERo": Decimal("-0"),
         "F0": Decimal(50),
         "NEW_PARAM": Decimal(7),
+        "EDGE": Decimal("1e28"),
+        "NIL": Decimal(0),
     }
     assert str(row.values["EAo"]) == "12.50"
 

@@ -12,6 +12,10 @@ _ISO = re.compile(
     r"(?P<date>\d{4}-\d{2}-\d{2})[T ](?P<time>\d{2}:\d{2}(?::\d{2})?)"
     r"(?:[.,](?P<fraction>\d+))?\s*(?P<zone>Z|z|[+-]\d{2}(?::?\d{2})?)?"
 )
+# The largest power of ten a meter's number may reach, either way (as_decimal): 1e28 of anything is no reading, and a
+# number like 1e999999 would cost seconds of CPU to turn into an int and cannot be shown.
+MAGNITUDE_LIMIT = 28
+_INT_LIMIT = 10 ** (MAGNITUDE_LIMIT + 1)
 # Decimal places → the quantum for them (as_decimal).
 _STEPS = {places: Decimal(1).scaleb(-places) for places in range(9)}
 # Key tuples of vendor objects, and whether every key is already stripped lower case (lower_keys); bounded.
@@ -47,7 +51,8 @@ def lower_keys(obj: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def as_decimal(value: Any, places: int | None = None) -> Decimal | None:
-    """A Decimal from a number or numeric string ("59.0%" → 59.0); None when absent or not numeric.
+    """A Decimal from a number or numeric string ("59.0%" → 59.0); None when absent, not numeric or beyond
+    MAGNITUDE_LIMIT.
 
     With `places`, the value is given the spec's precision, so 2.5 and "2.5000" read the same.
     """
@@ -71,7 +76,7 @@ def as_decimal(value: Any, places: int | None = None) -> Decimal | None:
             number = Decimal(text.removesuffix("%").strip())
         except InvalidOperation:
             return None
-    if not number.is_finite():
+    if not number.is_finite() or (number and not -MAGNITUDE_LIMIT <= number.adjusted() <= MAGNITUDE_LIMIT):
         return None
     if places is None:
         return number
@@ -84,7 +89,7 @@ def as_decimal(value: Any, places: int | None = None) -> Decimal | None:
 
 def as_int(value: Any) -> int | None:
     """An int from a number or numeric string."""
-    if type(value) is int:
+    if type(value) is int and -_INT_LIMIT < value < _INT_LIMIT:
         return value
     number = as_decimal(value)
     return None if number is None or number != number.to_integral_value() else int(number)

@@ -58,6 +58,12 @@ from .records import (
 
 _LOGGER = logging.getLogger(__name__)
 
+
+def _as_int_or_text(text: str) -> int | str:
+    number = as_int(text)
+    return text if number is None else number
+
+
 CONF_DATA_URL = "data_url"
 CONF_COMPANY_NO = "company_no"
 CONF_DATA_KEY = "data_api_key"
@@ -694,7 +700,8 @@ class IotMeterClient(MeterClient):
         if operation == "update":
             body: list[Any] = [await self._waiting_model(ref, changes) for _, ref in commands]
         else:
-            body = [int(self._ctrl_id(ref)) for _, ref in commands]
+            # ctrl_id is an int in the document; one the platform spelled otherwise goes back as it came.
+            body = [_as_int_or_text(self._ctrl_id(ref)) for _, ref in commands]
         envelope = await self._control(BATCH_PATHS[operation], body)
         results = envelope.get("data")
         if not isinstance(results, list) or len(results) != len(commands):
@@ -770,7 +777,7 @@ class IotMeterClient(MeterClient):
                     "result": dict(result.data) if result.data else None,
                 }
             )
-        return sorted(listed, key=lambda item: int(item["ctrl_id"] or 0), reverse=True)
+        return sorted(listed, key=lambda item: as_int(item["ctrl_id"]) or 0, reverse=True)
 
     # --- pushes -------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from typing import Any
 from lxml import etree
 
 from ..errors import InvalidRequestError, ResponseError
+from ..parse import MAGNITUDE_LIMIT
 from .xmlsafe import DEFAULT_MAX_BYTES, parse
 
 ARCHIVES = ("hour", "day", "month", "year", "total")
@@ -156,7 +157,8 @@ def _attr(element: etree._Element, name: str) -> str | None:
 
 
 def _number(text: str | None) -> Decimal | None:
-    """A Decimal from "8870.448", "8870,448", "1e3"; None for anything else (never a guess)."""
+    """A Decimal from "8870.448", "8870,448", "1e3"; None for anything else (never a guess), beyond
+    MAGNITUDE_LIMIT included."""
     if text is None:
         return None
     text = text.strip()
@@ -168,7 +170,9 @@ def _number(text: str | None) -> Decimal | None:
         number = Decimal(text)
     except InvalidOperation:
         return None
-    return number if number.is_finite() else None
+    if not number.is_finite() or (number and not -MAGNITUDE_LIMIT <= number.adjusted() <= MAGNITUDE_LIMIT):
+        return None
+    return number
 
 
 def _namespace_free(data: bytes, root: etree._Element) -> None:
@@ -262,7 +266,7 @@ def parse_export_answer(data: bytes, tz: tzinfo, *, max_bytes: int = DEFAULT_MAX
 
 
 def _system(text: str | None) -> int | None:
-    if text is None or not text.isdigit() or not text.isascii():
+    if text is None or not text.isdigit() or not text.isascii() or len(text) > 9:
         return None
     return int(text)
 

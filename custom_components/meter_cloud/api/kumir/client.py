@@ -137,7 +137,7 @@ def parse_systems(text: Any) -> list[int]:
     for part in _SEPARATORS.split(str(text or "").strip()):
         if not part:
             continue
-        if not part.isdigit() or not part.isascii() or int(part) > 999:
+        if not part.isdigit() or not part.isascii() or len(part.lstrip("0")) > 3:
             raise ConfigurationError(f"{part!r} is not a system number", reason="invalid_systems")
         found.append(int(part))
     if not found:
