@@ -62,6 +62,8 @@ PUSH_LOAD = int(os.environ.get("BENCH_PUSH_LOAD", "3000"))
 PUSH_IN_FLIGHT = 8
 # Targets (issue 15): a poll's CPU against the raw parse of its answers, parse_export against lxml, pushes/s.
 POLL_TARGET = 2.0
+# The poll targets are set for an account of this many meters (issue 15); smaller ones are shown, not judged.
+POLL_TARGET_METERS = 1000
 PARSE_TARGET = 2.0
 PUSH_TARGET = 1000.0
 RESULTS: list[str] = []
@@ -114,7 +116,10 @@ async def wait_ready(url: str) -> None:
     raise RuntimeError("simulator did not start")
 
 
-def _holds(ok: bool) -> str:
+def _holds(ok: bool, meters: int | None = None) -> str:
+    """Whether a target holds; "—" for a poll of another size than the one the poll targets are set for."""
+    if meters is not None and meters != POLL_TARGET_METERS:
+        return "—"
     return "yes" if ok else "**no**"
 
 
@@ -380,7 +385,7 @@ async def test_bench(
         cost = (
             f"| {backend} | {meters} | {sum(map(len, bodies)) / 1e3:.0f} | {parse_cpu * 1000:.2f} "
             f"| {steady_cpu * 1000:.1f} | {max(steady_writes)} | {ratio:.1f}× | ≤ {POLL_TARGET:g}× "
-            f"| {_holds(ratio <= POLL_TARGET)} | {orjson_cpu * 1000:.2f} | {steady_cpu / orjson_cpu:.1f}× |"
+            f"| {_holds(ratio <= POLL_TARGET, meters)} | {orjson_cpu * 1000:.2f} | {steady_cpu / orjson_cpu:.1f}× |"
         )
         changed_cpu, written, writes_cpu = [], [], []
         local_ids = list(local.meters)
@@ -400,7 +405,7 @@ async def test_bench(
         cost += (
             f" {len(changing)} | {c_cpu * 1000:.1f} "
             f"| {statistics.median(written):.0f} | {w_cpu * 1000:.1f} "
-            f"| {bound * 1000:.1f} | {beyond:.1f}× | {_holds(c_cpu <= bound)} |"
+            f"| {bound * 1000:.1f} | {beyond:.1f}× | {_holds(c_cpu <= bound, meters)} |"
         )
         COST_RESULTS.append(cost)
 
