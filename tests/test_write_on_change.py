@@ -17,7 +17,8 @@ from homeassistant.helpers.entity import Entity
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.meter_cloud.api import MeterStatus
-from custom_components.meter_cloud.coordinator import MeterCloudCoordinator
+from custom_components.meter_cloud.api.kumir import archive as archive_module
+from custom_components.meter_cloud.coordinator import MeterCloudCoordinator, async_build_client
 from custom_components.meter_cloud.entity import MeterCloudEntity
 from simulator.cangnan import CangnanSimulator
 from simulator.goldcard import GoldcardSimulator
@@ -28,6 +29,7 @@ from simulator.kumir import Counter as SimCounter
 from .conftest import PUSH_ID
 
 PARSE_EXPORT = "custom_components.meter_cloud.api.kumir.client.parse_export_answer"
+READ_NODE = "custom_components.meter_cloud.api.kumir.archive._read_node"
 
 
 @pytest.fixture
@@ -410,3 +412,41 @@ async def test_an_account_state_learnt_between_polls_is_combined_into_the_next(
         await poll(hass, cn_entry, writes)
     assert combined.call_count == len(coordinator.data)
     assert coordinator.data[meter_id].status is MeterStatus.INACTIVE
+
+
+async def test_kumir_reads_only_the_nodes_whose_part_of_the_answer_changed(
+    freezer: FrozenDateTimeFactory, hass: HomeAssistant, kumir_sim: KumirSimulator, kumir_entry: MockConfigEntry
+) -> None:
+    """After the collector read two of six nodes, the changed total-archive answer is parsed but only those two
+    nodes' parts are read; the other meters are the very objects of the last poll, and every meter equals what a
+    client that reads every part of every answer reads through the same polls."""
+    client = kumir_entry.runtime_data.client
+    everything = await async_build_client(hass, kumir_entry.data)
+    everything.use_options(kumir_entry.options)
+
+    async def read_everything() -> dict[str, Any]:
+        everything._node_rows.clear()  # type: ignore[attr-defined]
+        return await everything.async_get_meters()
+
+    await read_everything()  # as the entry's set-up poll did, at the same frozen moment
+    kumir_sim.collector_minutes, kumir_sim.collector_turns = 15, 3
+    await client.async_get_meters()
+    before = await client.async_get_meters()
+    assert await read_everything() == before
+    collected = {code: kumir_sim._collected(kumir_sim._now(), node) for code, node in kumir_sim.nodes.items()}
+    kumir_sim.advance(15 * 60)
+    read = {
+        code
+        for code, node in kumir_sim.nodes.items()
+        if kumir_sim._collected(kumir_sim._now(), node) != collected[code]
+    }
+    assert len(read) == 2
+    with patch(READ_NODE, side_effect=archive_module._read_node) as read_node:
+        after = await client.async_get_meters()
+    assert sorted(key[0] for (_, _, key), _ in read_node.call_args_list) == sorted(read)
+    for meter_id, meter in after.items():
+        if meter_id.split("/")[0] in read:
+            assert meter is not before[meter_id]
+        else:
+            assert meter is before[meter_id], meter_id
+    assert await read_everything() == after

@@ -514,6 +514,46 @@ def test_nodes_named_without_rows() -> None:
     assert answer.nodes == [("A", "1", "m234"), ("B", "2", "tv7")]
 
 
+def _answer_of(values: dict[str, str]) -> bytes:
+    """An export answer of three nodes (two systems of hour rows each) whose EAi at 10:00 are `values`."""
+    nodes = "".join(
+        f'<n code="{code}" num="{index}" dev="m230"><m230><hour>'
+        + "".join(
+            f'<sys num="{sys}"><r><nodata>false</nodata><dat>2026-11-01T{hour:02d}:00:00</dat>'
+            f"<EAi>{values[code] if hour == 10 else index}</EAi><U_A>230</U_A></r></sys>"
+            for sys in (1, 2)
+            for hour in (9, 10)
+        )
+        + "</hour></m230></n>"
+        for index, code in enumerate(values, 1)
+    )
+    return f"<d><nodes>{nodes}</nodes></d>".encode()
+
+
+def test_a_node_whose_part_is_the_same_is_not_read_again() -> None:
+    """Given the last answer's parts, a node with the very bytes of last time keeps its rows (the same objects,
+    not read); one that changed is read; every row equals a fresh parse's, in document order."""
+    values = {"A": "1.5", "B": "2.5", "C": "3.5"}
+    first = parse_export_answer(_answer_of(values), MOSCOW, known={})
+    assert first.read == first.rows
+    assert len(first.rows) == 12
+    assert set(first.by_node) == {("A", "1", "m230"), ("B", "2", "m230"), ("C", "3", "m230")}
+    same = parse_export_answer(_answer_of(values), MOSCOW, known=first.by_node)
+    assert same.read == []
+    assert all(new is old for new, old in zip(same.rows, first.rows, strict=True))
+    values["B"] = "2.75"
+    changed = parse_export_answer(_answer_of(values), MOSCOW, known=same.by_node)
+    assert {row.node_code for row in changed.read} == {"B"}
+    assert len(changed.read) == 4
+    assert changed.rows == parse_export_answer(_answer_of(values), MOSCOW).rows
+    assert [row.node_code for row in changed.rows] == ["A"] * 4 + ["B"] * 4 + ["C"] * 4
+    assert all(new is old for new, old in zip(changed.rows, first.rows, strict=True) if new.node_code != "B")
+    fewer = parse_export_answer(_answer_of({"C": "3.5", "A": "1.5"}), MOSCOW, known=changed.by_node)
+    assert {row.node_code for row in fewer.read} == {"A", "C"}  # their num moved with their place: new parts
+    assert set(fewer.by_node) == {("C", "1", "m230"), ("A", "2", "m230")}
+    assert parse_export_answer(_answer_of(values), MOSCOW).by_node == {}  # without `known`, nothing is kept
+
+
 # --- refusals: the spec defines no error document -------------------------------------------
 
 

@@ -27,7 +27,15 @@ import aiohttp
 from ..errors import ConfigurationError, InvalidRequestError
 from ..models import Capability, ConfigField, HistoryPoint, HistorySeries, ImportRecord, MeterData, ValueInfo
 from ..values import Layout, LayoutFinding, LayoutRow, ValueParam, ValueProblem, layouts_from, meanings_from
-from .archive import ARCHIVES, ArchiveRow, ExportAnswer, export_request, import_document, parse_export_answer
+from .archive import (
+    ARCHIVES,
+    ArchiveRow,
+    ExportAnswer,
+    NodeRows,
+    export_request,
+    import_document,
+    parse_export_answer,
+)
 from .parameters import ParamTable
 from .params import PARAMS
 from .refusal import result_fields
@@ -197,8 +205,13 @@ class KumirClient(KumirSessionClient):
         self._detectors: dict[str, SumDetector] = {}
         self._findings: dict[str, LayoutFinding] = {}
         # Archive → the last poll's export answer (its bytes) and the nodes it named; its rows were remembered and
-        # judged then, and are not kept (a 1000-node answer is some 30,000 rows).
+        # judged then.
         self._last_exports: dict[str, tuple[bytes, list[tuple[str, str, str]]]] = {}
+        # Archive → each node's part of the last poll's answer (a digest) and its rows: a node whose part is the
+        # same is not read, remembered or judged again (parse_export_answer's `known`).
+        self._node_rows: dict[str, NodeRows] = {}
+        # Meters whose latest values a poll's rows touched (so their MeterData is built again).
+        self._touched: set[str] = set()
         # The node list `_follows` last read, and its codes and serials.
         self._followed: tuple[list[Node], frozenset[str], frozenset[str]] | None = None
         # The last poll's meters, and the followed and named meters they were built for.
@@ -284,11 +297,11 @@ class KumirClient(KumirSessionClient):
         )
         return await self._exchange(EXPORT_PATH, document, "xml_file_export")
 
-    async def _parse(self, body: bytes) -> ExportAnswer:
+    async def _parse(self, body: bytes, known: NodeRows | None = None) -> ExportAnswer:
         """Parse off the event loop: a large export takes seconds of CPU (see the benchmark)."""
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            None, partial(parse_export_answer, body, self._tz, max_bytes=self.max_export_bytes)
+            None, partial(parse_export_answer, body, self._tz, max_bytes=self.max_export_bytes, known=known)
         )
 
     def _now(self) -> datetime:
@@ -312,13 +325,15 @@ class KumirClient(KumirSessionClient):
                 # so nothing is parsed (a steady poll of 1000 nodes costs no parse_export at all).
                 nodes = last[1]
             else:
-                answer = await self._parse(body)
+                # Nodes whose part of the answer is as last time keep their rows, remembered and judged then.
+                answer = await self._parse(body, self._node_rows.get(archive, {}))
                 nodes = answer.nodes
                 self._last_exports[archive] = (body, nodes)
+                self._node_rows[archive] = answer.by_node
                 changed = True
-                for row in answer.rows:
+                for row in answer.read:
                     self._remember(row)
-                self._judge(answer.rows)
+                self._judge(answer.read)
             for code, serial, devtype in nodes:
                 if self._follows(code, serial):
                     meter = meter_id(code, serial)
@@ -326,9 +341,18 @@ class KumirClient(KumirSessionClient):
                     self._kinds.setdefault(meter, Node(code, serial, devtype))
         ids = self._meter_ids()
         shape = (tuple(named), tuple(ids))
-        if not changed and self._last_meters is not None and self._last_meters[0] == shape:
-            return dict(self._last_meters[1])  # the very objects: the coordinator sees nothing changed
-        meters = {meter: self._meter(meter) for meter in ids if meter in named}
+        touched, self._touched = self._touched, set()
+        previous = self._last_meters[1] if self._last_meters is not None and self._last_meters[0] == shape else None
+        if not changed and previous is not None:
+            return dict(previous)  # the very objects: the coordinator sees nothing changed
+        if previous is None:
+            meters = {meter: self._meter(meter) for meter in ids if meter in named}
+        else:  # the same meters: those no row touched are the very objects of the last poll
+            meters = {
+                meter: self._meter(meter) if meter in touched or meter not in previous else previous[meter]
+                for meter in ids
+                if meter in named
+            }
         self._last_meters = (shape, meters)
         return dict(meters)
 
@@ -353,6 +377,7 @@ class KumirClient(KumirSessionClient):
         if not self._follows(row.node_code, row.serial):
             return
         meter = meter_id(row.node_code, row.serial)
+        self._touched.add(meter)
         self._kinds[meter] = Node(row.node_code, row.serial, row.devtype)
         _, params, systems = self._seen.setdefault(row.devtype.lower(), (row.devtype, {}, set()))
         params.update(dict.fromkeys(row.values))
@@ -471,6 +496,7 @@ class KumirClient(KumirSessionClient):
         self._layouts = layouts_from(options)
         # The next poll reads (and judges) every answer again under the new table.
         self._last_exports.clear()
+        self._node_rows.clear()
         self._last_meters = None
 
     def _layout(self, devtype: str) -> Layout:
