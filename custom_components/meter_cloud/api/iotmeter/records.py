@@ -66,6 +66,7 @@ def meter_from_record(raw: Mapping[str, Any], tz: tzinfo) -> MeterData | None:
     state_message = as_str(row.get("meter_stat_emsg"))
     if is_rtu:
         state_message = as_str(ext.get("rtu_state_msg")) or state_message
+    conditions = conditions_of(state_message)
     return MeterData(
         meter_id=comm_no,
         kind="rtu" if is_rtu else "meter",
@@ -88,8 +89,8 @@ def meter_from_record(raw: Mapping[str, Any], tz: tzinfo) -> MeterData | None:
         total_recharge=as_decimal(ext.get("total_buy_value"), PLACES),
         state_code=as_int(ext.get("rtu_state")) if is_rtu else as_int(row.get("meter_state")),
         state_message=state_message,
-        device_state=(conditions_of(state_message) or (None,))[0],
-        conditions=conditions_of(state_message),
+        device_state=(conditions or (None,))[0],
+        conditions=conditions,
         rssi=as_int(row.get("rssi")),
         battery_voltage=as_decimal(row.get("battery_voltage"), PLACES),
         battery_level=as_int(row.get("battery_level")),
