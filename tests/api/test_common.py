@@ -125,6 +125,25 @@ def test_numbers_beyond_any_meter_are_unknown_and_cheap() -> None:
     assert as_decimal("0e-1000") == 0
 
 
+@pytest.mark.parametrize(
+    "text", ["0001-01-01T00:00:00", "0001-01-01 00:00:00", "00010101000000", "9999-12-31 23:59:59", "1899-12-31"]
+)
+def test_times_outside_any_meter_are_unknown(text: str) -> None:
+    """.NET's unset DateTime (0001-01-01T00:00:00) and the like are no time: year 1 in UTC+8 cannot even be moved to
+    UTC, which Home Assistant's timestamp sensors and every comparison with another zone do."""
+    with pytest.raises(OverflowError):
+        datetime(1, 1, 1, tzinfo=TZ).astimezone(UTC)
+    assert as_datetime(text, TZ) is None
+    assert as_date(text[:10]) is None
+
+
+def test_times_of_old_and_far_years_within_range_are_read() -> None:
+    """1900 to 9998 are read as they are."""
+    assert as_datetime("1900-01-01 00:00:00", TZ) == datetime(1900, 1, 1, tzinfo=TZ)
+    assert as_datetime("99981231235959", TZ) == datetime(9998, 12, 31, 23, 59, 59, tzinfo=TZ)
+    assert as_date("1900-01-01") == date(1900, 1, 1)
+
+
 def test_lower_keys_plain_and_mixed_spellings() -> None:
     """Keys stripped and in lower case, whether the set of keys was seen before or not; always a copy."""
     plain = {"meter_comm_no": "1", "std_sum": 2.5}

@@ -447,6 +447,14 @@ def test_values_tolerant() -> None:
     assert str(row.values["EAo"]) == "12.50"
 
 
+def test_a_record_dated_year_one_is_skipped() -> None:
+    """A `dat` of 0001-01-01 (a platform's "none") is no time: the record is skipped, the others read."""
+    rows = parse_export(
+        records("<dat>0001-01-01T00:00:00</dat><EAi>1</EAi>", "<dat>2024-01-01T00:00:00</dat><EAi>2</EAi>"), MOSCOW
+    )
+    assert [row.values["EAi"] for row in rows] == [Decimal(2)]
+
+
 def test_rows_without_values_are_skipped() -> None:
     """A record with a time but nothing numeric says nothing."""
     assert parse_export(records("<dat>2024-01-01T00:00:00</dat><X>n/a</X>"), MOSCOW) == []

@@ -18,6 +18,10 @@ MAGNITUDE_LIMIT = 28
 _INT_LIMIT = 10 ** (MAGNITUDE_LIMIT + 1)
 # Decimal places → the quantum for them (as_decimal).
 _STEPS = {places: Decimal(1).scaleb(-places) for places in range(9)}
+# The years a meter's time can fall in. Outside them a time is a platform's "none" (.NET writes 0001-01-01T00:00:00
+# for an unset DateTime) or junk, and year 1 or 9999 cannot even be moved to UTC (OverflowError in every comparison
+# with another zone and in Home Assistant's timestamp sensors).
+YEARS = range(1900, 9999)
 # Key tuples of vendor objects, and whether every key is already stripped lower case (lower_keys); bounded.
 _PLAIN_KEYS: dict[tuple[Any, ...], bool] = {}
 _PLAIN_KEYS_MAX = 256
@@ -96,7 +100,12 @@ def as_int(value: Any) -> int | None:
 
 
 def as_datetime(value: Any, tz: tzinfo) -> datetime | None:
-    """A zone-aware datetime from the vendor's wall-clock formats."""
+    """A zone-aware datetime from the vendor's wall-clock formats; None for a year outside YEARS."""
+    moment = _as_datetime(value, tz)
+    return moment if moment is None or moment.year in YEARS else None
+
+
+def _as_datetime(value: Any, tz: tzinfo) -> datetime | None:
     text = as_str(value)
     if text is None:
         return None
@@ -149,15 +158,16 @@ def _iso(text: str, tz: tzinfo) -> datetime | None:
 
 
 def as_date(value: Any) -> date | None:
-    """A date from yyyy-mm-dd or yyyymmdd."""
+    """A date from yyyy-mm-dd or yyyymmdd; None for a year outside YEARS."""
     text = as_str(value)
     if text is None:
         return None
     for fmt in ("%Y-%m-%d", "%Y%m%d"):
         try:
-            return datetime.strptime(text, fmt).date()  # noqa: DTZ007
+            day = datetime.strptime(text, fmt).date()  # noqa: DTZ007
         except ValueError:
             continue
+        return day if day.year in YEARS else None
     return None
 
 

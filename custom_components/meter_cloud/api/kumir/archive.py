@@ -26,7 +26,7 @@ from typing import Any
 from lxml import etree
 
 from ..errors import InvalidRequestError, ResponseError
-from ..parse import MAGNITUDE_LIMIT
+from ..parse import MAGNITUDE_LIMIT, YEARS
 from .xmlsafe import DEFAULT_MAX_BYTES, parse
 
 ARCHIVES = ("hour", "day", "month", "year", "total")
@@ -203,6 +203,8 @@ def _instant(text: str | None, tz: tzinfo) -> tuple[datetime | None, datetime | 
         # The spec's 2021-08-02T00:00:00, and the other ISO 8601 spellings (space, minutes, a date).
         moment = datetime.fromisoformat(text.strip())
     except ValueError:
+        return _NO_TIME
+    if moment.year not in YEARS:  # a "none" or junk date; year 1 cannot even be moved to UTC
         return _NO_TIME
     if moment.tzinfo is not None:  # the spec says no offset; one given anyway is honoured
         return moment.astimezone(tz), None, None
