@@ -305,3 +305,25 @@ async def test_refusals_are_translated_and_per_command(
         "R-2": {"meter_id": second, "ok": False, "message": "任务状态不允许取消", "state": "pending"},
     }
     assert len(sent(iot_sim, "CancelMulti")) == 1
+
+
+async def test_a_queue_with_a_ctrl_id_that_is_no_integer_is_still_listed(
+    hass: HomeAssistant, iot_entry: MockConfigEntry, iot_sim: IotMeterSimulator
+) -> None:
+    """The document's ctrl_id is an integer; a platform that lists one spelled otherwise gets its queue listed
+    (numbers newest first, the odd one last) instead of an error."""
+    meter = meters(iot_sim)[0]
+    target = dev(hass, iot_entry, meter)
+    for reference in ("ODD-1", "ODD-2"):
+        await call(
+            hass,
+            "set_valve",
+            {"device_id": target, "position": "close", "reference": reference} | {"schedule_time": later(hours=1)},
+        )
+    odd = queued(iot_sim, "ODD-1")
+    odd["ctrl_id"] = "A-" + str(odd["ctrl_id"])
+    listed = await call(hass, "list_commands", {"device_id": target})
+    assert [(item["reference"], item["ctrl_id"]) for item in listed["commands"]] == [
+        ("ODD-2", str(queued(iot_sim, "ODD-2")["ctrl_id"])),
+        ("ODD-1", odd["ctrl_id"]),
+    ]
