@@ -54,6 +54,11 @@ def lower_keys(obj: Mapping[str, Any]) -> dict[str, Any]:
     return {str(key).strip().lower(): value for key, value in obj.items()}
 
 
+def is_reading(number: Decimal) -> bool:
+    """Whether a number can be a meter's: finite, and zero or within MAGNITUDE_LIMIT powers of ten either way."""
+    return number.is_finite() and (not number or -MAGNITUDE_LIMIT <= number.adjusted() <= MAGNITUDE_LIMIT)
+
+
 def as_decimal(value: Any, places: int | None = None) -> Decimal | None:
     """A Decimal from a number or numeric string ("59.0%" → 59.0); None when absent, not numeric or beyond
     MAGNITUDE_LIMIT.
@@ -80,7 +85,7 @@ def as_decimal(value: Any, places: int | None = None) -> Decimal | None:
             number = Decimal(text.removesuffix("%").strip())
         except InvalidOperation:
             return None
-    if not number.is_finite() or (number and not -MAGNITUDE_LIMIT <= number.adjusted() <= MAGNITUDE_LIMIT):
+    if not is_reading(number):
         return None
     if places is None:
         return number

@@ -26,7 +26,7 @@ from typing import Any
 from lxml import etree
 
 from ..errors import InvalidRequestError, ResponseError
-from ..parse import MAGNITUDE_LIMIT, YEARS
+from ..parse import YEARS, is_reading
 from .xmlsafe import DEFAULT_MAX_BYTES, parse
 
 ARCHIVES = ("hour", "day", "month", "year", "total")
@@ -158,8 +158,8 @@ def _attr(element: etree._Element, name: str) -> str | None:
 
 
 def _number(text: str | None) -> Decimal | None:
-    """A Decimal from "8870.448", "8870,448", "1e3"; None for anything else (never a guess), beyond
-    MAGNITUDE_LIMIT included."""
+    """A Decimal from "8870.448", "8870,448", "1e3"; None for anything else (never a guess), a number no meter
+    reports (parse.is_reading) included."""
     if text is None:
         return None
     text = text.strip()
@@ -171,9 +171,7 @@ def _number(text: str | None) -> Decimal | None:
         number = Decimal(text)
     except InvalidOperation:
         return None
-    if not number.is_finite() or (number and not -MAGNITUDE_LIMIT <= number.adjusted() <= MAGNITUDE_LIMIT):
-        return None
-    return number
+    return number if is_reading(number) else None
 
 
 def _namespace_free(data: bytes, root: etree._Element) -> None:
