@@ -342,17 +342,16 @@ class KumirClient(KumirSessionClient):
         ids = self._meter_ids()
         shape = (tuple(named), tuple(ids))
         touched, self._touched = self._touched, set()
-        previous = self._last_meters[1] if self._last_meters is not None and self._last_meters[0] == shape else None
-        if not changed and previous is not None:
+        kept = self._last_meters
+        previous = kept[1] if kept is not None and kept[0] == shape else {}
+        if not changed and previous:
             return dict(previous)  # the very objects: the coordinator sees nothing changed
-        if previous is None:
-            meters = {meter: self._meter(meter) for meter in ids if meter in named}
-        else:  # the same meters: those no row touched are the very objects of the last poll
-            meters = {
-                meter: self._meter(meter) if meter in touched or meter not in previous else previous[meter]
-                for meter in ids
-                if meter in named
-            }
+        # For the same meters, those no row touched are the very objects of the last poll.
+        meters = {
+            meter: previous[meter] if meter in previous and meter not in touched else self._meter(meter)
+            for meter in ids
+            if meter in named
+        }
         self._last_meters = (shape, meters)
         return dict(meters)
 
