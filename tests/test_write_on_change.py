@@ -334,10 +334,7 @@ async def test_kumir_poll_writes_only_the_nodes_the_collector_read(
     assert await poll(hass, kumir_entry, writes) == Counter()
     seen: set[str] = set()
     for _ in range(3):
-        nodes = kumir_sim.nodes.items()
-        before = {code: kumir_sim._collected(kumir_sim._now(), node) for code, node in nodes}
-        kumir_sim.advance(15 * 60)
-        read = {code for code, node in nodes if kumir_sim._collected(kumir_sim._now(), node) != before[code]}
+        read = _next_reading(kumir_sim)
         assert len(read) == 2
         assert not read & seen  # each node in its turn
         seen |= read
@@ -365,6 +362,14 @@ async def test_kumir_poll_writes_only_the_nodes_the_collector_read(
                 shown += 1
             assert shown  # at least one counter of every node read is an enabled entity
     assert seen == set(kumir_sim.nodes)
+
+
+def _next_reading(sim: KumirSimulator) -> set[str]:
+    """Move the simulator's clock to its collector's next reading (15 minutes on); the codes of the nodes it read."""
+    before = {code: sim._collected(sim._now(), node) for code, node in sim.nodes.items()}
+    sim.advance(15 * 60)
+    now = sim._now()
+    return {code for code, node in sim.nodes.items() if sim._collected(now, node) != before[code]}
 
 
 def _node_code(registry: er.EntityRegistry, entity_id: str) -> str:
@@ -433,13 +438,7 @@ async def test_kumir_reads_only_the_nodes_whose_part_of_the_answer_changed(
     await client.async_get_meters()
     before = await client.async_get_meters()
     assert await read_everything() == before
-    collected = {code: kumir_sim._collected(kumir_sim._now(), node) for code, node in kumir_sim.nodes.items()}
-    kumir_sim.advance(15 * 60)
-    read = {
-        code
-        for code, node in kumir_sim.nodes.items()
-        if kumir_sim._collected(kumir_sim._now(), node) != collected[code]
-    }
+    read = _next_reading(kumir_sim)
     assert len(read) == 2
     with patch(READ_NODE, side_effect=archive_module._read_node) as read_node:
         after = await client.async_get_meters()
