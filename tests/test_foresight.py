@@ -16,7 +16,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 
 from custom_components.meter_cloud.const import DOMAIN
 from custom_components.meter_cloud.foresight import REFRESH
-from simulator.goldcard import GoldcardSimulator, SimMeter
+from simulator.goldcard import DEFAULT_TZ, GoldcardSimulator, SimMeter
 from simulator.iotmeter import IotMeterSimulator
 
 CENT = Decimal("0.01")
@@ -28,6 +28,16 @@ async def sim(socket_enabled: None) -> AsyncGenerator[GoldcardSimulator]:
     simulator = GoldcardSimulator(meters=4, command_delay=3600)
     yield simulator
     await simulator.close()
+
+
+@pytest.fixture
+def vendor_morning(freezer: FrozenDateTimeFactory) -> FrozenDateTimeFactory:
+    """The clock moved forward to the vendor's next 10:00, so a test's hour of waiting never crosses the vendor's
+    midnight (which moves the averages' window) whatever time CI runs it at."""
+    now = datetime.now(DEFAULT_TZ)
+    morning = now.replace(hour=10, minute=0, second=0, microsecond=0)
+    freezer.move_to(morning if morning > now else morning + timedelta(days=1))
+    return freezer
 
 
 def eid(hass: HomeAssistant, unique_id: str, platform: str = "sensor") -> str:
@@ -176,7 +186,7 @@ async def test_low_balance_by_money_and_by_days(
 
 
 async def test_refreshes_over_time_and_a_restart(
-    hass: HomeAssistant, freezer: FrozenDateTimeFactory, setup_entry: MockConfigEntry, sim: GoldcardSimulator
+    hass: HomeAssistant, vendor_morning: FrozenDateTimeFactory, setup_entry: MockConfigEntry, sim: GoldcardSimulator
 ) -> None:
     """Refreshed a few times a day, not at every poll; a restart shows the stored outlook without asking the cloud;
     the next day's refresh moves the window and counts what was used meanwhile."""
@@ -190,7 +200,7 @@ async def test_refreshes_over_time_and_a_restart(
     check_goldcard(hass, sim)
     sim.tick(600)  # today's use: not in the averages until the day is complete
     await setup_entry.runtime_data.async_refresh()
-    freezer.tick(timedelta(hours=1))
+    vendor_morning.tick(timedelta(hours=1))
     async_fire_time_changed(hass)
     await settle(hass)
     assert asked() == first  # a poll and an hour later: no new daily requests
@@ -200,7 +210,7 @@ async def test_refreshes_over_time_and_a_restart(
     assert asked() == first  # restored from disk
     check_goldcard(hass, sim)
 
-    freezer.tick(timedelta(days=1))
+    vendor_morning.tick(timedelta(days=1))
     sim.tick(30)
     await setup_entry.runtime_data.async_refresh()
     async_fire_time_changed(hass)
