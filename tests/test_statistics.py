@@ -87,7 +87,7 @@ def test_rows_anchored_to_the_recorders_newest_row() -> None:
 
 
 async def _rows(hass: HomeAssistant, stat_id: str) -> list[dict[str, Any]]:
-    start = datetime.now(UTC) - timedelta(days=800)
+    start = datetime(2000, 1, 1, tzinfo=UTC)
     found = await get_instance(hass).async_add_executor_job(
         statistics_during_period, hass, start, None, {stat_id}, "hour", None, {"state", "sum"}
     )
@@ -180,7 +180,9 @@ async def test_old_external_statistic_is_merged_and_the_energy_dashboard_follows
     assert await async_setup_component(hass, "energy", {})
     meter = next(no for no, d in iot_sim.devices.items() if d.device_type == 1)
     old = statistic_id("iotmeter", meter)
-    ancient = [HistoryPoint(datetime(2025, 1, day, tzinfo=UTC), Decimal(10 + day)) for day in range(1, 6)]
+    # Its oldest row is years older than anything else: it must not be lost with the old statistic.
+    ancient = [HistoryPoint(datetime(2019, 6, 1, tzinfo=UTC), Decimal(5))]
+    ancient += [HistoryPoint(datetime(2025, 1, day, tzinfo=UTC), Decimal(10 + day)) for day in range(1, 6)]
     metadata = statistic_metadata(statistic_id=old, name="IoT meter platform volume", unit="m³", unit_class="volume")
     async_add_external_statistics(hass, metadata, build_rows(ancient, None, Decimal(0)))  # type: ignore[arg-type]
     from homeassistant.components.energy.data import async_get_manager
@@ -194,7 +196,8 @@ async def test_old_external_statistic_is_merged_and_the_energy_dashboard_follows
     sensor = _reading_sensor(hass, meter)
     assert await _rows(hass, old) == []
     rows = await _rows(hass, sensor)
-    assert datetime.fromtimestamp(rows[0]["start"], UTC) == datetime(2024, 12, 31, 23, tzinfo=UTC)
+    assert datetime.fromtimestamp(rows[0]["start"], UTC) == datetime(2019, 5, 31, 23, tzinfo=UTC)
+    assert datetime.fromtimestamp(rows[1]["start"], UTC) == datetime(2024, 12, 31, 23, tzinfo=UTC)
     _check(rows)
     assert manager.data is not None
     assert manager.data["energy_sources"][0]["stat_energy_from"] == sensor

@@ -46,8 +46,9 @@ BACKFILLED = "history_backfilled"
 BACKFILLED_VALUES = "history_backfilled_values"
 MERGED = "statistics_merged"
 HOUR = timedelta(hours=1)
-# The old external statistics reach back at most this far (the longest backfill was 366 days).
-MERGE_SEARCH = timedelta(days=3 * 366)
+# Where "all of a statistic's rows" start: an old statistic is read whole before it is removed (reading only recent
+# years would delete the rest with it).
+EPOCH = datetime(1970, 1, 1, tzinfo=dt_util.UTC)
 _VALID_OBJECT_ID_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
 
 
@@ -132,7 +133,7 @@ class _Statistic:
         from homeassistant.components.recorder import get_instance  # noqa: PLC0415
         from homeassistant.components.recorder.statistics import statistics_during_period  # noqa: PLC0415
 
-        begin = start if start is not None else dt_util.utcnow() - MERGE_SEARCH
+        begin = start if start is not None else EPOCH
         found = await get_instance(self.hass).async_add_executor_job(
             statistics_during_period, self.hass, begin, None, {self.entity_id}, "hour", None, {"state", "sum"}
         )
@@ -232,7 +233,7 @@ async def _migrate(
     old = statistic_id(coordinator.client.backend, series.meter_id, series.key)
     if old in merged:
         return
-    begin = dt_util.utcnow() - MERGE_SEARCH
+    begin = EPOCH
     found = await get_instance(hass).async_add_executor_job(
         statistics_during_period, hass, begin, None, {old}, "hour", None, {"state"}
     )
