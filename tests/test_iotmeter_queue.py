@@ -36,8 +36,9 @@ def ledger(entry: MockConfigEntry, reference: str) -> str:
 
 
 def later(**delta: float) -> str:
-    """A schedule time in Home Assistant's zone, without offset (as the datetime selector sends it)."""
-    return dt_util.as_local(dt_util.now() + timedelta(**delta)).strftime("%Y-%m-%d %H:%M:%S")
+    """A schedule time in Home Assistant's zone, without offset (as the datetime selector sends it): `delta` of
+    elapsed time from now (added in UTC, so a daylight-saving change in between does not move it)."""
+    return dt_util.as_local(dt_util.utcnow() + timedelta(**delta)).strftime("%Y-%m-%d %H:%M:%S")
 
 
 async def advance(hass: HomeAssistant, freezer: FrozenDateTimeFactory, entry: MockConfigEntry, **delta: float) -> None:
@@ -152,7 +153,7 @@ async def test_scheduled_close_runs_at_its_time_across_a_reload(
     assert response["state"] == "pending"
     task = queued(iot_sim, "SCH-1")
     assert dt_util.parse_datetime(task["ctrl_time"]).replace(tzinfo=iot_sim.tz) == (  # type: ignore[union-attr]
-        dt_util.now() + timedelta(hours=2)
+        dt_util.utcnow() + timedelta(hours=2)
     )
     await settle(hass, iot_sim)
     assert (task["ctrl_state"], iot_sim.devices[meter].flags["valve_open"]) == (0, True)
