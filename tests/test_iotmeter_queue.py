@@ -37,8 +37,13 @@ def ledger(entry: MockConfigEntry, reference: str) -> str:
 
 def later(**delta: float) -> str:
     """A schedule time in Home Assistant's zone, without offset (as the datetime selector sends it): `delta` of
-    elapsed time from now (added in UTC, so a daylight-saving change in between does not move it)."""
-    return dt_util.as_local(dt_util.utcnow() + timedelta(**delta)).strftime("%Y-%m-%d %H:%M:%S")
+    elapsed time from now (added in UTC, so a daylight-saving change in between does not move it). A wall time the
+    clocks show twice (the hour a change back to winter time repeats) is given with its offset."""
+    when = dt_util.as_local(dt_util.utcnow() + timedelta(**delta))
+    wall = when.replace(tzinfo=None)
+    if wall.replace(tzinfo=when.tzinfo, fold=0).utcoffset() != wall.replace(tzinfo=when.tzinfo, fold=1).utcoffset():
+        return when.isoformat()
+    return wall.strftime("%Y-%m-%d %H:%M:%S")
 
 
 async def advance(hass: HomeAssistant, freezer: FrozenDateTimeFactory, entry: MockConfigEntry, **delta: float) -> None:
