@@ -9,6 +9,7 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
+from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components.recorder import Recorder, get_instance
 from homeassistant.components.recorder.statistics import (
     async_add_external_statistics,
@@ -18,6 +19,7 @@ from homeassistant.components.recorder.statistics import (
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import entity_registry as er
 from homeassistant.setup import async_setup_component
+from homeassistant.util import dt as dt_util
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 from pytest_homeassistant_custom_component.components.recorder.common import (
     async_wait_recording_done,
@@ -150,6 +152,37 @@ async def test_one_source_per_counter_with_the_archive(
     rows = await _rows(hass, sensor)
     _check(rows)
     assert min(r["state"] for r in rows) < 10  # the replaced meter's low reading is a state, not subtracted
+
+
+async def test_rows_imported_before_the_first_compile_follow_the_next_hours_anchor(
+    hass: HomeAssistant, iot_sim: IotMeterSimulator, iot_server: Any, freezer: FrozenDateTimeFactory
+) -> None:
+    """Before the recorder's first compile an import anchors at the sensor's state of that hour with sum 0 (where
+    the recorder will start); an import an hour later, still before any compile, anchors at the later state: the
+    rows the first import wrote are re-based on it, so no hour shows a jump (they were kept, a jump as large as the
+    gas used meanwhile)."""
+    freezer.move_to(dt_util.utcnow().replace(minute=58, second=0, microsecond=0))
+    entry = await _entry(hass, iot_sim, iot_server)
+    meter = next(no for no, d in iot_sim.devices.items() if d.device_type == 1)
+    sensor = _reading_sensor(hass, meter)
+    first = await _rows(hass, sensor)
+    assert len(first) >= 29
+    _check(first)
+    before = Decimal(hass.states.get(sensor).state)
+    freezer.tick(timedelta(minutes=4))  # the next hour; the recorder compiled nothing
+    iot_sim.tick(60)
+    iot_sim.freeze_day()
+    await entry.runtime_data.async_refresh()
+    await hass.async_block_till_done()
+    assert Decimal(hass.states.get(sensor).state) > before
+    await async_import_history(hass, entry.runtime_data)
+    await async_wait_recording_done(hass)
+    rows = await _rows(hass, sensor)
+    assert len(rows) > len(first)
+    _check(rows)
+    assert Decimal(str(rows[-1]["sum"])) == -max(
+        Decimal(0), Decimal(hass.states.get(sensor).state) - Decimal(str(rows[-1]["state"]))
+    )
 
 
 async def test_archive_rows_agree_with_what_the_recorder_compiles(

@@ -116,6 +116,8 @@ class _Statistic:
 
     def __init__(self, hass: HomeAssistant, entity_id: str, unit: str | None, series_unit: str | None) -> None:
         self.hass, self.entity_id, self.unit, self._series_unit = hass, entity_id, unit, series_unit
+        # Whether the last anchor() was the sensor's state before the recorder's first compile.
+        self.provisional = False
 
     def convert(self, value: Decimal) -> Decimal:
         """A reading in the series' unit, in the unit the statistic is kept in (the sensor's display unit)."""
@@ -145,7 +147,7 @@ class _Statistic:
 
         The recorder continues each sum from its newest 5-minute row: that row's state and sum, at the hour it is
         in (that hour and later are the recorder's to compile). Before the first compile, the recorder will start
-        at sum 0 with the sensor's state: anchor there, at the current hour.
+        at sum 0 with the sensor's state: anchor there, at the current hour (`provisional` then says so).
         """
         from homeassistant.components.recorder import get_instance  # noqa: PLC0415
         from homeassistant.components.recorder.statistics import get_last_short_term_statistics  # noqa: PLC0415
@@ -154,7 +156,8 @@ class _Statistic:
             get_last_short_term_statistics, self.hass, 1, self.entity_id, True, {"state", "sum"}
         )
         rows = found.get(self.entity_id) or []
-        if rows and rows[0].get("state") is not None:
+        self.provisional = not rows or rows[0].get("state") is None
+        if not self.provisional:
             last = rows[0]
             start = datetime.fromtimestamp(float(last["start"]), dt_util.UTC).replace(minute=0, second=0)
             return start, Decimal(str(last["state"])), Decimal(str(last.get("sum") or 0))
@@ -182,9 +185,11 @@ class _Statistic:
         anchor = await self.anchor()
         if anchor is None or not archive:
             return 0
+        # Before the recorder's first compile the anchor is where it will start (the sensor's state, sum 0, this
+        # hour): an import in a later hour moves it, so every row an earlier import wrote is re-based on it too.
         existing = {
             datetime.fromtimestamp(float(row["start"]), dt_util.UTC): Decimal(str(row["state"]))
-            for row in await self.rows(since - HOUR)
+            for row in await self.rows(EPOCH if self.provisional else since - HOUR)
             if row.get("state") is not None
         }
         rows = anchored_rows(archive, existing, anchor)
