@@ -161,7 +161,10 @@ async def test_rows_imported_before_the_first_compile_follow_the_next_hours_anch
     the recorder will start); an import an hour later, still before any compile, anchors at the later state: the
     rows the first import wrote are re-based on it, so no hour shows a jump (they were kept, a jump as large as the
     gas used meanwhile)."""
-    freezer.move_to(dt_util.utcnow().replace(minute=58, second=0, microsecond=0))
+    # 23:58 at the platform (Asia/Shanghai): the next hour also brings the new day's frozen reading.
+    now = dt_util.utcnow()
+    evening = now.replace(hour=15, minute=58, second=0, microsecond=0)
+    freezer.move_to(evening if evening > now else evening + timedelta(days=1))
     entry = await _entry(hass, iot_sim, iot_server)
     meter = next(no for no, d in iot_sim.devices.items() if d.device_type == 1)
     sensor = _reading_sensor(hass, meter)
@@ -178,7 +181,8 @@ async def test_rows_imported_before_the_first_compile_follow_the_next_hours_anch
     await async_import_history(hass, entry.runtime_data)
     await async_wait_recording_done(hass)
     rows = await _rows(hass, sensor)
-    assert len(rows) > len(first)
+    assert rows[0]["start"] == first[0]["start"]
+    assert rows[0]["sum"] < first[0]["sum"]  # re-based: the gas used since lies between it and the new anchor
     _check(rows)
     assert Decimal(str(rows[-1]["sum"])) == -max(
         Decimal(0), Decimal(hass.states.get(sensor).state) - Decimal(str(rows[-1]["state"]))
