@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Generator
+from datetime import datetime, timedelta
 from typing import Any
 from unittest.mock import PropertyMock, patch
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from freezegun.api import FrozenDateTimeFactory
 from homeassistant.core import HomeAssistant
 from pytest_homeassistant_custom_component.common import MockConfigEntry
 
 from custom_components.meter_cloud.api import CangnanClient, GoldcardClient, IotMeterClient, KumirClient
 from custom_components.meter_cloud.const import DOMAIN
 from simulator.cangnan import CangnanSimulator
+from simulator.goldcard import DEFAULT_TZ as SHANGHAI
 from simulator.goldcard import GoldcardSimulator
 from simulator.iotmeter import IotMeterSimulator
 from simulator.kumir import KumirSimulator
@@ -26,6 +29,16 @@ IOT_PUSH_ID = "iotmeter-push-id-0123456789abcdef"
 @pytest.fixture(autouse=True)
 def auto_enable_custom_integrations(enable_custom_integrations: None) -> None:
     """Load custom_components/ in every test."""
+
+
+@pytest.fixture
+def vendor_morning(freezer: FrozenDateTimeFactory) -> FrozenDateTimeFactory:
+    """The clock moved forward to the Chinese vendors' next 10:10 (02:10 UTC, Moscow's 05:10) and frozen there: a
+    test's hour of waiting then crosses no vendor's midnight and no hour, whatever time CI runs it at."""
+    now = datetime.now(SHANGHAI)
+    morning = now.replace(hour=10, minute=10, second=0, microsecond=0)
+    freezer.move_to(morning if morning > now else morning + timedelta(days=1))
+    return freezer
 
 
 @pytest.fixture(autouse=True)

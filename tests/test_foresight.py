@@ -16,7 +16,7 @@ from pytest_homeassistant_custom_component.common import MockConfigEntry, async_
 
 from custom_components.meter_cloud.const import DOMAIN
 from custom_components.meter_cloud.foresight import REFRESH
-from simulator.goldcard import DEFAULT_TZ, GoldcardSimulator, SimMeter
+from simulator.goldcard import GoldcardSimulator, SimMeter
 from simulator.iotmeter import IotMeterSimulator
 
 CENT = Decimal("0.01")
@@ -28,16 +28,6 @@ async def sim(socket_enabled: None) -> AsyncGenerator[GoldcardSimulator]:
     simulator = GoldcardSimulator(meters=4, command_delay=3600)
     yield simulator
     await simulator.close()
-
-
-@pytest.fixture
-def vendor_morning(freezer: FrozenDateTimeFactory) -> FrozenDateTimeFactory:
-    """The clock moved forward to the vendor's next 10:00, so a test's hour of waiting never crosses the vendor's
-    midnight (which moves the averages' window) whatever time CI runs it at."""
-    now = datetime.now(DEFAULT_TZ)
-    morning = now.replace(hour=10, minute=0, second=0, microsecond=0)
-    freezer.move_to(morning if morning > now else morning + timedelta(days=1))
-    return freezer
 
 
 def eid(hass: HomeAssistant, unique_id: str, platform: str = "sensor") -> str:
@@ -144,7 +134,7 @@ async def options(hass: HomeAssistant, entry: MockConfigEntry, **thresholds: flo
 
 
 async def test_low_balance_by_money_and_by_days(
-    hass: HomeAssistant, setup_entry: MockConfigEntry, sim: GoldcardSimulator
+    hass: HomeAssistant, vendor_morning: FrozenDateTimeFactory, setup_entry: MockConfigEntry, sim: GoldcardSimulator
 ) -> None:
     """No threshold, no Low balance entity; a money threshold compares the balance, a days threshold the days of
     credit left; a meter whose days cannot be told is unknown rather than off."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient
+from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components.recorder import Recorder, get_instance
 from homeassistant.components.recorder.statistics import statistics_during_period
 from homeassistant.core import HomeAssistant
@@ -61,7 +62,7 @@ async def settled(hass: HomeAssistant) -> None:
 
 
 async def test_backfill_is_one_request_a_day_for_all_meters(
-    hass: HomeAssistant, sim: GoldcardSimulator, setup_entry: MockConfigEntry
+    hass: HomeAssistant, vendor_morning: FrozenDateTimeFactory, sim: GoldcardSimulator, setup_entry: MockConfigEntry
 ) -> None:
     """The first import reads 30 days, one 1013 per day without meterNo; each meter's reading statistic then holds
     each day's closing reading exactly where the DAS put it; the next import reads only the last days."""

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestServer
+from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components.recorder import Recorder, get_instance
 from homeassistant.components.recorder.statistics import statistics_during_period
 from homeassistant.core import HomeAssistant
@@ -80,7 +81,7 @@ async def _import(hass: HomeAssistant, entry: MockConfigEntry) -> int:
 
 
 async def test_backfill_then_hourly_lookback(
-    hass: HomeAssistant, kumir_sim: KumirSimulator, kumir_server: TestServer
+    hass: HomeAssistant, vendor_morning: FrozenDateTimeFactory, kumir_sim: KumirSimulator, kumir_server: TestServer
 ) -> None:
     """First setup reads `backfill_days`; later imports only the two-day lookback; values are the simulator's."""
     sim, server = kumir_sim, kumir_server
