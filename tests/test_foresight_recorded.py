@@ -9,6 +9,7 @@ from itertools import pairwise
 from typing import Any
 
 import pytest
+from freezegun.api import FrozenDateTimeFactory
 from homeassistant.components.recorder import Recorder, get_instance
 from homeassistant.components.recorder.statistics import async_import_statistics, statistics_during_period
 from homeassistant.core import HomeAssistant
@@ -39,7 +40,7 @@ async def _rows(hass: HomeAssistant, stat_id: str, start: datetime) -> list[dict
 
 
 async def test_spend_from_the_recorded_balance(
-    hass: HomeAssistant, cn_entry: MockConfigEntry, cn_sim: CangnanSimulator
+    hass: HomeAssistant, vendor_morning: FrozenDateTimeFactory, cn_entry: MockConfigEntry, cn_sim: CangnanSimulator
 ) -> None:
     """Hour by hour the simulator's balance runs down and is recorded; a recharge mid-window is a rise, not negative
     spend; a day Home Assistant did not see (and the day after it, whose start it did not see) is left out."""
