@@ -112,6 +112,24 @@ def _reading_sensor(hass: HomeAssistant, meter: str) -> str:
     return found
 
 
+def _gas_meter(sim: IotMeterSimulator) -> str:
+    """The simulator's first gas meter (its RTUs keep no volume archive)."""
+    return next(no for no, d in sim.devices.items() if d.device_type == 1)
+
+
+async def _imported(
+    hass: HomeAssistant, sim: IotMeterSimulator, server: Any
+) -> tuple[MockConfigEntry, str, str, list[dict[str, Any]]]:
+    """Set up (which imports the archive); the first gas meter, its reading sensor and that statistic's rows."""
+    entry = await _entry(hass, sim, server)
+    meter = _gas_meter(sim)
+    sensor = _reading_sensor(hass, meter)
+    rows = await _rows(hass, sensor)
+    assert len(rows) >= 29
+    _check(rows)
+    return entry, meter, sensor, rows
+
+
 def _check(rows: list[dict[str, Any]]) -> None:
     """Every hour adds what the counter grew, never anything negative."""
     for before, after in pairwise(rows):
@@ -126,12 +144,7 @@ async def test_one_source_per_counter_with_the_archive(
     """The frozen archive lands in the reading sensor's own statistic (its name, its id): the Energy pickers offer
     that one statistic per meter and nothing of ours besides; re-imports repair late data; resets and gaps never
     make a negative bar."""
-    entry = await _entry(hass, iot_sim, iot_server)
-    meter = next(no for no, d in iot_sim.devices.items() if d.device_type == 1)
-    sensor = _reading_sensor(hass, meter)
-    rows = await _rows(hass, sensor)
-    assert len(rows) >= 29
-    _check(rows)
+    entry, meter, sensor, rows = await _imported(hass, iot_sim, iot_server)
     days = sorted(datetime.fromisoformat(r["acquisition_time"]).date() for r in iot_sim.history[meter])
     frozen = {Decimal(str(r["std_sum"])) for r in iot_sim.history[meter]}
     assert {Decimal(str(r["state"])) for r in rows} <= {*(round(v, 3) for v in frozen), Decimal(str(rows[-1]["state"]))}
@@ -165,12 +178,7 @@ async def test_rows_imported_before_the_first_compile_follow_the_next_hours_anch
     now = dt_util.utcnow()
     evening = now.replace(hour=15, minute=58, second=0, microsecond=0)
     freezer.move_to(evening if evening > now else evening + timedelta(days=1))
-    entry = await _entry(hass, iot_sim, iot_server)
-    meter = next(no for no, d in iot_sim.devices.items() if d.device_type == 1)
-    sensor = _reading_sensor(hass, meter)
-    first = await _rows(hass, sensor)
-    assert len(first) >= 29
-    _check(first)
+    entry, _, sensor, first = await _imported(hass, iot_sim, iot_server)
     before = Decimal(hass.states.get(sensor).state)
     freezer.tick(timedelta(minutes=4))  # the next hour; the recorder compiled nothing
     iot_sim.tick(60)
@@ -195,7 +203,7 @@ async def test_archive_rows_agree_with_what_the_recorder_compiles(
     """An hour the recorder compiled from the sensor's states is the anchor: the archive rows before it end where
     it starts, and an import after more compiles rewrites nothing of the recorder's newest row."""
     entry = await _entry(hass, iot_sim, iot_server)
-    meter = next(no for no, d in iot_sim.devices.items() if d.device_type == 1)
+    meter = _gas_meter(iot_sim)
     sensor = _reading_sensor(hass, meter)
     now = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
     do_adhoc_statistics(hass, start=now - timedelta(hours=1))
@@ -215,7 +223,7 @@ async def test_old_external_statistic_is_merged_and_the_energy_dashboard_follows
     Energy dashboard: its history (older than any backfill) moves into the sensor's statistic, the dashboard
     points at the sensor, and the old statistic is gone."""
     assert await async_setup_component(hass, "energy", {})
-    meter = next(no for no, d in iot_sim.devices.items() if d.device_type == 1)
+    meter = _gas_meter(iot_sim)
     old = statistic_id("iotmeter", meter)
     # Its oldest row is years older than anything else: it must not be lost with the old statistic.
     ancient = [HistoryPoint(datetime(2019, 6, 1, tzinfo=UTC), Decimal(5))]
