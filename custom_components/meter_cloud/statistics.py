@@ -130,14 +130,13 @@ class _Statistic:
             return value
         return Decimal(str(converter.convert(float(value), self._series_unit, self.unit)))
 
-    async def rows(self, start: datetime | None = None) -> list[Mapping[str, Any]]:
+    async def rows(self, start: datetime = EPOCH) -> list[Mapping[str, Any]]:
         """The statistic's hourly rows from `start` (all of them without), oldest first."""
         from homeassistant.components.recorder import get_instance  # noqa: PLC0415
         from homeassistant.components.recorder.statistics import statistics_during_period  # noqa: PLC0415
 
-        begin = start if start is not None else EPOCH
         found = await get_instance(self.hass).async_add_executor_job(
-            statistics_during_period, self.hass, begin, None, {self.entity_id}, "hour", None, {"state", "sum"}
+            statistics_during_period, self.hass, start, None, {self.entity_id}, "hour", None, {"state", "sum"}
         )
         rows: list[Mapping[str, Any]] = list(found.get(self.entity_id) or [])
         return rows
@@ -232,17 +231,12 @@ async def _migrate(
     """Once per counter: merge the old external statistic into the sensor's, point the Energy dashboard at the
     sensor, and remove the old statistic, so its history stays and nothing is offered twice."""
     from homeassistant.components.recorder import get_instance  # noqa: PLC0415
-    from homeassistant.components.recorder.statistics import statistics_during_period  # noqa: PLC0415
 
     merged: list[str] = coordinator.commands.meta.setdefault(MERGED, [])
     old = statistic_id(coordinator.client.backend, series.meter_id, series.key)
     if old in merged:
         return
-    begin = EPOCH
-    found = await get_instance(hass).async_add_executor_job(
-        statistics_during_period, hass, begin, None, {old}, "hour", None, {"state"}
-    )
-    rows = found.get(old) or []
+    rows = await _Statistic(hass, old, None, None).rows()  # all of them
     archive = {
         datetime.fromtimestamp(float(row["start"]), dt_util.UTC): sensor.convert(Decimal(str(row["state"])))
         for row in rows
