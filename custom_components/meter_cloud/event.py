@@ -74,4 +74,8 @@ class MeterDeviceEvents(MeterAlarm):
     """What a device did (valve opened, recharge taken, price changed): events, not alarms."""
 
     _attr_translation_key = "device_events"
+    # Created disabled: with it an IoT meter has 10 everyday entities, and Home Assistant 2026 enables at most 10,000
+    # per entry, so a 1000-meter account would lose the last meters' entities. Device triggers, automations on
+    # meter_cloud_device_event and the logbook work without it.
+    _attr_entity_registry_enabled_default = False
     _events = True
