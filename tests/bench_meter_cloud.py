@@ -4,7 +4,9 @@ For each backend and 10/100/1000 simulated meters: requests per poll cycle, CPU 
 push-to-state latency (KUMIR-RESURS never pushes: no latency for it).
 The simulator runs in its own process so the CPU figures are Home Assistant's side only.
 For KUMIR-RESURS also: parsing an export answer of 1000 node-days of hourly archive
-(BENCH_KUMIR_PARSE=50x20,1000x1 nodes x days), lxml alone and the whole parse_export.
+(BENCH_KUMIR_PARSE=50x20,1000x1 nodes x days), lxml alone, lxml and reading every tag and text (the floor of any
+reader of its tree) and the whole parse_export. Each changed poll's floor too: fetching and decoding its answers
+alone, from a stand-in cloud in its own process that answers with the recorded bytes (tests/bench_replay.py).
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ import tempfile
 import time
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
@@ -37,12 +39,15 @@ import pytest
 from homeassistant.core import Event, HomeAssistant, callback
 from homeassistant.helpers import device_registry as dr
 from homeassistant.helpers import entity_registry as er
+from homeassistant.helpers.aiohttp_client import async_get_clientsession
 from homeassistant.helpers.entity import Entity
 from lxml import etree
 from pytest_homeassistant_custom_component.common import MockConfigEntry, flush_store
 
 from custom_components.meter_cloud.api import BACKENDS, http
+from custom_components.meter_cloud.api import iotmeter as iotmeter_api
 from custom_components.meter_cloud.api.kumir import archive, xmlsafe
+from custom_components.meter_cloud.api.kumir import session as kumir_session
 from custom_components.meter_cloud.api.kumir.client import MAX_EXPORT_BYTES, MAX_RECORDS_PER_EXPORT
 from custom_components.meter_cloud.const import DOMAIN
 from simulator.cangnan import CangnanSimulator
@@ -167,6 +172,75 @@ def captured_answers() -> Iterator[list[bytes]]:
 
     with patch.object(http, "_read_bounded", capturing):
         yield bodies
+
+
+type Call = tuple[bytes, dict[str, str], bytes]
+
+
+@contextmanager
+def captured_calls() -> Iterator[list[Call]]:
+    """Every POST the clients make while inside (api/http.py's post_raw, however imported): its body (b"" for a
+    form), its headers and the answer's body."""
+    original = http.post_raw
+    calls: list[Call] = []
+
+    async def capturing(session: aiohttp.ClientSession, url: str, body: Any, **kwargs: Any) -> http.RawAnswer:
+        answer = await original(session, url, body, **kwargs)
+        calls.append((body if isinstance(body, bytes) else b"", dict(kwargs.get("headers") or {}), answer.body))
+        return answer
+
+    with ExitStack() as stack:
+        for module in (http, iotmeter_api, kumir_session):
+            stack.enter_context(patch.object(module, "post_raw", capturing))
+        yield calls
+
+
+def _decode(body: bytes) -> Any:
+    """An answer decoded as the clients decode it: JSON with api/http.py's decode_json, XML with the safe parser."""
+    if body.lstrip()[:1] == b"<":
+        return xmlsafe.parse(body, max_bytes=MAX_EXPORT_BYTES)
+    return http.decode_json(body)
+
+
+async def fetch_floor_cpu(hass: HomeAssistant, calls: list[Call]) -> float:
+    """CPU seconds (median of 7) of fetching and decoding the very answers of a poll, nothing else: the same
+    requests through Home Assistant's HTTP client (api/http.py's post_raw) to a stand-in cloud in its own process
+    that answers each with its recorded bytes (tests/bench_replay.py), one after another, and each answer decoded.
+    What any poll that has to read those answers costs at least."""
+    port = free_port()
+    job_file = Path(tempfile.mkdtemp()) / "answers.json"
+    job_file.write_text(json.dumps({"answers": [base64.b64encode(answer).decode() for *_, answer in calls]}))
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        str(ROOT / "tests" / "bench_replay.py"),
+        str(job_file),
+        str(port),
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        await asyncio.wait_for(proc.stdout.readline(), 30)
+        session = async_get_clientsession(hass)
+        url = f"http://127.0.0.1:{port}/"
+
+        async def fetch_all() -> None:
+            for index, (body, headers, _) in enumerate(calls):
+                answer = await http.post_raw(
+                    session, url, body, headers={**headers, "X-Replay": str(index)}, max_bytes=MAX_EXPORT_BYTES
+                )
+                _decode(answer.body)
+
+        await fetch_all()  # a first round opens the connection
+        spent = []
+        for _ in range(PARSE_RUNS):
+            gc.collect()
+            c0 = time.process_time()
+            await fetch_all()
+            spent.append(time.process_time() - c0)
+        return statistics.median(spent)
+    finally:
+        proc.terminate()
+        await proc.wait()
 
 
 def raw_parse_cpu(bodies: list[bytes], loads: Callable[[bytes], Any] = json.loads) -> float:
@@ -396,16 +470,22 @@ async def test_bench(
             for turn in range(CHANGED_POLLS):
                 await tick_some(base, None if backend == "kumir" else local_ids[turn::10])
                 spent.clear()
-                changed_cpu.append((await timed_poll(hass, coordinator))[0])
+                with captured_calls() as calls:
+                    changed_cpu.append((await timed_poll(hass, coordinator))[0])
                 written.append(len(spent))
                 writes_cpu.append(sum(spent))
         c_cpu, w_cpu = statistics.median(changed_cpu), statistics.median(writes_cpu)
         bound = POLL_TARGET * parse_cpu + w_cpu
         beyond = (c_cpu - w_cpu) / parse_cpu
+        # The floor of the last changed poll: fetching and decoding its answers alone. What the bound leaves beside
+        # it is all a changed meter may cost before its writes (reading its row, combining it, its entities).
+        floor = await fetch_floor_cpu(hass, calls)
+        left = (POLL_TARGET * parse_cpu - floor) / len(changing) * 1e6
         cost += (
             f" {len(changing)} | {c_cpu * 1000:.1f} "
             f"| {statistics.median(written):.0f} | {w_cpu * 1000:.1f} "
-            f"| {bound * 1000:.1f} | {beyond:.1f}× | {_holds(c_cpu <= bound, meters)} |"
+            f"| {bound * 1000:.1f} | {beyond:.1f}× | {_holds(c_cpu <= bound, meters)} "
+            f"| {len(calls)} | {floor * 1000:.1f} | {floor / parse_cpu:.1f}× | {left:.0f} |"
         )
         COST_RESULTS.append(cost)
 
@@ -478,16 +558,16 @@ async def test_bench(
             "| backend | meters | answer KB | raw parse CPU ms | steady poll CPU ms | writes | ratio | target | holds "
             "| orjson parse CPU ms | ratio to it "
             "| changed meters | changed poll CPU ms | writes | writes CPU ms | bound: 2× parse + writes, ms "
-            "| (CPU − writes) / parse | holds |\n|" + "---|" * 18
+            "| (CPU − writes) / parse | holds | requests | fetch + decode floor CPU ms | floor / parse "
+            "| left per changed meter, µs |\n|" + "---|" * 22
         )
         sys.stdout.write(
             "\nPoll cost against the raw parse of its answers (Python's json.loads / lxml of the bytes the simulator "
             "sent for that poll; the clients parse JSON with orjson, whose own parse is shown beside; writes = entity "
-            "state writes, their CPU measured around each write):\n"
-            + cost_header
-            + "\n"
-            + "\n".join(COST_RESULTS)
-            + "\n"
+            "state writes, their CPU measured around each write; floor = fetching and decoding the last changed poll's "
+            "answers alone, the same requests to a stand-in cloud in its own process that answers with the recorded "
+            "bytes; left = (2× parse − floor) / changed meters, what the bound leaves a changed meter before its "
+            "writes):\n" + cost_header + "\n" + "\n".join(COST_RESULTS) + "\n"
         )
         if PUSH_RESULTS:
             push_header = (
@@ -530,6 +610,16 @@ def _timed(work: Callable[[], Any]) -> tuple[list[float], list[float], Any]:
     return wall, cpu, result
 
 
+def _every_text(root: etree._Element) -> int:
+    """Read every element's tag and text and nothing else: the least any reader of lxml's tree does to see every
+    value (parse_export's floor)."""
+    seen = 0
+    for element in root.iter():
+        if element.tag and element.text:
+            seen += 1
+    return seen
+
+
 @pytest.mark.skipif(not KUMIR_PARSE, reason="kumir not in BENCH_BACKENDS")
 @pytest.mark.parametrize(("nodes", "days"), KUMIR_PARSE or [(0, 0)], ids=str)
 async def test_bench_kumir_parse(nodes: int, days: int) -> None:
@@ -540,6 +630,7 @@ async def test_bench_kumir_parse(nodes: int, days: int) -> None:
     stages: list[tuple[str, Callable[[], Any]]] = [
         ("lxml etree.fromstring", lambda: etree.fromstring(data, parser=xmlsafe.make_parser())),
         ("xmlsafe.parse", lambda: xmlsafe.parse(data, max_bytes=limit)),
+        ("xmlsafe.parse + each tag and text", lambda: _every_text(xmlsafe.parse(data, max_bytes=limit))),
         ("archive.parse_export", lambda: archive.parse_export(data, tz, max_bytes=limit)),
     ]
     rows = 0
