@@ -7,12 +7,15 @@ from homeassistant.core import HomeAssistant
 from homeassistant.exceptions import ConfigEntryError
 from homeassistant.helpers import config_validation as cv
 from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import issue_registry as ir
 from homeassistant.helpers.typing import ConfigType
 
 from .api import ConfigurationError
 from .compat import reload_on_options
 from .const import DOMAIN
 from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator, async_build_client
+from .entity_cap import async_setup_entity_cap
+from .entity_cap import issue_id as entity_cap_issue
 from .push import MeterCloudPushView
 from .services import async_setup_services
 from .statistics import async_setup_history
@@ -42,6 +45,7 @@ async def async_setup_entry(hass: HomeAssistant, entry: MeterCloudConfigEntry) -
     await coordinator.async_config_entry_first_refresh()
     entry.runtime_data = coordinator
     await hass.config_entries.async_forward_entry_setups(entry, PLATFORMS)
+    async_setup_entity_cap(hass, coordinator)
     async_setup_history(hass, coordinator)
     async_setup_value_issues(hass, coordinator)
     coordinator.health.async_start()
@@ -67,6 +71,7 @@ async def async_remove_entry(hass: HomeAssistant, entry: MeterCloudConfigEntry) 
 
     await CommandTracker(hass, entry.entry_id).async_remove()
     await async_remove_stored(hass, entry.entry_id)
+    ir.async_delete_issue(hass, DOMAIN, entity_cap_issue(entry.entry_id))
 
 
 async def async_remove_config_entry_device(

@@ -7,6 +7,8 @@ from typing import TYPE_CHECKING, Any
 from homeassistant import config_entries
 from homeassistant.core import HomeAssistant
 from homeassistant.helpers import device_registry as dr
+from homeassistant.helpers import entity_platform
+from homeassistant.helpers import entity_registry as er
 
 # 2025.8 added OptionsFlowWithReload (the options flow reloads the entry itself) and from 2026.12 an
 # entry with an update listener breaks `async_update_reload_and_abort`. 2025.4 has neither: there the
@@ -116,3 +118,19 @@ def unit_class_of(unit: str | None) -> str | None:
 
     converter = STATISTIC_UNIT_TO_UNIT_CONVERTER.get(unit)
     return None if converter is None else str(converter.UNIT_CLASS)
+
+
+def enabled_entity_cap() -> int | None:
+    """The most enabled entities Home Assistant adds for one config entry (2026: 10,000; past it an entity is not
+    added at all); None where there is no cap (2025.4)."""
+    cap = getattr(entity_platform, "MAX_ENABLED_ENTITIES_PER_CONFIG_ENTRY", None)
+    return cap if isinstance(cap, int) else None
+
+
+def enabled_entity_count(hass: HomeAssistant, config_entry_id: str) -> int:
+    """How many enabled entities a config entry has (2026 keeps the count; else counted)."""
+    registry = er.async_get(hass)
+    kept = getattr(registry.entities, "get_enabled_count_for_config_entry_id", None)
+    if kept is not None:
+        return int(kept(config_entry_id))
+    return sum(entry.disabled_by is None for entry in er.async_entries_for_config_entry(registry, config_entry_id))
