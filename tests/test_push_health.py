@@ -11,6 +11,7 @@ from homeassistant.helpers import issue_registry as ir
 from pytest_homeassistant_custom_component.common import MockConfigEntry, async_fire_time_changed
 
 from custom_components.meter_cloud.const import DOMAIN
+from custom_components.meter_cloud.presence import issue_id as presence_issue
 from simulator.goldcard import GoldcardSimulator
 
 
@@ -98,3 +99,28 @@ async def test_a_backend_that_never_pushes_has_no_push_issue(
     await later(hass, freezer, 50)
     assert issue(hass, "no_external_url", kumir_entry) is None
     assert issue(hass, "pushes_stopped", kumir_entry) is None
+
+
+async def test_a_removed_entry_takes_its_issues_along(
+    hass: HomeAssistant, freezer: FrozenDateTimeFactory, setup_entry: MockConfigEntry, sim: GoldcardSimulator
+) -> None:
+    """Deleting the entry leaves no repair issue behind (Repairs would otherwise show it for good)."""
+    await later(hass, freezer, 25)
+    assert issue(hass, "no_external_url", setup_entry) is not None
+    # A meter's issue names the entry and the meter (presence, tariff layouts): it goes as well.
+    missing = presence_issue(setup_entry.entry_id, next(iter(sim.meters)))
+    ir.async_create_issue(
+        hass, DOMAIN, missing, is_fixable=True, severity=ir.IssueSeverity.WARNING, translation_key="meter_missing"
+    )
+    ir.async_create_issue(  # one of another entry stays
+        hass,
+        DOMAIN,
+        "no_external_url_another",
+        is_fixable=False,
+        severity=ir.IssueSeverity.WARNING,
+        translation_key="no_external_url",
+    )
+    assert await hass.config_entries.async_remove(setup_entry.entry_id)
+    await hass.async_block_till_done()
+    left = [issue_id for domain, issue_id in ir.async_get(hass).issues if domain == DOMAIN]
+    assert left == ["no_external_url_another"]

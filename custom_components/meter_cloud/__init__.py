@@ -15,7 +15,6 @@ from .compat import reload_on_options
 from .const import DOMAIN
 from .coordinator import MeterCloudConfigEntry, MeterCloudCoordinator, async_build_client
 from .entity_cap import async_setup_entity_cap
-from .entity_cap import issue_id as entity_cap_issue
 from .push import MeterCloudPushView
 from .services import async_setup_services
 from .statistics import async_setup_history
@@ -65,13 +64,21 @@ async def async_unload_entry(hass: HomeAssistant, entry: MeterCloudConfigEntry) 
 
 
 async def async_remove_entry(hass: HomeAssistant, entry: MeterCloudConfigEntry) -> None:
-    """Delete the entry's command ledger and stored spending."""
+    """Delete the entry's command ledger, stored spending and repair issues."""
     from .commands import CommandTracker  # noqa: PLC0415
     from .foresight import async_remove_stored  # noqa: PLC0415
 
     await CommandTracker(hass, entry.entry_id).async_remove()
     await async_remove_stored(hass, entry.entry_id)
-    ir.async_delete_issue(hass, DOMAIN, entity_cap_issue(entry.entry_id))
+    _delete_issues(hass, entry.entry_id)
+
+
+def _delete_issues(hass: HomeAssistant, entry_id: str) -> None:
+    """The entry's repair issues (pushes, the entity cap, missing meters, tariff layouts): each id names the entry."""
+    registry = ir.async_get(hass)
+    for domain, issue_id in list(registry.issues):
+        if domain == DOMAIN and (issue_id.endswith(f"_{entry_id}") or f"_{entry_id}_" in issue_id):
+            ir.async_delete_issue(hass, DOMAIN, issue_id)
 
 
 async def async_remove_config_entry_device(
